@@ -1,0 +1,131 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A kind of resource a workload uses and Prescient allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    /// CPU time, in cores.
+    Cpu,
+    /// Memory, in bytes.
+    Memory,
+    /// Block-device reads, in bytes per second.
+    IoRead,
+    /// Block-device writes, in bytes per second.
+    IoWrite,
+    /// Network bytes received per second.
+    NetRx,
+    /// Network bytes sent per second.
+    NetTx,
+    /// Disk activity as a percentage of the machine (as some public traces give it).
+    DiskIo,
+}
+
+/// A resource name that is not one of [`Resource::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown resource '{name}' (expected one of: cpu, memory, io_read, io_write, net_rx, net_tx, disk_io)"
+)]
+pub struct UnknownResource {
+    /// The name as given.
+    pub name: String,
+}
+
+impl Resource {
+    /// Every resource, in a stable order.
+    pub const ALL: [Resource; 7] = [
+        Resource::Cpu,
+        Resource::Memory,
+        Resource::IoRead,
+        Resource::IoWrite,
+        Resource::NetRx,
+        Resource::NetTx,
+        Resource::DiskIo,
+    ];
+
+    /// The name used in traces, the store, the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Memory => "memory",
+            Resource::IoRead => "io_read",
+            Resource::IoWrite => "io_write",
+            Resource::NetRx => "net_rx",
+            Resource::NetTx => "net_tx",
+            Resource::DiskIo => "disk_io",
+        }
+    }
+
+    /// The unit its values are in.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cores",
+            Resource::Memory => "bytes",
+            Resource::IoRead | Resource::IoWrite | Resource::NetRx | Resource::NetTx => "bytes/s",
+            Resource::DiskIo => "percent",
+        }
+    }
+
+    /// The default granularity of allocations: 1/8 core, 64 MiB, 1 MiB/s, 1 %.
+    pub fn default_allocation_unit(self) -> f64 {
+        match self {
+            Resource::Cpu => 0.125,
+            Resource::Memory => 64.0 * 1024.0 * 1024.0,
+            Resource::IoRead | Resource::IoWrite | Resource::NetRx | Resource::NetTx => {
+                1024.0 * 1024.0
+            }
+            Resource::DiskIo => 1.0,
+        }
+    }
+
+    /// Whether running short slows a workload down (CPU, I/O, network) rather
+    /// than killing it (memory: an out-of-memory kill).
+    pub fn is_compressible(self) -> bool {
+        !matches!(self, Resource::Memory)
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Resource {
+    type Err = UnknownResource;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Resource::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownResource {
+                name: s.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for r in Resource::ALL {
+            assert_eq!(r.as_str().parse::<Resource>().unwrap(), r);
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_resource_names_the_input_and_the_choices() {
+        let err = "gpu".parse::<Resource>().unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("'gpu'"), "{msg}");
+        assert!(msg.contains("cpu, memory"), "{msg}");
+    }
+}

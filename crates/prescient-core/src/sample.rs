@@ -1,0 +1,22 @@
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch (live data) or since the start of a
+/// trace (recorded data). The store and the live agent use this unit
+/// throughout; the trace format counts seconds and converts on import.
+pub type TimestampMs = i64;
+
+/// One observation of a series: mean usage over the step that starts at `ts`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Start of the step the value covers.
+    pub ts: TimestampMs,
+    /// Mean usage over the step, in the resource's unit.
+    pub value: f64,
+}
+
+impl Sample {
+    /// A sample at `ts` with `value`.
+    pub fn new(ts: TimestampMs, value: f64) -> Self {
+        Sample { ts, value }
+    }
+}

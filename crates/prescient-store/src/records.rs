@@ -1,0 +1,600 @@
+//! Everything but samples: workload metadata, demand profiles, plans,
+//! events, the audit log and model state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use prescient_core::{DemandProfile, HostId, Plan, TimestampMs, WorkloadId};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::{Result, SeriesId, Store, StoreError};
+
+/// How many demand profiles are kept per series: saving one more deletes
+/// the oldest.
+pub const PROFILE_HISTORY: usize = 48;
+
+/// A workload and its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The host it runs on.
+    pub host: HostId,
+    /// Its stable name, unique within the host.
+    pub name: WorkloadId,
+    /// How the collector finds it (a cgroup path glob, a process match, ...).
+    pub selector: String,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+    /// When the row was created (wall clock).
+    pub created_at: TimestampMs,
+    /// When its metadata last changed.
+    pub updated_at: TimestampMs,
+}
+
+/// A plan's row id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PlanId(pub i64);
+
+/// An event's row id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub i64);
+
+impl fmt::Display for PlanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A known future change in demand, as it is created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What kind of event (`release`, `sale`, `maintenance`, ...).
+    pub kind: String,
+    /// Which workloads it affects (a selector, as in [`Workload::selector`]).
+    pub selector: String,
+    /// When it starts.
+    pub start: TimestampMs,
+    /// When it ends (>= `start`).
+    pub end: TimestampMs,
+    /// What it does to demand, for the forecast to read.
+    pub effect: serde_json::Value,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at: TimestampMs,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Its id.
+    pub id: EventId,
+    /// The event as created.
+    pub event: NewEvent,
+    /// When it was cancelled, if it was.
+    pub cancelled_at: Option<TimestampMs>,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When the change was made.
+    pub ts: TimestampMs,
+    /// Who or what made it (`agent`, `user:alice`, ...).
+    pub actor: String,
+    /// What was done (`cgroup.write`, `event.create`, ...).
+    pub action: String,
+    /// What it was done to.
+    pub target: String,
+    /// The state before, if there was one.
+    pub before: Option<String>,
+    /// The state after, if there is one.
+    pub after: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// Appends `entry` to the audit log on `conn` (inside the caller's
+/// transaction when there is one), returning its id.
+pub(crate) fn append_audit_in(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO audit (ts, actor, action, target, before, after, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute((
+        entry.ts,
+        &entry.actor,
+        &entry.action,
+        &entry.target,
+        &entry.before,
+        &entry.after,
+        &entry.reason,
+    ))?;
+    Ok(conn.last_insert_rowid())
+}
+
+impl Store {
+    /// Sets a workload's selector and labels (creating the workload if
+    /// needed), and records the change in the audit log. Setting what is
+    /// already stored changes nothing and logs nothing.
+    pub fn set_workload_meta(
+        &mut self,
+        host: &HostId,
+        name: &WorkloadId,
+        selector: &str,
+        labels: &BTreeMap<String, String>,
+        actor: &str,
+        at: TimestampMs,
+    ) -> Result<()> {
+        if host.0.is_empty() || name.0.is_empty() {
+            return Err(self.invalid(format!(
+                "workload {host}/{name}: the host and workload names must not be empty"
+            )));
+        }
+        let labels_json = serde_json::to_string(labels).map_err(|e| self.invalid(e.to_string()))?;
+        let err = self.sql("set workload metadata");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let id = crate::ensure_workload(&tx, host, name, at).map_err(&err)?;
+        let (old_selector, old_labels): (String, String) = tx
+            .query_row(
+                "SELECT selector, labels FROM workloads WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(&err)?;
+        let old_labels: BTreeMap<String, String> =
+            serde_json::from_str(&old_labels).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("workloads row {id} (labels)"),
+                detail: e.to_string(),
+            })?;
+        if old_selector == selector && &old_labels == labels {
+            return Ok(());
+        }
+        tx.execute(
+            "UPDATE workloads SET selector = ?2, labels = ?3, updated_at = ?4 WHERE id = ?1",
+            (id, selector, &labels_json, at),
+        )
+        .map_err(&err)?;
+        let state = |selector: &str, labels: &BTreeMap<String, String>| {
+            serde_json::json!({ "selector": selector, "labels": labels }).to_string()
+        };
+        append_audit_in(
+            &tx,
+            &AuditEntry {
+                ts: at,
+                actor: actor.to_string(),
+                action: "workload.meta".into(),
+                target: format!("{host}/{name}"),
+                before: Some(state(&old_selector, &old_labels)),
+                after: Some(state(selector, labels)),
+                reason: String::new(),
+            },
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    /// Every workload, ordered by host and name.
+    pub fn workloads(&self) -> Result<Vec<Workload>> {
+        let err = self.sql("read the workloads");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, host, name, selector, labels, created_at, updated_at
+                 FROM workloads ORDER BY host, name",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, host, name, selector, labels, created_at, updated_at) = row.map_err(&err)?;
+            let labels = serde_json::from_str(&labels)
+                .map_err(|e| self.corrupt(format!("workloads row {id} (labels)"), e))?;
+            out.push(Workload {
+                host: HostId(host),
+                name: WorkloadId(name),
+                selector,
+                labels,
+                created_at,
+                updated_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Saves a demand profile of `series`, made at `made_at`, and drops the
+    /// series' profiles beyond the newest [`PROFILE_HISTORY`].
+    pub fn save_profile(
+        &mut self,
+        series: SeriesId,
+        made_at: TimestampMs,
+        profile: &DemandProfile,
+    ) -> Result<()> {
+        if self.series_key(series)?.is_none() {
+            return Err(StoreError::UnknownSeries {
+                path: self.path.clone(),
+                series,
+            });
+        }
+        let body = serde_json::to_string(profile).map_err(|e| self.invalid(e.to_string()))?;
+        let err = self.sql("save a demand profile");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        tx.execute(
+            "INSERT INTO profiles (series_id, made_at, start, step_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            (series.0, made_at, profile.start, profile.step_ms, &body),
+        )
+        .map_err(&err)?;
+        tx.execute(
+            "DELETE FROM profiles WHERE series_id = ?1 AND id NOT IN
+                 (SELECT id FROM profiles WHERE series_id = ?1
+                  ORDER BY made_at DESC, id DESC LIMIT ?2)",
+            (series.0, PROFILE_HISTORY as i64),
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    /// The newest profile of `series` and when it was made.
+    pub fn latest_profile(&self, series: SeriesId) -> Result<Option<(TimestampMs, DemandProfile)>> {
+        Ok(self.profile_history(series, 1)?.into_iter().next())
+    }
+
+    /// Up to `limit` profiles of `series`, newest first.
+    pub fn profile_history(
+        &self,
+        series: SeriesId,
+        limit: usize,
+    ) -> Result<Vec<(TimestampMs, DemandProfile)>> {
+        let err = self.sql("read demand profiles");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, made_at, body FROM profiles WHERE series_id = ?1
+                 ORDER BY made_at DESC, id DESC LIMIT ?2",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map((series.0, clamp_limit(limit)), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, made_at, body) = row.map_err(&err)?;
+            let what = || format!("profiles row {id} (series {series})");
+            // Deserialising checks the profile, so a damaged row is an error.
+            let p: DemandProfile =
+                serde_json::from_str(&body).map_err(|e| self.corrupt(what(), e))?;
+            out.push((made_at, p));
+        }
+        Ok(out)
+    }
+
+    /// Saves a plan, returning its id.
+    pub fn save_plan(&mut self, plan: &Plan) -> Result<PlanId> {
+        let body = serde_json::to_string(plan).map_err(|e| self.invalid(e.to_string()))?;
+        // JSON has no NaN or infinity (serde_json writes them as null): make
+        // sure what is stored reads back, rather than failing at load time.
+        if serde_json::from_str::<Plan>(&body).is_err() {
+            return Err(self.invalid(format!(
+                "plan of pool {} made at {} ms holds a number that is not finite",
+                plan.pool, plan.made_at
+            )));
+        }
+        let err = self.sql("save a plan");
+        self.conn
+            .prepare_cached(
+                "INSERT INTO plans (pool, made_at, degraded, body) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute((&plan.pool.0, plan.made_at, plan.degraded, &body)))
+            .map_err(&err)?;
+        Ok(PlanId(self.conn.last_insert_rowid()))
+    }
+
+    /// The plans of `pool` made in `[from, to)`, oldest first.
+    pub fn plans(
+        &self,
+        pool: &HostId,
+        from: TimestampMs,
+        to: TimestampMs,
+    ) -> Result<Vec<(PlanId, Plan)>> {
+        self.read_plans(
+            "SELECT id, body FROM plans WHERE pool = ?1 AND made_at >= ?2 AND made_at < ?3
+             ORDER BY made_at, id",
+            (&pool.0, from, to),
+        )
+    }
+
+    /// The newest plan of `pool`.
+    pub fn latest_plan(&self, pool: &HostId) -> Result<Option<(PlanId, Plan)>> {
+        Ok(self
+            .read_plans(
+                "SELECT id, body FROM plans WHERE pool = ?1 ORDER BY made_at DESC, id DESC LIMIT 1",
+                [&pool.0],
+            )?
+            .pop())
+    }
+
+    fn read_plans(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<(PlanId, Plan)>> {
+        let err = self.sql("read plans");
+        let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
+        let rows = stmt
+            .query_map(params, |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body) = row.map_err(&err)?;
+            let plan = serde_json::from_str(&body)
+                .map_err(|e| self.corrupt(format!("plans row {id}"), e))?;
+            out.push((PlanId(id), plan));
+        }
+        Ok(out)
+    }
+
+    /// Stores an event, and records its creation in the audit log.
+    pub fn create_event(&mut self, event: &NewEvent) -> Result<EventId> {
+        if event.end < event.start {
+            return Err(self.invalid(format!(
+                "event '{}' ends ({} ms) before it starts ({} ms)",
+                event.kind, event.end, event.start
+            )));
+        }
+        let effect = event.effect.to_string();
+        let err = self.sql("create an event");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        tx.execute(
+            "INSERT INTO events (kind, selector, start_ms, end_ms, effect, created_by, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            (
+                &event.kind,
+                &event.selector,
+                event.start,
+                event.end,
+                &effect,
+                &event.created_by,
+                event.created_at,
+            ),
+        )
+        .map_err(&err)?;
+        let id = EventId(tx.last_insert_rowid());
+        let after = serde_json::json!({
+            "kind": event.kind, "selector": event.selector, "start": event.start,
+            "end": event.end, "effect": event.effect,
+        });
+        append_audit_in(
+            &tx,
+            &AuditEntry {
+                ts: event.created_at,
+                actor: event.created_by.clone(),
+                action: "event.create".into(),
+                target: format!("event/{id}"),
+                before: None,
+                after: Some(after.to_string()),
+                reason: String::new(),
+            },
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        Ok(id)
+    }
+
+    /// The events that overlap `[from, to)` (start before `to`, end at or
+    /// after `from`), by start; cancelled ones only if asked for.
+    pub fn events(
+        &self,
+        from: TimestampMs,
+        to: TimestampMs,
+        include_cancelled: bool,
+    ) -> Result<Vec<Event>> {
+        let err = self.sql("read events");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, kind, selector, start_ms, end_ms, effect, created_by, created_at,
+                        cancelled_at
+                 FROM events
+                 WHERE start_ms < ?2 AND end_ms >= ?1 AND (?3 OR cancelled_at IS NULL)
+                 ORDER BY start_ms, id",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map((from, to, include_cancelled), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    NewEvent {
+                        kind: r.get(1)?,
+                        selector: r.get(2)?,
+                        start: r.get(3)?,
+                        end: r.get(4)?,
+                        effect: serde_json::Value::Null,
+                        created_by: r.get(6)?,
+                        created_at: r.get(7)?,
+                    },
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ))
+            })
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, mut event, effect, cancelled_at) = row.map_err(&err)?;
+            event.effect = serde_json::from_str(&effect)
+                .map_err(|e| self.corrupt(format!("events row {id} (effect)"), e))?;
+            out.push(Event {
+                id: EventId(id),
+                event,
+                cancelled_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Cancels an event, and records it in the audit log.
+    pub fn cancel_event(
+        &mut self,
+        id: EventId,
+        actor: &str,
+        at: TimestampMs,
+        reason: &str,
+    ) -> Result<()> {
+        let err = self.sql("cancel an event");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let found: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT cancelled_at FROM events WHERE id = ?1",
+                [id.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(&err)?;
+        match found {
+            None => {
+                return Err(StoreError::UnknownEvent {
+                    path: self.path.clone(),
+                    id,
+                });
+            }
+            Some(Some(at)) => {
+                return Err(StoreError::EventAlreadyCancelled {
+                    path: self.path.clone(),
+                    id,
+                    at,
+                });
+            }
+            Some(None) => {}
+        }
+        tx.execute(
+            "UPDATE events SET cancelled_at = ?2 WHERE id = ?1",
+            (id.0, at),
+        )
+        .map_err(&err)?;
+        append_audit_in(
+            &tx,
+            &AuditEntry {
+                ts: at,
+                actor: actor.to_string(),
+                action: "event.cancel".into(),
+                target: format!("event/{id}"),
+                before: None,
+                after: None,
+                reason: reason.to_string(),
+            },
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    /// Appends an entry to the audit log, returning its id (ids grow in the
+    /// order entries are appended).
+    pub fn append_audit(&mut self, entry: &AuditEntry) -> Result<i64> {
+        append_audit_in(&self.conn, entry).map_err(self.sql("append to the audit log"))
+    }
+
+    /// Up to `limit` audit entries with `ts >= since`, oldest first, with
+    /// their ids.
+    pub fn audit_since(&self, since: TimestampMs, limit: usize) -> Result<Vec<(i64, AuditEntry)>> {
+        let err = self.sql("read the audit log");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, ts, actor, action, target, before, after, reason
+                 FROM audit WHERE ts >= ?1 ORDER BY ts, id LIMIT ?2",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map((since, clamp_limit(limit)), |r| {
+                Ok((
+                    r.get(0)?,
+                    AuditEntry {
+                        ts: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        before: r.get(5)?,
+                        after: r.get(6)?,
+                        reason: r.get(7)?,
+                    },
+                ))
+            })
+            .map_err(&err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(err)
+    }
+
+    /// Stores a model's state under `key`, replacing what was there.
+    /// `version` is the model's own format version, returned by
+    /// [`Store::load_model_state`] so the model can refuse a format it does not know.
+    pub fn save_model_state(&mut self, key: &str, version: u32, blob: &[u8]) -> Result<()> {
+        let err = self.sql("save model state");
+        self.conn
+            .prepare_cached(
+                "INSERT INTO model_state (key, version, blob, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET
+                     version = excluded.version, blob = excluded.blob,
+                     updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute((key, version, blob, crate::now_ms())))
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// A model's state and its format version, if stored.
+    pub fn load_model_state(&self, key: &str) -> Result<Option<(u32, Vec<u8>)>> {
+        let err = self.sql("load model state");
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT version, blob FROM model_state WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(err)?;
+        row.map(|(version, blob)| {
+            u32::try_from(version).map(|v| (v, blob)).map_err(|e| {
+                self.corrupt(format!("model_state row '{key}' (version {version})"), e)
+            })
+        })
+        .transpose()
+    }
+}
+
+/// A `usize` limit as SQLite's `LIMIT` (which is signed).
+fn clamp_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
