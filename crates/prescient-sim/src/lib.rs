@@ -16,6 +16,6 @@ pub mod replay;
 pub mod trace;
 
 pub use metrics::{Crossing, Curve, Score, Tally};
-pub use policy::{Knob, Policy, SeriesInfo, SeriesState};
+pub use policy::{HostState, Knob, Policy, SeriesInfo, SeriesState};
 pub use replay::{Capacity, Enforcement, ReplayConfig, ReplayError, Run, replay};
 pub use trace::{HostTrace, LoadError, ReplayTrace, SeriesTrace};

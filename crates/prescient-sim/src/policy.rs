@@ -1,15 +1,22 @@
 //! The interface between the replay engine and a sizing policy.
 //!
-//! A [`Policy`] is a configured recommender (VPA, Autopilot, ...). For each
-//! series it starts a [`SeriesState`], which the engine drives step by step:
+//! A [`Policy`] is a configured recommender (VPA, Autopilot, Prescient...).
+//! For each host the engine starts a [`HostState`], which it drives step by
+//! step:
 //!
 //! ```text
 //! for each step t:
-//!     state.recommend(&mut alloc)          // from what it saw up to t-1
-//!     (contended: policy.arbitrate per host)
-//!     served = min(demand[t], alloc)
-//!     state.observe(ts[t], demand[t], &alloc)
+//!     host.allocate(ts, present, capacity, &mut alloc)   // from what it saw up to t-1
+//!     served = min(demand[t], alloc)  (or shares)
+//!     host.observe(ts, present, demand[t], &alloc)
 //! ```
+//!
+//! A host state sees all the host's workloads together, as an agent on that
+//! machine would: it may pool what it learns across them and split a
+//! contended capacity as it sees fit. Most policies size each workload on
+//! its own: they implement [`Policy::start`] with a [`SeriesState`] per
+//! series, and the default [`Policy::start_host`] runs those side by side and
+//! calls [`Policy::arbitrate`] when a host is over its capacity.
 //!
 //! Every policy has one knob (VPA: the target percentile; the others: a
 //! margin). A sweep runs many knob settings, and most of a policy's state
@@ -71,6 +78,23 @@ pub trait Policy: Send + Sync {
     /// entry of `knobs`.
     fn start(&self, series: &SeriesInfo<'_>, knobs: &[f64]) -> Box<dyn SeriesState>;
 
+    /// A fresh state for one host whose series are `series`. The default
+    /// sizes each series with its own [`Policy::start`] state and splits a
+    /// contended capacity with [`Policy::arbitrate`].
+    fn start_host<'a>(
+        &'a self,
+        series: &[SeriesInfo<'_>],
+        knobs: &[f64],
+    ) -> Box<dyn HostState + 'a> {
+        Box::new(PerSeries {
+            policy: self,
+            states: series.iter().map(|s| self.start(s, knobs)).collect(),
+            knobs: knobs.len(),
+            column_in: vec![0.0; series.len()],
+            column_out: vec![0.0; series.len()],
+        })
+    }
+
     /// Splits a host's capacity when the allocations asked for exceed it.
     /// `requests` are the allocations the policy's states recommended; the
     /// granted allocations go to `out` and must sum to at most `capacity`.
@@ -88,6 +112,76 @@ pub trait SeriesState: Send {
     /// What happened at the step starting at `ts`: the workload's demand and
     /// the allocation each knob setting gave it (after any arbitration).
     fn observe(&mut self, ts: TimestampMs, demand: f64, allocations: &[f64]);
+}
+
+/// The state of a policy for all the series of one host.
+pub trait HostState: Send {
+    /// Allocations for the next step of the series listed in `present`
+    /// (indices into the host's series, increasing): `out[i * k + j]` is
+    /// series `present[i]` at knob setting `j` of `k`. With a `capacity`,
+    /// each setting's allocations should sum to at most it (the engine
+    /// scales down any that do not).
+    fn allocate(
+        &mut self,
+        ts: TimestampMs,
+        present: &[usize],
+        capacity: Option<f64>,
+        out: &mut [f64],
+    );
+
+    /// What happened at the step: `demands[i]` of series `present[i]`, and
+    /// the allocations it was granted, laid out as in `allocate`.
+    fn observe(&mut self, ts: TimestampMs, present: &[usize], demands: &[f64], allocations: &[f64]);
+}
+
+/// The default host state: one [`SeriesState`] per series, arbitrated by
+/// the policy when over capacity.
+struct PerSeries<'a, P: ?Sized> {
+    policy: &'a P,
+    states: Vec<Box<dyn SeriesState>>,
+    knobs: usize,
+    column_in: Vec<f64>,
+    column_out: Vec<f64>,
+}
+
+impl<P: Policy + ?Sized> HostState for PerSeries<'_, P> {
+    fn allocate(
+        &mut self,
+        _ts: TimestampMs,
+        present: &[usize],
+        capacity: Option<f64>,
+        out: &mut [f64],
+    ) {
+        let k = self.knobs;
+        for (i, &s) in present.iter().enumerate() {
+            self.states[s].recommend(&mut out[i * k..(i + 1) * k]);
+        }
+        let Some(cap) = capacity else { return };
+        let m = present.len();
+        for j in 0..k {
+            for i in 0..m {
+                self.column_in[i] = out[i * k + j];
+            }
+            self.policy
+                .arbitrate(&self.column_in[..m], cap, &mut self.column_out[..m]);
+            for i in 0..m {
+                out[i * k + j] = self.column_out[i];
+            }
+        }
+    }
+
+    fn observe(
+        &mut self,
+        ts: TimestampMs,
+        present: &[usize],
+        demands: &[f64],
+        allocations: &[f64],
+    ) {
+        let k = self.knobs;
+        for (i, &s) in present.iter().enumerate() {
+            self.states[s].observe(ts, demands[i], &allocations[i * k..(i + 1) * k]);
+        }
+    }
 }
 
 /// Proportional arbitration: when the requests sum above `capacity`, every

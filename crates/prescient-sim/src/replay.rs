@@ -249,21 +249,20 @@ fn replay_host(
 ) -> HostOutcome {
     let n = host.series.len();
     let k = knobs.len();
-    let mut states: Vec<_> = host
+    let infos: Vec<SeriesInfo<'_>> = host
         .series
         .iter()
-        .map(|s| policy.start(&series_info(trace, host, &s.key, config, capacity), knobs))
+        .map(|s| series_info(trace, host, &s.key, config, capacity))
         .collect();
-    // Series-major tables: entry [s * k + j] is series s at knob setting j.
-    let mut requested = vec![0.0; n * k];
+    let mut state = policy.start_host(&infos, knobs);
+    // Tables over the series present at a step: entry [i * k + j] is the
+    // i-th present series at knob setting j.
     let mut granted = vec![0.0; n * k];
     let mut served = vec![0.0; n * k];
-    // Per-knob scratch for arbitration over the series present at a step.
     let mut present: Vec<usize> = Vec::with_capacity(n);
-    let mut column_in = vec![0.0; n];
-    let mut column_out = vec![0.0; n];
-    let mut column_served = vec![0.0; n];
     let mut demands = vec![0.0; n];
+    let mut column = vec![0.0; n];
+    let mut column_served = vec![0.0; n];
     let mut tallies = vec![Tally::default(); k];
     let mut recorded: Option<Vec<RecordedSeries>> = config.record_allocations.then(|| {
         host.series
@@ -279,67 +278,60 @@ fn replay_host(
         present.clear();
         for (s, series) in host.series.iter().enumerate() {
             let demand = series.demand[t];
-            if demand.is_nan() {
-                continue;
-            }
-            present.push(s);
-            let out = &mut requested[s * k..(s + 1) * k];
-            states[s].recommend(out);
-            for a in out.iter_mut() {
-                // A policy's NaN or negative answer allocates nothing.
-                if a.is_nan() || *a < 0.0 {
-                    *a = 0.0;
-                }
+            if !demand.is_nan() {
+                demands[present.len()] = demand;
+                present.push(s);
             }
         }
-        if present.is_empty() {
+        let m = present.len();
+        if m == 0 {
             continue;
         }
-        for j in 0..k {
-            for (i, &s) in present.iter().enumerate() {
-                column_in[i] = requested[s * k + j];
-                demands[i] = host.series[s].demand[t];
+        let alloc = &mut granted[..m * k];
+        state.allocate(ts, &present, capacity, alloc);
+        for a in alloc.iter_mut() {
+            // A policy's NaN or negative answer allocates nothing.
+            if a.is_nan() || *a < 0.0 {
+                *a = 0.0;
             }
-            let m = present.len();
-            match capacity {
-                Some(cap) => {
-                    policy.arbitrate(&column_in[..m], cap, &mut column_out[..m]);
-                    // Whatever the policy's arbitration says, a host never
-                    // hands out more than it has.
-                    let total: f64 = column_out[..m].iter().map(|a| a.max(0.0)).sum();
-                    let fit = if total > cap { cap / total } else { 1.0 };
-                    for a in &mut column_out[..m] {
-                        *a = a.max(0.0) * fit;
-                    }
+        }
+        for j in 0..k {
+            for i in 0..m {
+                column[i] = alloc[i * k + j];
+            }
+            if let Some(cap) = capacity {
+                // Whatever the policy says, a host never hands out more
+                // than it has.
+                let total: f64 = column[..m].iter().sum();
+                if total > cap {
+                    column[..m].iter_mut().for_each(|a| *a *= cap / total);
                 }
-                None => column_out[..m].copy_from_slice(&column_in[..m]),
             }
             serve(
                 config.enforcement,
                 capacity,
                 &demands[..m],
-                &column_out[..m],
+                &column[..m],
                 &mut column_served[..m],
             );
-            for (i, &s) in present.iter().enumerate() {
-                granted[s * k + j] = column_out[i];
-                served[s * k + j] = column_served[i];
+            for i in 0..m {
+                alloc[i * k + j] = column[i];
+                served[i * k + j] = column_served[i];
             }
         }
-        let scored = t >= config.warmup_steps;
-        for &s in &present {
-            let demand = host.series[s].demand[t];
-            let alloc = &granted[s * k..(s + 1) * k];
-            if scored {
+        if t >= config.warmup_steps {
+            for i in 0..m {
                 for j in 0..k {
-                    tallies[j].add(demand, alloc[j], served[s * k + j]);
+                    tallies[j].add(demands[i], alloc[i * k + j], served[i * k + j]);
                 }
             }
-            if let Some(rec) = recorded.as_mut() {
-                rec[s].allocations.push((ts, alloc[0]));
-            }
-            states[s].observe(ts, demand, alloc);
         }
+        if let Some(rec) = recorded.as_mut() {
+            for (i, &s) in present.iter().enumerate() {
+                rec[s].allocations.push((ts, alloc[i * k]));
+            }
+        }
+        state.observe(ts, &present, &demands[..m], alloc);
     }
     HostOutcome { tallies, recorded }
 }
