@@ -17,14 +17,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Backtest(cmd::backtest::BacktestArgs),
     Import(cmd::import::ImportArgs),
+    Plan(cmd::plan::PlanArgs),
     Replay(cmd::replay::ReplayArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Backtest(args) => cmd::backtest::run(args),
         Command::Import(args) => cmd::import::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
         Command::Replay(args) => cmd::replay::run(args),
     };
     match result {

@@ -39,9 +39,9 @@
 
 use prescient_core::{Resource, TimestampMs};
 
-use super::histogram::{BucketScheme, DecayingHistogram};
 use super::{FIVE_MIN_MS, fill_scaled, margin_factors, margin_knob, usable};
 use crate::policy::{Knob, Policy, SeriesInfo, SeriesState};
+use prescient_forecast::histogram::{BucketScheme, DecayingHistogram};
 
 /// The cost weights of the ML recommender.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -28,10 +28,10 @@
 
 use prescient_core::{Resource, TimestampMs};
 
-use super::histogram::{BucketScheme, DecayingHistogram};
 use super::window::WindowMax;
 use super::{DAY_MS, HOUR_MS, fill_scaled, margin_factors, margin_knob, usable};
 use crate::policy::{Knob, Policy, SeriesInfo, SeriesState};
+use prescient_forecast::histogram::{BucketScheme, DecayingHistogram};
 
 /// The statistic of the CPU histogram.
 #[derive(Debug, Clone, Copy, PartialEq)]

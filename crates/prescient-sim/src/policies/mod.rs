@@ -30,13 +30,17 @@
 
 mod autopilot_ml;
 mod autopilot_mw;
-pub mod histogram;
+pub mod partition;
 mod simple;
 mod vpa;
 pub mod window;
 
 #[cfg(test)]
 mod tests;
+
+/// The decaying histogram the VPA and Autopilot policies share; it lives in
+/// `prescient-forecast`, whose histogram model uses it too.
+pub use prescient_forecast::histogram;
 
 pub use autopilot_ml::{AutopilotMl, MlConfig, MlWeights, choose_model, ml_argmin};
 pub use autopilot_mw::{AutopilotMw, MwCpuStat, MwMemoryStat};
@@ -68,9 +72,20 @@ pub fn reference() -> Vec<Box<dyn Policy>> {
     ]
 }
 
-/// The reference policy called `name`.
+/// Policies under evaluation, not part of the default report: the
+/// partition solver with simple empirical profiles (see [`partition`]).
+pub fn experimental() -> Vec<Box<dyn Policy>> {
+    vec![
+        Box::new(partition::Partition::default()),
+        Box::new(partition::Partition::keep_spare()),
+        Box::new(partition::Partition::proportional()),
+    ]
+}
+
+/// The reference (or experimental) policy called `name`.
 pub fn by_name(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
     let mut all = reference();
+    all.extend(experimental());
     match all.iter().position(|p| p.name() == name) {
         Some(i) => Ok(all.swap_remove(i)),
         None => Err(UnknownPolicy {
@@ -80,12 +95,16 @@ pub fn by_name(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
     }
 }
 
-/// The margin sweep shared by the margin-knob policies: -0.5 to 4.0, denser
-/// near 0, 25 settings. On 5-minute VM data this takes violation from tens
-/// of percent (half the usual allocation) to well under 0.1% (five times).
-pub const MARGIN_SWEEP: [f64; 25] = [
-    -0.5, -0.4, -0.3, -0.2, -0.15, -0.1, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
-    0.6, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0,
+/// The margin sweep shared by the margin-knob policies: -0.5 to 6.0, 44
+/// settings, 0.01 apart near 0. On 5-minute VM data this takes violation
+/// from tens of percent (half the usual allocation) to well under 0.1%.
+/// The grid is dense where curves bend (memory's violation collapses
+/// between x1.00 and x1.05): slack@X% interpolates linearly between
+/// neighbouring settings, so a coarse grid would overstate a policy's slack.
+pub const MARGIN_SWEEP: [f64; 44] = [
+    -0.5, -0.4, -0.3, -0.25, -0.2, -0.15, -0.1, -0.08, -0.06, -0.04, -0.02, -0.01, 0.0, 0.01, 0.02,
+    0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6,
+    0.75, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0,
 ];
 
 /// The range a user may set a margin to: a factor from 0.1 to 11.

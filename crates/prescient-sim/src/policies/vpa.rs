@@ -43,9 +43,9 @@ use std::sync::Arc;
 
 use prescient_core::{Resource, TimestampMs};
 
-use super::histogram::{BucketScheme, DecayingHistogram};
 use super::{DAY_MS, usable};
 use crate::policy::{Knob, Policy, SeriesInfo, SeriesState};
+use prescient_forecast::histogram::{BucketScheme, DecayingHistogram};
 
 /// The VPA's minimum CPU recommendation: 25 millicores.
 pub const MIN_CPU_CORES: f64 = 0.025;
@@ -65,9 +65,10 @@ pub const UPPER_BOUND_PERCENTILE: f64 = 0.95;
 
 /// Target percentiles swept: fine from p50 to p99.9, then p100 (the top
 /// bucket's edge) and multiples of it.
-pub const VPA_SWEEP: [f64; 23] = [
-    0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999,
-    1.0, 1.1, 1.25, 1.5, 2.0, 2.5, 3.0,
+pub const VPA_SWEEP: [f64; 40] = [
+    0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985,
+    0.99, 0.9925, 0.995, 0.9975, 0.999, 1.0, 1.02, 1.05, 1.075, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4,
+    1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 5.0,
 ];
 
 /// A VPA recommendation for one resource.

@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod backtest;
 pub mod import;
+pub mod plan;
 pub mod replay;

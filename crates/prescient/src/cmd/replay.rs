@@ -319,20 +319,11 @@ fn capacity(args: &ReplayArgs) -> Result<Option<Capacity>> {
     if args.capacity.is_empty() {
         return Ok(None);
     }
-    let mut found = None;
-    for spec in &args.capacity {
-        let (resource, amount) = spec.split_once('=').with_context(|| {
-            format!("--capacity '{spec}': expected RESOURCE=AMOUNT, e.g. cpu=4.5 or memory=16GiB")
-        })?;
-        let resource: Resource = resource
-            .trim()
-            .parse()
-            .with_context(|| format!("--capacity '{spec}'"))?;
-        let amount = parse_amount(amount.trim()).with_context(|| format!("--capacity '{spec}'"))?;
-        if resource == args.resource {
-            found = Some(amount);
-        }
-    }
+    let found = parse_capacities(&args.capacity)?
+        .into_iter()
+        .filter(|(r, _)| *r == args.resource)
+        .map(|(_, amount)| amount)
+        .next_back();
     match found {
         Some(c) => Ok(Some(Capacity::All(c))),
         None => bail!(
@@ -343,9 +334,31 @@ fn capacity(args: &ReplayArgs) -> Result<Option<Capacity>> {
     }
 }
 
+/// `--capacity` values: `RESOURCE=AMOUNT`, several per value separated by
+/// commas (`cpu=4.5,memory=16GiB`) or in repeated flags, in order.
+pub(crate) fn parse_capacities(specs: &[String]) -> Result<Vec<(Resource, f64)>> {
+    let mut out = Vec::new();
+    for spec in specs.iter().flat_map(|s| s.split(',')) {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            continue;
+        }
+        let (resource, amount) = spec.split_once('=').with_context(|| {
+            format!("--capacity '{spec}': expected RESOURCE=AMOUNT, e.g. cpu=4.5 or memory=16GiB")
+        })?;
+        let resource: Resource = resource
+            .trim()
+            .parse()
+            .with_context(|| format!("--capacity '{spec}'"))?;
+        let amount = parse_amount(amount.trim()).with_context(|| format!("--capacity '{spec}'"))?;
+        out.push((resource, amount));
+    }
+    Ok(out)
+}
+
 /// An amount, with an optional binary (KiB, MiB, GiB, TiB) or decimal
 /// (K, M, G, T) suffix for byte counts.
-fn parse_amount(text: &str) -> Result<f64> {
+pub(crate) fn parse_amount(text: &str) -> Result<f64> {
     const SUFFIXES: [(&str, f64); 8] = [
         ("KiB", 1024.0),
         ("MiB", 1024.0 * 1024.0),
@@ -427,7 +440,8 @@ fn write_allocations(path: &Path, series: &[RecordedSeries], resource: Resource)
     Ok(())
 }
 
-fn pct(x: f64) -> String {
+/// A share as a percentage with two decimals.
+pub(crate) fn pct(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
 }
 
@@ -553,5 +567,20 @@ mod tests {
                 .to_string()
                 .contains("'lots'")
         );
+    }
+
+    #[test]
+    fn capacities_split_on_commas() {
+        let caps = parse_capacities(&["cpu=4.5,memory=16GiB".into(), "io_read=1M".into()]).unwrap();
+        assert_eq!(
+            caps,
+            vec![
+                (Resource::Cpu, 4.5),
+                (Resource::Memory, 16.0 * 1024.0 * 1024.0 * 1024.0),
+                (Resource::IoRead, 1e6)
+            ]
+        );
+        let err = format!("{:#}", parse_capacities(&["cpu".into()]).unwrap_err());
+        assert!(err.contains("expected RESOURCE=AMOUNT"), "{err}");
     }
 }

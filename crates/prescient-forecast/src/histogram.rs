@@ -10,6 +10,11 @@
 //! Beyond the VPA's histogram it keeps, per bucket, the weighted sum of the
 //! exact sample values, which Autopilot needs (the weighted mean, and the
 //! underrun of the ML recommender).
+//!
+//! It lives here (rather than in `prescient-sim`, whose VPA and Autopilot
+//! policies use it too) because the forecast engine's histogram model is
+//! built on it, and its state is serialised with the rest of a series'
+//! model state.
 
 use std::sync::{Arc, OnceLock};
 
@@ -33,6 +38,7 @@ const MAX_DECAY_EXPONENT: f64 = 100.0;
 pub struct BucketScheme {
     first: f64,
     ratio: f64,
+    max: f64,
     starts: Vec<f64>,
     /// `upper_edge(b)` for every bucket.
     edges: Vec<f64>,
@@ -67,6 +73,7 @@ impl BucketScheme {
         BucketScheme {
             first,
             ratio,
+            max,
             starts,
             edges,
         }
@@ -103,6 +110,21 @@ impl BucketScheme {
             Resource::Memory => BucketScheme::memory(),
             _ => BucketScheme::other(),
         }
+    }
+
+    /// The scheme with these parameters, shared with every histogram that
+    /// uses the same (the three standard schemes are built once).
+    fn shared(first: f64, ratio: f64, max: f64) -> Arc<BucketScheme> {
+        for s in [
+            BucketScheme::cpu(),
+            BucketScheme::memory(),
+            BucketScheme::other(),
+        ] {
+            if s.first == first && s.ratio == ratio && s.max == max {
+                return s;
+            }
+        }
+        Arc::new(BucketScheme::new(first, ratio, max))
     }
 
     /// How many buckets.
@@ -160,7 +182,12 @@ impl BucketScheme {
 }
 
 /// A histogram whose sample weights halve every `half_life`.
-#[derive(Debug, Clone)]
+///
+/// It serialises compactly: the bucket scheme's three parameters and only
+/// the buckets that hold anything, exactly (so a histogram read back
+/// behaves bit for bit as the one written).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "HistogramState", try_from = "HistogramState")]
 pub struct DecayingHistogram {
     scheme: Arc<BucketScheme>,
     weights: Vec<f64>,
@@ -418,6 +445,85 @@ impl DecayingHistogram {
     }
 }
 
+/// The serialised form of a [`DecayingHistogram`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HistogramState {
+    first: f64,
+    ratio: f64,
+    max: f64,
+    /// `(bucket, weight, sum)` of every bucket with a non-zero weight or sum.
+    buckets: Vec<(u32, f64, f64)>,
+    total_weight: f64,
+    total_sum: f64,
+    min_bucket: u32,
+    max_bucket: u32,
+    half_life_ms: i64,
+    reference_ms: Option<i64>,
+    version: u64,
+}
+
+impl From<DecayingHistogram> for HistogramState {
+    fn from(h: DecayingHistogram) -> Self {
+        let buckets = h
+            .weights
+            .iter()
+            .zip(&h.sums)
+            .enumerate()
+            .filter(|(_, (w, s))| **w != 0.0 || **s != 0.0)
+            .map(|(b, (&w, &s))| (b as u32, w, s))
+            .collect();
+        HistogramState {
+            first: h.scheme.first,
+            ratio: h.scheme.ratio,
+            max: h.scheme.max,
+            buckets,
+            total_weight: h.total_weight,
+            total_sum: h.total_sum,
+            min_bucket: h.min_bucket as u32,
+            max_bucket: h.max_bucket as u32,
+            half_life_ms: h.half_life_ms,
+            reference_ms: h.reference_ms,
+            version: h.version,
+        }
+    }
+}
+
+/// Why serialised histogram state was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("histogram state is inconsistent: {0}")]
+pub struct BadHistogramState(&'static str);
+
+impl TryFrom<HistogramState> for DecayingHistogram {
+    type Error = BadHistogramState;
+
+    fn try_from(s: HistogramState) -> Result<Self, Self::Error> {
+        let scheme = BucketScheme::shared(s.first, s.ratio, s.max);
+        let n = scheme.len();
+        if s.min_bucket as usize >= n || s.max_bucket as usize >= n {
+            return Err(BadHistogramState("min or max bucket past the last bucket"));
+        }
+        if s.half_life_ms <= 0 {
+            return Err(BadHistogramState("non-positive half-life"));
+        }
+        let mut h = DecayingHistogram::new(scheme, s.half_life_ms);
+        for (b, w, sum) in s.buckets {
+            let b = b as usize;
+            if b >= n {
+                return Err(BadHistogramState("a bucket past the last bucket"));
+            }
+            h.weights[b] = w;
+            h.sums[b] = sum;
+        }
+        h.total_weight = s.total_weight;
+        h.total_sum = s.total_sum;
+        h.min_bucket = s.min_bucket as usize;
+        h.max_bucket = s.max_bucket as usize;
+        h.reference_ms = s.reference_ms;
+        h.version = s.version;
+        Ok(h)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +639,26 @@ mod tests {
             h.percentile_adjusted(0.5, &[], &mut scratch),
             h.scheme().upper_edge(b1)
         );
+    }
+
+    #[test]
+    fn serialised_histogram_reads_back_identically() {
+        let mut h = DecayingHistogram::new(BucketScheme::memory(), HOUR);
+        for i in 0..500 {
+            h.add(1e8 + (i % 37) as f64 * 3e7, i * 60_000);
+        }
+        let bytes = postcard::to_stdvec(&h).unwrap();
+        let back: DecayingHistogram = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.weights(), h.weights());
+        assert_eq!(back.sums(), h.sums());
+        assert_eq!(back.total_weight(), h.total_weight());
+        assert_eq!(back.percentile(0.95), h.percentile(0.95));
+        // Only non-empty buckets are written: far less than 176 x 16 bytes.
+        assert!(bytes.len() < 1200, "{} bytes", bytes.len());
+        // A bucket index past the end is refused, not a panic later.
+        let mut state = HistogramState::from(h);
+        state.buckets.push((10_000, 1.0, 1.0));
+        assert!(DecayingHistogram::try_from(state).is_err());
     }
 
     #[test]

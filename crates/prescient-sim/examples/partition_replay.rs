@@ -1,0 +1,225 @@
+//! The partition solver as the arbitration of contended replays, next to
+//! the reference policies measured in the same run.
+//!
+//! ```sh
+//! cargo run --release -p prescient-sim --example partition_replay -- [TRACE]
+//! ```
+//!
+//! 1. Unmet demand on the trace (default ../shared/traces/planetlab.csv.gz,
+//!    CPU) at 4.0, 4.5 and 5.0 cores per host, hard limits: every reference
+//!    policy at its default knob, the oracle, and the partition policies
+//!    (empirical profiles of the last day, or of shorter windows, split by
+//!    the solver; and the same profiles scaled down in proportion).
+//! 2. Priorities at 4.5 cores: one workload in five is critical (by a hash
+//!    of its name); the unmet demand of those workloads and of all, under
+//!    the solver (critical = priority 1) and under proportional scaling.
+
+use std::path::PathBuf;
+
+use prescient_core::Resource;
+use prescient_sim::policies::partition::{Arbitration, Partition};
+use prescient_sim::replay::{RecordedSeries, oracle_unmet};
+use prescient_sim::{Capacity, Policy, ReplayConfig, ReplayTrace, policies, replay};
+
+fn main() {
+    // `priorities` as the last argument: only the priorities experiment.
+    let only_priorities = std::env::args().any(|a| a == "priorities");
+    let path = std::env::args()
+        .nth(1)
+        .filter(|a| a != "priorities")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/traces/planetlab.csv.gz")
+        });
+    let trace = ReplayTrace::load(&path, Resource::Cpu, &|_| {}).expect("trace loads");
+    println!(
+        "{}: {} hosts, {} series, {} samples",
+        path.display(),
+        trace.hosts.len(),
+        trace.series_count(),
+        trace.sample_count()
+    );
+
+    let windowed = |name: &'static str, steps: usize| Partition {
+        name,
+        window_steps: steps,
+        ..Default::default()
+    };
+    let mut ours: Vec<Box<dyn Policy>> = vec![
+        Box::new(Partition::default()),
+        Box::new(windowed("partition-6h", 72)),
+        Box::new(windowed("partition-3h", 36)),
+        Box::new(windowed("partition-1h", 12)),
+        Box::new(Partition::proportional()),
+    ];
+    let mut all = policies::reference();
+    all.append(&mut ours);
+
+    let reference = policies::reference().len();
+    if !only_priorities {
+        unmet_table(&trace, &all, reference);
+    }
+    priorities(&trace, all[reference].as_ref(), all[0].as_ref());
+}
+
+fn unmet_table(trace: &ReplayTrace, all: &[Box<dyn Policy>], reference: usize) {
+    let trace = trace.clone();
+    println!("\n## Unmet demand, hard limits (default knobs)\n");
+    print!("| policy |");
+    let caps = [4.0, 4.5, 5.0];
+    for c in caps {
+        print!(" {c} cores |");
+    }
+    println!();
+    println!("|---|---:|---:|---:|");
+    let mut rows: Vec<(String, Vec<f64>)> = all
+        .iter()
+        .map(|p| (p.name().to_string(), Vec::new()))
+        .collect();
+    let mut oracle = Vec::new();
+    for cap in caps {
+        let config = ReplayConfig {
+            capacity: Some(Capacity::All(cap)),
+            ..Default::default()
+        };
+        oracle.push(oracle_unmet(&trace, &Capacity::All(cap), config.warmup_steps).unwrap());
+        for (p, row) in all.iter().zip(rows.iter_mut()) {
+            let run = replay(&trace, p.as_ref(), &[p.knob().default], &config, &|_| {}).unwrap();
+            row.1.push(run.tallies[0].score().unmet);
+        }
+    }
+    for (name, unmet) in &rows {
+        print!("| {name} |");
+        for u in unmet {
+            print!(" {:.2}% |", 100.0 * u);
+        }
+        println!();
+    }
+    print!("| oracle |");
+    for u in &oracle {
+        print!(" {:.2}% |", 100.0 * u);
+    }
+    println!();
+    // Against the best reference policy of the same run.
+    for (j, cap) in caps.iter().enumerate() {
+        let best = rows[..reference]
+            .iter()
+            .map(|r| (r.1[j], r.0.as_str()))
+            .fold((f64::INFINITY, ""), |a, b| if b.0 < a.0 { b } else { a });
+        let part = rows[reference].1[j];
+        println!(
+            "\n{cap} cores: partition / best reference ({}) = {:.3}",
+            best.1,
+            part / best.0
+        );
+    }
+}
+
+fn priorities(trace: &ReplayTrace, no_priorities: &dyn Policy, vpa: &dyn Policy) {
+    let trace = trace.clone();
+    println!("\n## Priorities at 4.5 cores: one workload in five critical\n");
+    let cap = 4.5;
+    let config = ReplayConfig {
+        capacity: Some(Capacity::All(cap)),
+        record_allocations: true,
+        ..Default::default()
+    };
+    let base = Partition {
+        name: "partition-critical",
+        critical_one_in: Some(5),
+        ..Default::default()
+    };
+    let proportional = Partition {
+        critical_one_in: Some(5),
+        arbitration: Arbitration::Proportional,
+        ..Partition::proportional()
+    };
+    let is_critical = |w: &str| base.is_critical(w);
+    let marked = trace
+        .hosts
+        .iter()
+        .flat_map(|h| &h.series)
+        .filter(|s| is_critical(&s.key.workload.0))
+        .count();
+    println!("{marked} of {} series critical\n", trace.series_count());
+    let mark = |priority: u32, weight: f64, slo: Option<f64>| Partition {
+        critical_priority: priority,
+        critical_weight: weight,
+        critical_slo: slo,
+        ..base.clone()
+    };
+    let mut grid: Vec<(String, Partition, f64)> = Vec::new();
+    for slo in [0.96, 0.97, 0.98] {
+        grid.push((format!("class 1, SLO p{}", slo * 100.0), mark(1, 1.0, Some(slo)), 0.95));
+    }
+    for w in [18.0, 19.0, 21.0, 22.0] {
+        grid.push((format!("class 0, SLO p99.9, weight {w}"), mark(0, w, Some(0.999)), 0.95));
+    }
+    grid.push(("class 0, SLO p99.9, weight 20, spare kept".into(), Partition { spare: prescient_solver::Spare::Keep, ..mark(0, 20.0, Some(0.999)) }, 0.95));
+    grid.push(("nothing critical, spare kept".into(), Partition { spare: prescient_solver::Spare::Keep, ..mark(0, 1.0, None) }, 0.95));
+    let split_at = |p: &dyn Policy, knob: f64| {
+        let run = replay(&trace, p, &[knob], &config, &|_| {}).unwrap();
+        unmet_by_group(
+            &trace,
+            run.allocations.as_deref().unwrap(),
+            config.warmup_steps,
+            &is_critical,
+        )
+    };
+    let split_of = |p: &dyn Policy| split_at(p, p.knob().default);
+    let prop = split_of(&proportional);
+    println!("| critical marked as | unmet, critical | unmet, others | unmet, all | critical / proportional | all / proportional |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let row = |label: &str, x: (f64, f64, f64)| {
+        println!(
+            "| {label} | {:.2}% | {:.2}% | {:.2}% | {:.3} | {:.3} |",
+            100.0 * x.0,
+            100.0 * x.1,
+            100.0 * x.2,
+            x.0 / prop.0,
+            x.2 / prop.2
+        );
+    };
+    row("(same profiles, proportional)", prop);
+    row("(solver, nothing critical)", split_of(no_priorities));
+    row("(vpa, proportional)", split_of(vpa));
+    for (label, p, knob) in &grid {
+        row(label, split_at(p, *knob));
+    }
+}
+
+/// Unmet share of the critical workloads, of the others, and of all, from
+/// recorded allocations under hard limits (served = min(demand, allocation)).
+fn unmet_by_group(
+    trace: &ReplayTrace,
+    recorded: &[RecordedSeries],
+    warmup: usize,
+    is_critical: &dyn Fn(&str) -> bool,
+) -> (f64, f64, f64) {
+    let mut sums = [[0.0f64; 2]; 2]; // [critical?][demand, unmet]
+    for host in &trace.hosts {
+        for s in &host.series {
+            let rec = recorded
+                .iter()
+                .find(|r| r.key == s.key)
+                .expect("every series recorded");
+            let g = is_critical(&s.key.workload.0) as usize;
+            for &(ts, alloc) in &rec.allocations {
+                let t = host.timestamps.partition_point(|&x| x < ts);
+                if t < warmup {
+                    continue;
+                }
+                let d = s.demand[t];
+                if d.is_nan() {
+                    continue;
+                }
+                sums[g][0] += d;
+                sums[g][1] += d - d.min(alloc);
+            }
+        }
+    }
+    let share = |x: [f64; 2]| if x[0] > 0.0 { x[1] / x[0] } else { 0.0 };
+    let all = [sums[0][0] + sums[1][0], sums[0][1] + sums[1][1]];
+    (share(sums[1]), share(sums[0]), share(all))
+}
