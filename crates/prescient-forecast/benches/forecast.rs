@@ -169,7 +169,10 @@ fn bench_leadlag(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("leadlag_{}_series", series.len()));
     group.measurement_time(Duration::from_secs(5));
     let observations = |t: usize| -> Vec<(SeriesKey, f64)> {
-        series.iter().map(|(k, v)| (k.clone(), v[t % steps])).collect()
+        series
+            .iter()
+            .map(|(k, v)| (k.clone(), v[t % steps]))
+            .collect()
     };
     let mut ll = LeadLag::new(step_ms, LeadLagConfig::default());
     let mut t = 0usize;

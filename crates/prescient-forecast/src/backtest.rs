@@ -16,6 +16,7 @@ use prescient_core::{DemandProfile, Resource, TimestampMs};
 use serde::{Deserialize, Serialize};
 
 use crate::forecaster::SeriesForecaster;
+use crate::learned::SharedForest;
 use crate::model::SeriesContext;
 use crate::models::ModelKind;
 use crate::stats::pinball;
@@ -212,11 +213,16 @@ pub struct SeriesBacktest {
 
 /// Runs the protocol on one series: `samples` in time order at any step
 /// (they are resampled to 5-minute means), `models` the ensemble's models
-/// (all when empty). `progress` is called after each origin.
+/// (all when empty). With the learned model among them, `forest_at(origin)`
+/// gives the forest to forecast that origin with, which must have been
+/// trained on data before the origin only (`None` leaves the one attached,
+/// or the model's own empirical fallback). `progress` is called after each
+/// origin.
 pub fn backtest_series(
     samples: &[(TimestampMs, f64)],
     resource: Resource,
     models: &[ModelKind],
+    forest_at: &mut dyn FnMut(TimestampMs) -> Option<SharedForest>,
     progress: &mut dyn FnMut(),
 ) -> Result<SeriesBacktest, BacktestError> {
     let means = resample(samples, STEP_MS);
@@ -241,6 +247,11 @@ pub fn backtest_series(
         while next < means.len() && means[next].0 < origin {
             engine.observe(means[next].0, means[next].1);
             next += 1;
+        }
+        if kinds.contains(&ModelKind::Learned)
+            && let Some(forest) = forest_at(origin)
+        {
+            engine.attach_forest(&forest);
         }
         // Actuals of the horizon, by step.
         let end = origin.saturating_add(HORIZON as i64 * STEP_MS);
@@ -354,7 +365,7 @@ mod tests {
         // before, 3.0 after, where a run with the larger noise throughout
         // settles at 3.2; the day of the change covers 0.69.)
         let samples = cycle(13, |day| if day < 6 { 2.0 } else { 6.0 });
-        let r = backtest_series(&samples, Resource::Cpu, &[], &mut || {}).unwrap();
+        let r = backtest_series(&samples, Resource::Cpu, &[], &mut |_| None, &mut || {}).unwrap();
         assert_eq!(r.forecasts.len(), 10);
         let actual: std::collections::HashMap<i64, f64> = samples.iter().copied().collect();
         // Per origin: mean width q0.95 - q0.5, and the tally.
@@ -411,7 +422,10 @@ mod tests {
             })
             .collect();
         let mut calls = 0;
-        let r = backtest_series(&samples, Resource::Cpu, &[], &mut || calls += 1).unwrap();
+        let r = backtest_series(&samples, Resource::Cpu, &[], &mut |_| None, &mut || {
+            calls += 1
+        })
+        .unwrap();
         assert_eq!(calls, 2); // days 3 and 4
         assert_eq!(r.forecasts.len(), 2);
         let ens = r

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calibrate::{Calibrator, Tracker};
 use crate::ensemble::{Band, Ensemble, Weights};
+use crate::learned::SharedForest;
 use crate::model::{DEFAULT_LEVELS, Model, SeriesContext};
 use crate::models::{AnyModel, ModelKind};
 use crate::season::SeasonDetector;
@@ -227,6 +228,23 @@ impl SeriesForecaster {
             next_issued: vec![0.0; trackers],
             models,
         }
+    }
+
+    /// Attaches the shared learned forest to the learned model, if the
+    /// forecaster has one (after building it, or restoring it from bytes:
+    /// the forest is stored once, not per series). Returns whether it has.
+    pub fn attach_forest(&mut self, forest: &SharedForest) -> bool {
+        let mut attached = false;
+        for model in &mut self.models {
+            if let AnyModel::Learned(m) = model {
+                m.attach(forest.clone());
+                attached = true;
+            }
+        }
+        if attached && self.last_ts.is_some() {
+            self.prepare_next_step();
+        }
+        attached
     }
 
     /// The series' context.
@@ -711,7 +729,8 @@ impl SeriesForecaster {
             let ok = match model {
                 AnyModel::Seasonal(s) => s.is_consistent(),
                 AnyModel::HoltWinters(h) => h.is_consistent(),
-                AnyModel::Histogram(_) | AnyModel::Recent(_) => true,
+                // The learned model's state is checked as it is decoded.
+                AnyModel::Histogram(_) | AnyModel::Recent(_) | AnyModel::Learned(_) => true,
             };
             if !ok {
                 return Err("a model's state has the wrong shape");

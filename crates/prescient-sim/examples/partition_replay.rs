@@ -151,13 +151,35 @@ fn priorities(trace: &ReplayTrace, no_priorities: &dyn Policy, vpa: &dyn Policy)
     };
     let mut grid: Vec<(String, Partition, f64)> = Vec::new();
     for slo in [0.96, 0.97, 0.98] {
-        grid.push((format!("class 1, SLO p{}", slo * 100.0), mark(1, 1.0, Some(slo)), 0.95));
+        grid.push((
+            format!("class 1, SLO p{}", slo * 100.0),
+            mark(1, 1.0, Some(slo)),
+            0.95,
+        ));
     }
     for w in [18.0, 19.0, 21.0, 22.0] {
-        grid.push((format!("class 0, SLO p99.9, weight {w}"), mark(0, w, Some(0.999)), 0.95));
+        grid.push((
+            format!("class 0, SLO p99.9, weight {w}"),
+            mark(0, w, Some(0.999)),
+            0.95,
+        ));
     }
-    grid.push(("class 0, SLO p99.9, weight 20, spare kept".into(), Partition { spare: prescient_solver::Spare::Keep, ..mark(0, 20.0, Some(0.999)) }, 0.95));
-    grid.push(("nothing critical, spare kept".into(), Partition { spare: prescient_solver::Spare::Keep, ..mark(0, 1.0, None) }, 0.95));
+    grid.push((
+        "class 0, SLO p99.9, weight 20, spare kept".into(),
+        Partition {
+            spare: prescient_solver::Spare::Keep,
+            ..mark(0, 20.0, Some(0.999))
+        },
+        0.95,
+    ));
+    grid.push((
+        "nothing critical, spare kept".into(),
+        Partition {
+            spare: prescient_solver::Spare::Keep,
+            ..mark(0, 1.0, None)
+        },
+        0.95,
+    ));
     let split_at = |p: &dyn Policy, knob: f64| {
         let run = replay(&trace, p, &[knob], &config, &|_| {}).unwrap();
         unmet_by_group(
@@ -169,7 +191,9 @@ fn priorities(trace: &ReplayTrace, no_priorities: &dyn Policy, vpa: &dyn Policy)
     };
     let split_of = |p: &dyn Policy| split_at(p, p.knob().default);
     let prop = split_of(&proportional);
-    println!("| critical marked as | unmet, critical | unmet, others | unmet, all | critical / proportional | all / proportional |");
+    println!(
+        "| critical marked as | unmet, critical | unmet, others | unmet, all | critical / proportional | all / proportional |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     let row = |label: &str, x: (f64, f64, f64)| {
         println!(

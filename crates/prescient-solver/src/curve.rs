@@ -68,6 +68,58 @@ pub(crate) fn step_top(levels: &[f64], values: &[f64]) -> f64 {
     vn
 }
 
+/// [`build`] of one step (the first row of `values`), given `one_minus[i]
+/// = 1 - levels[i]` (shared by the many profiles with the same levels): the
+/// same points, written straight into `xs`/`ss`.
+pub(crate) fn build_one(
+    levels: &[f64],
+    values: &[f64],
+    one_minus: &[f64],
+    xs: &mut Vec<f64>,
+    ss: &mut Vec<f64>,
+) {
+    let n = levels.len();
+    let values = &values[..n];
+    xs.reserve(n + 3);
+    ss.reserve(n + 3);
+    let slope = |i: usize| -> f64 {
+        if n < 2 {
+            return f64::NAN;
+        }
+        let dx = values[i + 1] - values[i];
+        let dp = levels[i + 1] - levels[i];
+        if dx == 0.0 { f64::INFINITY } else { dp / dx }
+    };
+    // The lower tail, as step_cdf_points reads it (S = 1 - F).
+    let (v0, p0) = (values[0], levels[0]);
+    let s0 = slope(0);
+    if s0.is_finite() && s0 > 0.0 {
+        let x = v0 - p0 / s0;
+        if x >= 0.0 {
+            xs.push(x);
+            ss.push(1.0);
+        } else {
+            xs.push(0.0);
+            ss.push(1.0);
+            xs.push(0.0);
+            ss.push(1.0 - (p0 - v0 * s0));
+        }
+    } else {
+        xs.push(v0);
+        ss.push(1.0);
+    }
+    xs.extend_from_slice(values);
+    ss.extend_from_slice(&one_minus[..n]);
+    let (vn, pn) = (values[n - 1], levels[n - 1]);
+    let sn = slope(n.saturating_sub(2));
+    if sn.is_finite() && sn > 0.0 {
+        xs.push(vn + (1.0 - pn) / sn);
+    } else {
+        xs.push(vn);
+    }
+    ss.push(0.0);
+}
+
 /// Builds the mean survival curve of `steps` rows of `values` at `levels`
 /// into `xs`/`ss` (appending). `scratch` is reused working space.
 pub(crate) fn build(
@@ -279,6 +331,12 @@ impl Survival<'_> {
         }
         // S falls from sa > p to sb <= p linearly.
         (xa + (xb - xa) * ((sa - p) / (sa - sb))).clamp(xa, xb)
+    }
+
+    /// `(P(demand <= a), E[(demand - a)+])`: the coverage and expected
+    /// unmet demand of allocation `a`.
+    pub fn coverage_and_excess(&self, a: f64) -> (f64, f64) {
+        (1.0 - self.at(a), self.expected_excess(a))
     }
 
     /// E[(demand - a)+] = ∫_a^∞ S.

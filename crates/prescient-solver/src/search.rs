@@ -36,9 +36,8 @@ pub(crate) struct Seg {
 /// step from `g + k u` to `g + (k + 1) u`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Curve {
-    /// Index of the workload in the problem, and of its resource entry.
+    /// Index of the workload in the problem.
     pub workload: u32,
-    pub slot: u32,
     /// Its survival points in the arena.
     pub pts: u32,
     pub npts: u32,
@@ -63,6 +62,8 @@ pub(crate) struct Curve {
     pub t: u32,
     /// Units allowed by the pools processed so far.
     pub floor: u32,
+    /// Units allowed by its limit (`u32::MAX`: no limit).
+    pub lim: u32,
     /// The pool that last lowered `floor`, and the phase it was serving.
     pub cut_by: u32,
     pub cut_phase: Phase,
@@ -77,6 +78,8 @@ pub(crate) struct View<'a> {
     pub xs: &'a [f64],
     pub ss: &'a [f64],
     pub u: f64,
+    /// `1 / u`, for guesses (never for values).
+    pub inv_u: f64,
     /// The problem's workloads (their names break the last ties).
     pub workloads: &'a [crate::problem::Workload],
     /// The phase of spare capacity spread (after every other).
@@ -95,6 +98,8 @@ pub(crate) struct SearchSpace {
     cands: Vec<(f64, u32, u32)>,
     samples: Vec<(f64, u64)>,
     ties: Vec<u32>,
+    /// (value, relaxed count) pairs seen by the bracketing.
+    points: Vec<(f64, f64)>,
     pub passes: usize,
 }
 
@@ -106,6 +111,7 @@ impl SearchSpace {
             + self.cands.capacity() * 16
             + self.samples.capacity() * 16
             + self.ties.capacity() * 4
+            + self.points.capacity() * 16
     }
 }
 
@@ -127,6 +133,8 @@ const SORT_BELOW: u64 = 256;
 const SAMPLE: usize = 31;
 /// Curves sampled to bracket the threshold before the first full pass.
 const BRACKET_SAMPLE: usize = 256;
+/// Passes of relaxed counting at most, to place the band.
+const RELAXED_ROUNDS: usize = 5;
 
 impl<'a> View<'a> {
     #[inline]
@@ -154,26 +162,36 @@ impl<'a> View<'a> {
         unit_value(self.survival(c), c, k, self.u)
     }
 
-    /// A guess of the first unit (in `[lo, hi)`) whose value is at most `theta`.
-    fn guess(&self, c: &Curve, theta: f64, phase: Phase, lo: u32, hi: u32) -> u32 {
-        let k = if phase == self.spare {
-            c.z as f64 - 1.0 - theta * c.sw
-        } else {
-            let s = self.survival(c);
-            let a = if c.c > 0.0 {
-                let above = s.inverse((theta + c.c) / c.w);
-                if above > c.cur {
-                    above
-                } else {
-                    let below = s.inverse((theta - c.c) / c.w);
-                    if below < c.cur { below } else { c.cur }
-                }
+    /// Where the value of `c`'s units crosses `theta`, in units above its
+    /// guarantee, as a real number: the number of units worth more than
+    /// `theta` is this give or take one half (away from the curve's kinks),
+    /// so it serves both as a guess for the exact count and, summed over
+    /// curves, as a relaxed count of the units above a threshold.
+    #[inline]
+    fn position(&self, c: &Curve, theta: f64, phase: Phase) -> f64 {
+        if phase == self.spare {
+            // Unit k is worth more than theta exactly when k < z - 1 - theta sw.
+            return c.z as f64 - 0.5 - theta * c.sw;
+        }
+        let s = self.survival(c);
+        let a = if c.c > 0.0 {
+            let above = s.inverse((theta + c.c) / c.w);
+            if above > c.cur {
+                above
             } else {
-                s.inverse(theta / c.w)
-            };
-            ((a - c.g) / self.u).floor()
+                let below = s.inverse((theta - c.c) / c.w);
+                if below < c.cur { below } else { c.cur }
+            }
+        } else {
+            s.inverse(theta / c.w)
         };
-        clamp_unit(k, lo, hi)
+        (a - c.g) * self.inv_u
+    }
+
+    /// A guess of the first unit (in `[lo, hi)`) whose value is at most `theta`.
+    #[inline]
+    fn guess(&self, c: &Curve, theta: f64, phase: Phase, lo: u32, hi: u32) -> u32 {
+        clamp_unit(self.position(c, theta, phase).floor(), lo, hi)
     }
 
     /// Number of units of `[lo, hi)` in `phase` whose value is above
@@ -315,7 +333,7 @@ impl<'a> View<'a> {
         }
         let mut above = 0u64;
         if space.active.len() > 4 * BRACKET_SAMPLE {
-            above = self.bracket_by_sample(curves, phase, need, space);
+            above = self.bracket(curves, phase, need, space);
         }
         let SearchSpace {
             counts,
@@ -340,16 +358,21 @@ impl<'a> View<'a> {
         )
     }
 
-    /// Narrows every active curve's candidates to a band of values around
-    /// the threshold, the band read off a sample of the curves, in one pass.
-    /// Returns the units now ranked above every candidate.
-    fn bracket_by_sample(
-        &self,
-        curves: &[u32],
-        phase: Phase,
-        need: u64,
-        space: &mut SearchSpace,
-    ) -> u64 {
+    /// Narrows every active curve's candidates to a narrow band of values
+    /// around the threshold, in one exact pass, and returns the units now
+    /// ranked above every candidate.
+    ///
+    /// The band comes from the relaxed count: summed over the curves, where
+    /// each one's value crosses a value (in units, [`View::position`]). It
+    /// is within half a unit of the exact count of a curve away from its
+    /// kinks, and the errors of many curves mostly cancel, so the relaxed
+    /// count, found first on a sample and then refined by interpolation over
+    /// a few passes (cheap: one inverse of the survival curve per curve),
+    /// places a band of some `√n` units that nearly always holds the
+    /// threshold. The exact pass then keeps only the candidates inside the
+    /// band; should the band miss, the side that missed stays as it was and
+    /// the pivots carry on from there, so the result is exact either way.
+    fn bracket(&self, curves: &[u32], phase: Phase, need: u64, space: &mut SearchSpace) -> u64 {
         let stride = (space.active.len() / BRACKET_SAMPLE).max(1);
         let total: u64 = space.active.iter().map(|x| (x.b - x.a) as u64).sum();
         space.sample.clear();
@@ -358,7 +381,7 @@ impl<'a> View<'a> {
             .extend(space.active.iter().step_by(stride).copied());
         let in_sample: u64 = space.sample.iter().map(|x| (x.b - x.a) as u64).sum();
         // The sample's rank of the n-th unit, give or take its sampling
-        // error (a generous four standard deviations of a binomial count).
+        // error: two guesses of the threshold to start from.
         let r = need as f64 * in_sample as f64 / total as f64;
         let spread = 4.0 * r.max(1.0).sqrt() + 2.0;
         let r_hi = ((r - spread).floor().max(1.0) as u64).min(in_sample);
@@ -370,30 +393,94 @@ impl<'a> View<'a> {
             samples,
             ties,
             passes,
+            points,
             ..
         } = space;
         let keep = sample.clone();
-        let hi = self
+        let t_hi = self
             .pivot_loop(
                 curves, phase, r_hi, 0, sample, None, cands, samples, ties, passes,
             )
             .value;
         sample.clear();
         sample.extend_from_slice(&keep);
-        let lo = self
+        let t_lo = self
             .pivot_loop(
                 curves, phase, r_lo, 0, sample, None, cands, samples, ties, passes,
             )
             .value;
-        // One pass: units worth more than `hi`, and than `lo`.
+
+        // Refine on the relaxed count of all the active curves: a band
+        // [lo, hi] of values whose relaxed counts sit `margin` either side of
+        // `need` (the errors of n curves add up to some sqrt(n / 12) units).
+        let target = need as f64;
+        let margin = 3.0 * (active.len() as f64).sqrt() + 64.0;
+        points.clear();
+        let (mut hi, mut lo) = (t_hi, t_lo);
+        // The best band edges so far: (value, relaxed count).
+        let mut best_hi: Option<(f64, f64)> = None;
+        let mut best_lo: Option<(f64, f64)> = None;
+        for round in 0..RELAXED_ROUNDS {
+            *passes += 1;
+            let (mut c_hi, mut c_lo) = (0.0, 0.0);
+            for x in active.iter() {
+                let c = &self.curves[curves[x.j as usize] as usize];
+                let (a, b) = (x.a as f64, x.b as f64);
+                c_hi += self.position(c, hi, phase).clamp(a, b) - a;
+                if lo != hi {
+                    c_lo += self.position(c, lo, phase).clamp(a, b) - a;
+                }
+            }
+            if lo == hi {
+                c_lo = c_hi;
+            }
+            for (t, cnt) in [(hi, c_hi), (lo, c_lo)] {
+                points.push((t, cnt));
+                if cnt <= target - margin && best_hi.is_none_or(|(bt, _)| t < bt) {
+                    best_hi = Some((t, cnt));
+                }
+                if cnt >= target + margin && best_lo.is_none_or(|(bt, _)| t > bt) {
+                    best_lo = Some((t, cnt));
+                }
+            }
+            if let (Some(h), Some(l)) = (best_hi, best_lo)
+                && l.1 - h.1 <= 8.0 * margin
+            {
+                break;
+            }
+            if round + 1 == RELAXED_ROUNDS {
+                break;
+            }
+            // Next guesses: where the relaxed count, interpolated between
+            // the points seen, reaches need -/+ twice the margin.
+            match (
+                interpolate(points, target - 2.0 * margin),
+                interpolate(points, target + 2.0 * margin),
+            ) {
+                (Some(h), Some(l)) if h >= l => (hi, lo) = (h, l),
+                _ => break,
+            }
+        }
+        let hi = best_hi.map_or(f64::INFINITY, |x| x.0);
+        let lo = best_lo.map_or(f64::NEG_INFINITY, |x| x.0);
+        if hi == f64::INFINITY && lo == f64::NEG_INFINITY {
+            return 0;
+        }
+
+        // One exact pass: units worth more than `hi`, and than `lo`.
         *passes += 1;
-        if std::env::var_os("PROBE").is_some() { eprintln!("bracket pass active {} r {} spread {}", active.len(), r, spread); }
         let (mut above_hi, mut above_lo) = (0u64, 0u64);
         for x in active.iter_mut() {
             let c = &self.curves[curves[x.j as usize] as usize];
-            let (g, vg) = self.first_at_most(c, phase, x.a, x.b, hi);
+            let (g, vg) = if hi == f64::INFINITY {
+                (x.a, f64::NAN)
+            } else {
+                self.first_at_most(c, phase, x.a, x.b, hi)
+            };
             x.g = g;
-            x.ge = if lo < hi && g < x.b && (vg.is_nan() || vg > lo) {
+            x.ge = if lo == f64::NEG_INFINITY {
+                x.b
+            } else if lo < hi && g < x.b && (vg.is_nan() || vg > lo) {
                 // Usually one or two units further: walk from g.
                 first_false(g + 1, x.b, g + 1, |k| self.value(c, k, phase) > lo)
             } else {
@@ -402,17 +489,19 @@ impl<'a> View<'a> {
             above_hi += (x.g - x.a) as u64;
             above_lo += (x.ge - x.a) as u64;
         }
-        let mut above = 0;
-        if above_hi < need {
-            // Everything worth more than `hi` ranks before the n-th.
-            above = above_hi;
-            active.iter_mut().for_each(|x| x.a = x.g);
+        if above_hi >= need {
+            // The n-th is worth more than `hi` (the band missed high).
+            active.iter_mut().for_each(|x| x.b = x.g);
+            0
+        } else if above_lo >= need {
+            // Worth at most `hi` and more than `lo`: in the band.
+            active.iter_mut().for_each(|x| (x.a, x.b) = (x.g, x.ge));
+            above_hi
+        } else {
+            // Worth at most `lo` (the band missed low).
+            active.iter_mut().for_each(|x| x.a = x.ge);
+            above_lo
         }
-        if above_lo >= need {
-            // The n-th is worth more than `lo`.
-            active.iter_mut().for_each(|x| x.b = x.ge);
-        }
-        above
     }
 
     /// Brackets the `need`-th best candidate (1-based, counting the `above`
@@ -448,7 +537,6 @@ impl<'a> View<'a> {
         drop_done(active, &mut counts);
         loop {
             *passes += 1;
-            if std::env::var_os("PROBE").is_some() { eprintln!("pivot pass active {} counts {}", active.len(), counts.is_some()); }
             let left: u64 = active.iter().map(|x| (x.b - x.a) as u64).sum();
             if left <= SORT_BELOW || active.len() <= 1 && left <= 4 * SORT_BELOW {
                 return self.sort_the_rest(curves, phase, need - above, active, counts, cands);
@@ -631,6 +719,46 @@ pub(crate) fn unit_value(s: Survival<'_>, c: &Curve, k: u32, u: f64) -> f64 {
         };
     }
     v
+}
+
+/// The value at which the relaxed count, interpolated linearly between the
+/// `(value, count)` points seen (the count falls as the value rises), is
+/// `target`; extrapolated from the nearest two when outside them.
+fn interpolate(points: &mut [(f64, f64)], target: f64) -> Option<f64> {
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let finite = |x: f64| x.is_finite().then_some(x);
+    // The last point (by value) whose count is at least the target.
+    let i = points.iter().rposition(|p| p.1 >= target);
+    let (p, q) = match i {
+        Some(i) if i + 1 < points.len() => (points[i], points[i + 1]),
+        // Every count is at least the target: beyond the highest value.
+        Some(_) => {
+            let n = points.len();
+            if n < 2 {
+                return None;
+            }
+            (points[n - 2], points[n - 1])
+        }
+        // Every count is below it: below the lowest value.
+        None => {
+            if points.len() < 2 {
+                return None;
+            }
+            (points[0], points[1])
+        }
+    };
+    if p.0 == q.0 {
+        return None;
+    }
+    if p.1 == q.1 {
+        // Flat between them: move beyond by their distance.
+        return finite(if p.1 >= target {
+            q.0 + (q.0 - p.0)
+        } else {
+            p.0 - (q.0 - p.0)
+        });
+    }
+    finite(p.0 + (q.0 - p.0) * (p.1 - target) / (p.1 - q.1))
 }
 
 fn clamp_unit(k: f64, lo: u32, hi: u32) -> u32 {

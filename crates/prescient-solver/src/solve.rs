@@ -1,15 +1,18 @@
-//! The solve: checks the problem, then for each resource builds the curves,
-//! cuts guarantees where a pool cannot hold them, walks the pools from the
-//! leaves up finding each one's threshold, and writes the plan.
+//! The solve: checks the problem, then for each resource (in parallel when
+//! there are several) builds the curves, cuts guarantees where a pool cannot
+//! hold them, walks the pools from the leaves up finding each one's
+//! threshold, and writes the plan.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use prescient_core::{ProfileError, Resource};
+use rayon::prelude::*;
 
 use crate::curve::{self, Scratch, Survival};
 use crate::error::{InputError, Overcommit, ProblemError};
-use crate::problem::{Demand, Problem, Spare};
+use crate::problem::{Demand, Problem, Spare, WorkloadResource};
 use crate::search::{Curve, NO_POOL, Phase, SearchSpace, Seg, View, first_false, unit_value};
 use crate::solution::{
     Claim, Entry, Move, Outcome, PoolUsage, Reason, RequestOutcome, RequestStatus, Solution,
@@ -21,11 +24,27 @@ pub const MAX_UNITS: u32 = 1 << 30;
 
 /// A solver with working space kept between solves, so that solving every
 /// step of a replay allocates little once warm.
-#[derive(Debug, Default)]
+///
+/// Resources are independent problems; a solve with several solves them on
+/// rayon's thread pool, each in its own working space, unless
+/// [`Solver::set_parallel`] turned that off. The plan is the same either way.
+#[derive(Debug)]
 pub struct Solver {
-    ws: Workspace,
+    /// One working space per resource of the last solves.
+    spaces: Vec<Workspace>,
+    parallel: bool,
 }
 
+impl Default for Solver {
+    fn default() -> Self {
+        Solver {
+            spaces: Vec::new(),
+            parallel: true,
+        }
+    }
+}
+
+/// The working space of one resource's solve.
 #[derive(Debug, Default)]
 struct Workspace {
     xs: Vec<f64>,
@@ -37,18 +56,36 @@ struct Workspace {
     /// Curve indices in pool pre-order (each pool's subtree contiguous).
     order: Vec<u32>,
     targets: Vec<(u32, Phase)>,
-    /// Per curve (pre-order): (workload, resource slot), guarantee, the
-    /// pool that cut its guarantee, the end of its explicit requests.
+    /// Per curve (pre-order): (workload, resource slot), its index in the
+    /// resource's member list, guarantee, priority, the pool that cut its
+    /// guarantee, the end of its explicit requests.
     raw: Vec<(u32, u32)>,
+    member: Vec<u32>,
     g: Vec<f64>,
+    prio: Vec<u32>,
+    /// Per curve, copied from the input: its pool, limit (NaN: none), what
+    /// it holds when it may not lend (NaN otherwise), and its demand at its
+    /// SLO quantile.
+    pool: Vec<u32>,
+    limit: Vec<f64>,
+    held: Vec<f64>,
+    slo: Vec<f64>,
     cut_pool: Vec<u32>,
     request_end: Vec<u32>,
     count_at: Vec<usize>,
-    /// Per workload: its allocation of the resource being solved.
+    start_of: Vec<usize>,
+    /// `1 - levels` of the last levels seen (most profiles share theirs),
+    /// and whether those levels are valid.
+    one_minus: Vec<f64>,
+    levels_seen: Option<(usize, usize, bool)>,
+    /// Per workload: its allocation of the resource being solved (only
+    /// when there are requests to report on).
     alloc: Vec<f64>,
-    /// Largest working set of one resource's solve, and its curves.
+    /// The plan's entries of this resource, in member order (the order of
+    /// the workloads in the problem).
+    entries: Vec<Entry>,
+    /// Largest working set of this resource's solves.
     peak_bytes: usize,
-    peak_curves: usize,
 }
 
 impl Workspace {
@@ -62,11 +99,17 @@ impl Workspace {
             + self.order.capacity() * 4
             + self.targets.capacity() * std::mem::size_of::<(u32, Phase)>()
             + self.raw.capacity() * 8
+            + self.member.capacity() * 4
             + self.g.capacity() * 8
+            + self.prio.capacity() * 4
+            + self.pool.capacity() * 4
+            + (self.limit.capacity() + self.held.capacity() + self.slo.capacity()) * 8
             + self.cut_pool.capacity() * 4
             + self.request_end.capacity() * 4
-            + self.count_at.capacity() * 8
+            + (self.count_at.capacity() + self.start_of.capacity()) * 8
+            + self.one_minus.capacity() * 8
             + self.alloc.capacity() * 8
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 }
 
@@ -84,6 +127,22 @@ struct Tree {
     size: Vec<usize>,
 }
 
+/// What the check of a problem's structure gives the solve.
+struct Checked {
+    tree: Tree,
+    /// Per resource planned (in order): who has it, `(workload, slot)` in
+    /// the order of the workloads.
+    members: Vec<ResourceJob>,
+    /// Per entry of the plan (workloads, then their resources): the index
+    /// of its resource in `members`.
+    entry_resource: Vec<u8>,
+}
+
+/// A workload-resource the check of the structure let through is not valid
+/// (its policy, demand, current allocation or tier): the whole problem is
+/// checked again to name every error.
+struct Invalid;
+
 /// What a workload's forecast says, as the reasons quote it.
 pub(crate) struct DemandFacts {
     /// Demand at the SLO quantile: the highest over the planned steps.
@@ -96,10 +155,7 @@ pub(crate) struct DemandFacts {
 }
 
 /// The SLO demand and peak of a workload-resource's forecast.
-pub(crate) fn demand_facts(
-    problem: &Problem,
-    wr: &crate::problem::WorkloadResource,
-) -> DemandFacts {
+pub(crate) fn demand_facts(problem: &Problem, wr: &WorkloadResource) -> DemandFacts {
     let d = &wr.demand;
     let n = d.levels.len();
     let steps = problem.steps.max(1).min(d.horizon()).max(1);
@@ -126,67 +182,67 @@ pub(crate) fn demand_facts(
     f
 }
 
+/// One resource's share of a solve: the resource and who has it, as
+/// `(workload, slot)`.
+type ResourceJob = (Resource, Vec<(u32, u32)>);
+
+/// What the solve of every resource shares, read-only.
+struct Ctx<'a> {
+    problem: &'a Problem,
+    tree: &'a Tree,
+    /// Requests by (workload, resource).
+    requests: &'a HashMap<(usize, Resource), Vec<usize>>,
+    /// Each workload's pool's position in the tree's pre-order.
+    pool_pos: &'a [u32],
+}
+
+/// What one resource's solve adds to the plan besides its entries.
+#[derive(Default)]
+struct ResourceOut {
+    pools: Vec<PoolUsage>,
+    moves: Vec<Move>,
+    tier_shares: Vec<TierShare>,
+    overcommitted: Vec<Overcommit>,
+    requests: Vec<RequestOutcome>,
+}
+
 impl Solver {
     /// A solver with empty working space.
     pub fn new() -> Self {
         Solver::default()
     }
 
+    /// Whether to solve the resources of a problem in parallel (the
+    /// default) or one after another on the calling thread. The plan is the
+    /// same either way.
+    pub fn set_parallel(&mut self, parallel: bool) -> &mut Self {
+        self.parallel = parallel;
+        self
+    }
+
     /// Bytes held by the working space now (from the capacities of its
     /// buffers).
     pub fn working_bytes(&self) -> usize {
-        self.ws.bytes()
+        self.spaces.iter().map(Workspace::bytes).sum()
     }
 
     /// Solves `problem`: every error of the input at once, or the plan.
     /// Guarantees above a pool's capacity do not fail: the plan is degraded
     /// and says so ([`Solution::overcommitted`]).
     pub fn solve(&mut self, problem: &Problem) -> Result<Solution, ProblemError> {
-        let tree = check(problem)?;
-        // One pass over the workloads: who has which resource.
-        let mut members: Vec<(Resource, Vec<(u32, u32)>)> = Vec::new();
-        let mut offsets = Vec::with_capacity(problem.workloads.len() + 1);
-        let mut total = 0usize;
-        for (wi, w) in problem.workloads.iter().enumerate() {
-            offsets.push(total);
-            total += w.resources.len();
-            for (slot, r) in w.resources.iter().enumerate() {
-                let list = match members.iter().position(|m| m.0 == r.resource) {
-                    Some(i) => &mut members[i].1,
-                    None => {
-                        members.push((r.resource, Vec::new()));
-                        &mut members.last_mut().expect("just pushed").1
-                    }
-                };
-                list.push((wi as u32, slot as u32));
-            }
-        }
-        offsets.push(total);
-        members.sort_by_key(|m| m.0);
-        let blank = Entry {
-            workload: 0,
-            resource: Resource::Cpu,
-            allocation: 0.0,
-            coverage: 0.0,
-            expected_unmet: 0.0,
-            reason: Reason {
-                outcome: Outcome::AtSlo,
-                held_by_change_cost: false,
-                cut_by: None,
-                cut_at: None,
-                guarantee: 0.0,
-            },
+        // The structure first (pools, names, units, requests, who has which
+        // resource); each workload-resource is checked as its curve is
+        // built, and should anything be wrong the whole problem is checked
+        // again, the way that names every error.
+        let checked = match check(problem, false) {
+            Ok(c) => c,
+            Err(e) => return Err(check(problem, true).err().unwrap_or(e)),
         };
-        let mut out = Solution {
-            at: problem.at,
-            entries: vec![blank; total],
-            pools: Vec::new(),
-            requests: Vec::new(),
-            moves: Vec::new(),
-            tier_shares: Vec::new(),
-            overcommitted: Vec::new(),
-            stats: SolveStats::default(),
-        };
+        let Checked {
+            tree,
+            members,
+            entry_resource,
+        } = checked;
         // Requests by (workload, resource).
         let mut requests: HashMap<(usize, Resource), Vec<usize>> = HashMap::new();
         if !problem.requests.is_empty() {
@@ -198,206 +254,202 @@ impl Solver {
                 .collect();
             for (i, r) in problem.requests.iter().enumerate() {
                 // Checked: the workload exists.
-                let w = by_name[r.workload.0.as_str()];
-                requests.entry((w, r.resource)).or_default().push(i);
+                if let Some(&w) = by_name.get(r.workload.0.as_str()) {
+                    requests.entry((w, r.resource)).or_default().push(i);
+                }
             }
         }
+        let pool_pos: Vec<u32> = problem
+            .workloads
+            .iter()
+            .map(|w| tree.pos[w.pool] as u32)
+            .collect();
+        let cx = Ctx {
+            problem,
+            tree: &tree,
+            requests: &requests,
+            pool_pos: &pool_pos,
+        };
+        if self.spaces.len() < members.len() {
+            self.spaces.resize_with(members.len(), Workspace::default);
+        }
+        let jobs = self.spaces.iter_mut().zip(&members);
+        let run = |(ws, job): (&mut Workspace, &ResourceJob)| solve_one(ws, &cx, job.0, &job.1);
+        let outs: Vec<Result<(ResourceOut, usize), Invalid>> = if self.parallel && members.len() > 1
+        {
+            jobs.collect::<Vec<_>>().into_par_iter().map(run).collect()
+        } else {
+            jobs.map(run).collect()
+        };
+        let mut out = Solution {
+            at: problem.at,
+            entries: Vec::with_capacity(entry_resource.len()),
+            pools: Vec::new(),
+            requests: Vec::new(),
+            moves: Vec::new(),
+            tier_shares: Vec::new(),
+            overcommitted: Vec::new(),
+            stats: SolveStats::default(),
+        };
         let mut outcomes: Vec<Option<RequestOutcome>> = vec![None; problem.requests.len()];
-        self.ws.search.passes = 0;
-        self.ws.peak_bytes = 0;
-        self.ws.peak_curves = 0;
-        for (resource, list) in &members {
-            let resource = *resource;
-            let has_requests = requests.keys().any(|k| k.1 == resource);
-            let baseline = if has_requests {
-                let no_requests = HashMap::new();
-                Some(self.solve_resource(
-                    problem,
-                    &tree,
-                    resource,
-                    list,
-                    &no_requests,
-                    &offsets,
-                    None,
-                ))
-            } else {
-                None
+        let mut passes = 0;
+        for o in outs {
+            let Ok((o, p)) = o else {
+                return Err(check(problem, true)
+                    .err()
+                    .unwrap_or(ProblemError { errors: Vec::new() }));
             };
-            let result = self.solve_resource(
-                problem,
-                &tree,
-                resource,
-                list,
-                &requests,
-                &offsets,
-                Some(&mut out),
-            );
-            if let Some(base) = baseline {
-                request_outcomes(problem, resource, &requests, &base, &result, &mut outcomes);
+            passes += p;
+            out.pools.extend(o.pools);
+            out.moves.extend(o.moves);
+            out.tier_shares.extend(o.tier_shares);
+            out.overcommitted.extend(o.overcommitted);
+            for r in o.requests {
+                let i = r.request;
+                outcomes[i] = Some(r);
             }
+        }
+        // The entries: each resource's, in the order of the workloads, merged.
+        let spaces = &self.spaces[..members.len()];
+        let mut next = vec![0usize; members.len()];
+        for &r in &entry_resource {
+            let r = r as usize;
+            out.entries.push(spaces[r].entries[next[r]].clone());
+            next[r] += 1;
         }
         out.requests = outcomes.into_iter().flatten().collect();
-        out.stats.curves = total;
-        out.stats.working_bytes = self.ws.peak_bytes;
-        out.stats.working_curves = self.ws.peak_curves;
-        out.stats.passes = self.ws.search.passes;
+        out.stats.curves = entry_resource.len();
+        // Working memory: what all the working spaces in use hold at their
+        // peak, for all the workload-resources (they run side by side).
+        out.stats.working_bytes = spaces.iter().map(|w| w.peak_bytes).sum();
+        out.stats.working_curves = entry_resource.len();
+        out.stats.passes = passes;
         Ok(out)
     }
+}
 
-    /// Solves one resource. With `out`, writes its entries (indexed by
-    /// `offsets`), pool usage, moves and overcommits. Returns each
-    /// workload's allocation (NaN where it has none of this resource) and
-    /// pool usage.
-    #[allow(clippy::too_many_arguments)]
-    fn solve_resource(
-        &mut self,
-        problem: &Problem,
-        tree: &Tree,
-        resource: Resource,
-        members: &[(u32, u32)],
-        requests: &HashMap<(usize, Resource), Vec<usize>>,
-        offsets: &[usize],
-        out: Option<&mut Solution>,
-    ) -> ResourceResult {
-        let u = problem.unit(resource);
-        let steps_wanted = problem.steps.max(1);
-        let npools = problem.pools.len();
-        let ws = &mut self.ws;
+/// Solves one resource in `ws`: with requests, first without them (for the
+/// report of what each request changed). Leaves the entries in `ws`.
+fn solve_one(
+    ws: &mut Workspace,
+    cx: &Ctx<'_>,
+    resource: Resource,
+    members: &[(u32, u32)],
+) -> Result<(ResourceOut, usize), Invalid> {
+    ws.search.passes = 0;
+    ws.peak_bytes = 0;
+    let has_requests = cx.requests.keys().any(|k| k.1 == resource);
+    let mut out = ResourceOut::default();
+    let baseline = if has_requests {
+        let no_requests = HashMap::new();
+        Some(solve_resource(
+            ws,
+            cx,
+            resource,
+            members,
+            &no_requests,
+            None,
+        )?)
+    } else {
+        None
+    };
+    let result = solve_resource(ws, cx, resource, members, cx.requests, Some(&mut out))?;
+    if let Some(base) = baseline {
+        let mut outcomes = vec![None; cx.problem.requests.len()];
+        request_outcomes(
+            cx.problem,
+            resource,
+            cx.requests,
+            &base,
+            &result,
+            &mut outcomes,
+        );
+        out.requests = outcomes.into_iter().flatten().collect();
+    }
+    Ok((out, ws.search.passes))
+}
 
-        // Curves in pool pre-order (counting sort), so each subtree is a range.
-        ws.count_at.clear();
-        ws.count_at.resize(npools + 1, 0);
-        for &(wi, _) in members {
-            ws.count_at[tree.pos[problem.workloads[wi as usize].pool] + 1] += 1;
-        }
-        for i in 0..npools {
-            ws.count_at[i + 1] += ws.count_at[i];
-        }
-        let start_of = ws.count_at.clone();
-        let n = start_of[npools];
-        ws.raw.clear();
-        ws.raw.resize(n, (0, 0));
-        for &(wi, slot) in members {
-            let p = tree.pos[problem.workloads[wi as usize].pool];
-            ws.raw[ws.count_at[p]] = (wi, slot);
-            ws.count_at[p] += 1;
-        }
-        let range_of = |p: usize| -> (usize, usize) {
-            let a = tree.pos[p];
-            (start_of[a], start_of[a + tree.size[p]])
-        };
-        let wr_of =
-            |(wi, slot): (u32, u32)| &problem.workloads[wi as usize].resources[slot as usize];
+/// Solves one resource. With `out`, writes its entries (into `ws`), pool
+/// usage, moves and overcommits. Returns each workload's allocation (NaN
+/// where it has none of this resource; only when there are requests) and
+/// pool usage.
+fn solve_resource(
+    ws: &mut Workspace,
+    cx: &Ctx<'_>,
+    resource: Resource,
+    members: &[(u32, u32)],
+    requests: &HashMap<(usize, Resource), Vec<usize>>,
+    out: Option<&mut ResourceOut>,
+) -> Result<ResourceResult, Invalid> {
+    let problem = cx.problem;
+    let tree = cx.tree;
+    let u = problem.unit(resource);
+    let steps_wanted = problem.steps.max(1);
+    let npools = problem.pools.len();
 
-        // Priority classes, highest first: requests 2r, SLOs 2r + 1.
-        let mut priorities: Vec<u32> = Vec::new();
-        for &x in &ws.raw {
-            let p = wr_of(x).policy.priority;
-            if !priorities.contains(&p) {
-                priorities.push(p);
-            }
-        }
-        for (&(_, r), list) in requests {
-            if r == resource {
-                priorities.extend(list.iter().map(|&i| problem.requests[i].priority));
-            }
-        }
-        priorities.sort_unstable_by(|a, b| b.cmp(a));
-        priorities.dedup();
-        let rank = |p: u32| priorities.partition_point(|&x| x > p) as Phase;
-        let extra: Phase = 2 * priorities.len() as Phase;
-        let spare: Phase = extra + 1;
-        let claim = |phase: Phase| -> Claim {
-            if phase == spare {
-                Claim::Spread
-            } else if phase == extra {
-                Claim::Spare
-            } else if phase.is_multiple_of(2) {
-                Claim::Requests(priorities[(phase / 2) as usize])
-            } else {
-                Claim::Slos(priorities[(phase / 2) as usize])
-            }
-        };
+    // Curves in pool pre-order (counting sort), so each subtree is a range.
+    ws.count_at.clear();
+    ws.count_at.resize(npools + 1, 0);
+    for &(wi, _) in members {
+        ws.count_at[cx.pool_pos[wi as usize] as usize + 1] += 1;
+    }
+    for i in 0..npools {
+        ws.count_at[i + 1] += ws.count_at[i];
+    }
+    ws.start_of.clear();
+    ws.start_of.extend_from_slice(&ws.count_at);
+    let start_of = &ws.start_of;
+    let n = start_of[npools];
+    ws.raw.clear();
+    ws.raw.resize(n, (0, 0));
+    ws.member.clear();
+    ws.member.resize(n, 0);
+    for (m, &(wi, slot)) in members.iter().enumerate() {
+        let p = cx.pool_pos[wi as usize] as usize;
+        let i = ws.count_at[p];
+        ws.count_at[p] += 1;
+        ws.raw[i] = (wi, slot);
+        ws.member[i] = m as u32;
+    }
+    let range_of = |p: usize| -> (usize, usize) {
+        let a = tree.pos[p];
+        (start_of[a], start_of[a + tree.size[p]])
+    };
 
-        // Guarantees, cut where a pool cannot hold them (leaves first).
-        ws.g.clear();
-        ws.g.extend(ws.raw.iter().map(|&x| wr_of(x).policy.guarantee));
-        let capacity: Vec<Option<f64>> = problem
-            .pools
-            .iter()
-            .map(|p| {
-                let own = p.capacity.get(&resource).copied();
-                if p.tiers.is_empty() {
-                    own
-                } else {
-                    let tiers: f64 = p
-                        .tiers
-                        .iter()
-                        .map(|t| t.capacity.get(&resource).copied().unwrap_or(0.0))
-                        .sum();
-                    Some(own.map_or(tiers, |c| c.min(tiers)))
-                }
-            })
-            .collect();
-        let mut overcommits = Vec::new();
-        ws.cut_pool.clear();
-        ws.cut_pool.resize(n, NO_POOL);
-        for &p in tree.pre.iter().rev() {
-            let Some(cap) = capacity[p] else { continue };
-            let (a, b) = range_of(p);
-            let total: f64 = ws.g[a..b].iter().sum();
-            if total <= cap * (1.0 + 1e-12) {
-                continue;
-            }
-            overcommits.push(degrade(
-                problem,
-                &ws.raw,
-                &mut ws.g,
-                a,
-                b,
-                cap,
-                total,
-                p,
-                resource,
-                &mut ws.cut_pool,
-            ));
+    // One pass over the input, in that order: each workload-resource
+    // checked, its curve built, and what the rest of the solve needs of it
+    // copied out (so that nothing below reads the problem's workloads
+    // again, whose data is scattered over the heap).
+    ws.xs.clear();
+    ws.ss.clear();
+    ws.curves.clear();
+    ws.g.clear();
+    ws.prio.clear();
+    ws.pool.clear();
+    ws.limit.clear();
+    ws.held.clear();
+    ws.slo.clear();
+    ws.levels_seen = None;
+    let mut priorities: Vec<u32> = Vec::new();
+    for i in 0..n {
+        let (wi, slot) = ws.raw[i];
+        let w = &problem.workloads[wi as usize];
+        let wr = &w.resources[slot as usize];
+        let pol = &wr.policy;
+        let d = &wr.demand;
+        if !valid_resource(
+            wr,
+            problem.pools[w.pool].tiers.len(),
+            &mut ws.levels_seen,
+            &mut ws.one_minus,
+        ) {
+            return Err(Invalid);
         }
-
-        // Each pool's budget in units beyond guarantees, and the tightest
-        // budget on the way to the root.
-        let mut budget: Vec<Option<u32>> = vec![None; npools];
-        let mut guaranteed = vec![0.0; npools];
-        for p in 0..npools {
-            let (a, b) = range_of(p);
-            guaranteed[p] = ws.g[a..b].iter().sum();
-            if let Some(cap) = capacity[p] {
-                budget[p] = Some(units_within(cap - guaranteed[p], u));
-            }
-        }
-        let mut bound: Vec<u32> = vec![MAX_UNITS; npools];
-        let mut finite_bound = vec![false; npools];
-        for &p in &tree.pre {
-            let parent = problem.pools[p].parent;
-            let up = parent.map_or(MAX_UNITS, |q| bound[q]);
-            bound[p] = budget[p].map_or(up, |b| b.min(up));
-            finite_bound[p] = parent.is_some_and(|q| finite_bound[q]) || capacity[p].is_some();
-        }
-
-        // The curves.
-        ws.xs.clear();
-        ws.ss.clear();
-        ws.curves.clear();
-        ws.segs.clear();
-        ws.request_end.clear();
-        for i in 0..n {
-            let (wi, slot) = ws.raw[i];
-            let w = &problem.workloads[wi as usize];
-            let wr = &w.resources[slot as usize];
-            let pol = &wr.policy;
-            let d = &wr.demand;
-            let gi = ws.g[i];
-            let steps = steps_wanted.min(d.horizon()).max(1);
-            let pts = ws.xs.len() as u32;
+        let steps = steps_wanted.min(d.horizon()).max(1);
+        let pts = ws.xs.len() as u32;
+        if steps == 1 {
+            curve::build_one(&d.levels, &d.values, &ws.one_minus, &mut ws.xs, &mut ws.ss);
+        } else {
             curve::build(
                 &d.levels,
                 &d.values,
@@ -406,369 +458,583 @@ impl Solver {
                 &mut ws.ss,
                 &mut ws.scratch,
             );
-            let npts = ws.xs.len() as u32 - pts;
-            let (c, cur) = match wr.current {
-                Some(cur) if pol.change_cost > 0.0 => (pol.change_cost, cur),
-                _ => (0.0, f64::NAN),
-            };
-            let degraded = ws.cut_pool[i] != NO_POOL;
-            let mut cv = Curve {
-                workload: wi,
-                slot,
-                pts,
-                npts,
-                seg: ws.segs.len() as u32,
-                nseg: 0,
-                g: gi,
-                w: pol.weight,
-                c,
-                cur,
-                sw: 0.0,
-                z: 0,
-                hi: 0,
-                t: 0,
-                floor: 0,
-                cut_by: ws.cut_pool[i],
-                cut_phase: 0,
-            };
-            let s = Survival {
-                xs: &ws.xs[pts as usize..],
-                ss: &ws.ss[pts as usize..],
-            };
-            let top = s.top();
-            let limit_units = match pol.limit {
-                _ if degraded => 0,
-                Some(l) => units_within(l - gi, u),
-                None => MAX_UNITS,
-            };
-            let cap_units = limit_units.min(bound[w.pool]);
-            // The first unit worth nothing: past the top of demand (and,
-            // with a change cost, where the gain falls below the cost).
-            let z_value = if c == 0.0 {
-                // Without a change cost a unit is worth something exactly
-                // when it starts below the top of demand.
-                let guess = ((top - gi) / u).ceil().max(0.0).min(cap_units as f64) as u32;
-                first_false(0, cap_units, guess, |k| gi + k as f64 * u < top)
+        }
+        let npts = ws.xs.len() as u32 - pts;
+        // SLO target: the highest SLO quantile over the planned steps.
+        let nl = d.levels.len();
+        let mut slo = 0.0f64;
+        for h in 0..steps {
+            slo = slo.max(step_quantile(
+                &d.levels,
+                &d.values[h * nl..(h + 1) * nl],
+                pol.slo_quantile,
+            ));
+        }
+        let (c, cur) = match wr.current {
+            Some(cur) if pol.change_cost > 0.0 => (pol.change_cost, cur),
+            _ => (0.0, f64::NAN),
+        };
+        ws.curves.push(Curve {
+            workload: wi,
+            pts,
+            npts,
+            seg: 0,
+            nseg: 0,
+            g: pol.guarantee,
+            w: pol.weight,
+            c,
+            cur,
+            sw: 0.0,
+            z: 0,
+            hi: 0,
+            t: 0,
+            floor: 0,
+            lim: u32::MAX,
+            cut_by: NO_POOL,
+            cut_phase: 0,
+        });
+        ws.g.push(pol.guarantee);
+        ws.prio.push(pol.priority);
+        ws.pool.push(w.pool as u32);
+        ws.limit.push(pol.limit.unwrap_or(f64::NAN));
+        ws.held.push(match wr.current {
+            Some(cur) if !pol.lendable => cur,
+            _ => f64::NAN,
+        });
+        ws.slo.push(slo);
+        if priorities.last() != Some(&pol.priority) && !priorities.contains(&pol.priority) {
+            priorities.push(pol.priority);
+        }
+    }
+
+    // Priority classes, highest first: requests 2r, SLOs 2r + 1.
+    for (&(_, r), list) in requests {
+        if r == resource {
+            priorities.extend(list.iter().map(|&i| problem.requests[i].priority));
+        }
+    }
+    priorities.sort_unstable_by(|a, b| b.cmp(a));
+    priorities.dedup();
+    let rank = |p: u32| priorities.partition_point(|&x| x > p) as Phase;
+    let extra: Phase = 2 * priorities.len() as Phase;
+    let spare: Phase = extra + 1;
+    let claim = |phase: Phase| -> Claim {
+        if phase == spare {
+            Claim::Spread
+        } else if phase == extra {
+            Claim::Spare
+        } else if phase.is_multiple_of(2) {
+            Claim::Requests(priorities[(phase / 2) as usize])
+        } else {
+            Claim::Slos(priorities[(phase / 2) as usize])
+        }
+    };
+
+    // Guarantees, cut where a pool cannot hold them (leaves first).
+    let capacity: Vec<Option<f64>> = problem
+        .pools
+        .iter()
+        .map(|p| {
+            let own = p.capacity.get(&resource).copied();
+            if p.tiers.is_empty() {
+                own
             } else {
-                let mut z_cap = ((top - gi) / u)
-                    .ceil()
-                    .max(((cur - gi) / u).ceil())
-                    .max(0.0);
-                z_cap = (z_cap + 1.0).min(MAX_UNITS as f64);
-                let z_hi = (z_cap as u32).min(cap_units);
-                let guess = ((top - gi) / u).floor().max(0.0).min(z_hi as f64) as u32;
-                // Worth nothing within rounding (w S - c where S = c / w
-                // comes out as 1e-17) counts as nothing.
-                let eps = 1e-12 * (cv.w + c);
-                first_false(0, z_hi, guess, |k| unit_value(s, &cv, k, u) > eps)
-            };
-            // Explicit targets are taken whatever the forecast says they are
-            // worth: what a workload that may not lend holds, and requests.
-            let keep = match wr.current {
-                Some(cur) if !pol.lendable => units_within(cur - gi, u).min(cap_units),
-                _ => 0,
-            };
+                let tiers: f64 = p
+                    .tiers
+                    .iter()
+                    .map(|t| t.capacity.get(&resource).copied().unwrap_or(0.0))
+                    .sum();
+                Some(own.map_or(tiers, |c| c.min(tiers)))
+            }
+        })
+        .collect();
+    let mut overcommits = Vec::new();
+    ws.cut_pool.clear();
+    ws.cut_pool.resize(n, NO_POOL);
+    for &p in tree.pre.iter().rev() {
+        let Some(cap) = capacity[p] else { continue };
+        let (a, b) = range_of(p);
+        let total: f64 = ws.g[a..b].iter().sum();
+        if total <= cap * (1.0 + 1e-12) {
+            continue;
+        }
+        overcommits.push(degrade(
+            problem,
+            &ws.raw,
+            &mut ws.g,
+            a,
+            b,
+            cap,
+            total,
+            p,
+            resource,
+            &mut ws.cut_pool,
+        ));
+    }
+
+    // Each pool's budget in units beyond guarantees, and the tightest
+    // budget on the way to the root.
+    let mut budget: Vec<Option<u32>> = vec![None; npools];
+    let mut guaranteed = vec![0.0; npools];
+    for p in 0..npools {
+        let (a, b) = range_of(p);
+        guaranteed[p] = ws.g[a..b].iter().sum();
+        if let Some(cap) = capacity[p] {
+            budget[p] = Some(units_within(cap - guaranteed[p], u));
+        }
+    }
+    let mut bound: Vec<u32> = vec![MAX_UNITS; npools];
+    let mut finite_bound = vec![false; npools];
+    for &p in &tree.pre {
+        let parent = problem.pools[p].parent;
+        let up = parent.map_or(MAX_UNITS, |q| bound[q]);
+        bound[p] = budget[p].map_or(up, |b| b.min(up));
+        finite_bound[p] = parent.is_some_and(|q| finite_bound[q]) || capacity[p].is_some();
+    }
+    let spreads_in: Vec<bool> = (0..npools)
+        .map(|p| problem.pools[p].spare == Spare::Spread && finite_bound[p])
+        .collect();
+
+    // Each curve's units: how many it may take, which are worth something,
+    // and the phase of each stretch.
+    ws.segs.clear();
+    ws.request_end.clear();
+    for i in 0..n {
+        let gi = ws.g[i];
+        let degraded = ws.cut_pool[i] != NO_POOL;
+        let pool = ws.pool[i] as usize;
+        let cv = &mut ws.curves[i];
+        cv.g = gi;
+        cv.cut_by = ws.cut_pool[i];
+        cv.seg = ws.segs.len() as u32;
+        let (c, cur) = (cv.c, cv.cur);
+        let wi = cv.workload;
+        let s = Survival {
+            xs: &ws.xs[cv.pts as usize..(cv.pts + cv.npts) as usize],
+            ss: &ws.ss[cv.pts as usize..(cv.pts + cv.npts) as usize],
+        };
+        let top = s.top();
+        let limit = ws.limit[i];
+        let limit_units = if degraded {
+            0
+        } else if limit.is_nan() {
+            MAX_UNITS
+        } else {
+            units_within(limit - gi, u)
+        };
+        if !limit.is_nan() && !degraded {
+            cv.lim = limit_units;
+        }
+        let cap_units = limit_units.min(bound[pool]);
+        // The first unit worth nothing: past the top of demand (and,
+        // with a change cost, where the gain falls below the cost).
+        let z_value = if c == 0.0 {
+            // Without a change cost a unit is worth something exactly
+            // when it starts below the top of demand.
+            let guess = ((top - gi) / u).ceil().max(0.0).min(cap_units as f64) as u32;
+            first_false(0, cap_units, guess, |k| gi + k as f64 * u < top)
+        } else {
+            let mut z_cap = ((top - gi) / u)
+                .ceil()
+                .max(((cur - gi) / u).ceil())
+                .max(0.0);
+            z_cap = (z_cap + 1.0).min(MAX_UNITS as f64);
+            let z_hi = (z_cap as u32).min(cap_units);
+            let guess = ((top - gi) / u).floor().max(0.0).min(z_hi as f64) as u32;
+            // Worth nothing within rounding (w S - c where S = c / w
+            // comes out as 1e-17) counts as nothing.
+            let eps = 1e-12 * (cv.w + c);
+            let cvv = *cv;
+            first_false(0, z_hi, guess, |k| unit_value(s, &cvv, k, u) > eps)
+        };
+        // Explicit targets are taken whatever the forecast says they are
+        // worth: what a workload that may not lend holds, and requests.
+        let held = ws.held[i];
+        let keep = if held.is_nan() {
+            0
+        } else {
+            units_within(held - gi, u).min(cap_units)
+        };
+        let list = if requests.is_empty() {
+            None
+        } else {
+            requests.get(&(wi as usize, resource))
+        };
+        let mut explicit = keep;
+        let mut request_end = 0;
+        if let Some(list) = list {
+            for &ri in list {
+                let q = units_above(problem.requests[ri].amount - gi, u).min(cap_units);
+                explicit = explicit.max(q);
+                request_end = request_end.max(q);
+            }
+        }
+        let z = z_value.max(explicit);
+        let spreads = spreads_in[pool] && c == 0.0 && !degraded;
+        let hi = if spreads { cap_units } else { z };
+        if spreads && hi > z {
+            cv.sw = cv.w * top.max(u);
+        }
+        cv.z = z;
+        cv.hi = hi;
+        cv.floor = hi;
+        // Units up to the SLO (not capped: the reasons compare with it).
+        let t = units_above(ws.slo[i] - gi, u);
+        cv.t = t;
+        let prio = ws.prio[i];
+        let slo_phase = 2 * rank(prio) + 1;
+        let first = cv.seg as usize;
+        let mut prev = 0;
+        if keep == 0 && list.is_none() {
+            // The common case: the SLO, then spare capacity.
+            let end = t.min(hi).min(z);
+            if end > 0 {
+                push_seg(&mut ws.segs, first, end, slo_phase);
+                prev = end;
+            }
+        } else {
             ws.targets.clear();
             // Holdings rank as a request at the workload's own priority:
             // peers of its class cannot take them, higher classes can.
             if keep > 0 {
-                ws.targets.push((keep, 2 * rank(pol.priority)));
+                ws.targets.push((keep, 2 * rank(prio)));
             }
-            let mut explicit = keep;
-            let mut request_end = 0;
-            if !requests.is_empty()
-                && let Some(list) = requests.get(&(wi as usize, resource))
-            {
-                for &ri in list {
-                    let r = &problem.requests[ri];
-                    let q = units_above(r.amount - gi, u).min(cap_units);
-                    explicit = explicit.max(q);
-                    request_end = request_end.max(q);
-                    ws.targets.push((q, 2 * rank(r.priority)));
-                }
+            for &ri in list.into_iter().flatten() {
+                let r = &problem.requests[ri];
+                let q = units_above(r.amount - gi, u).min(cap_units);
+                ws.targets.push((q, 2 * rank(r.priority)));
             }
-            let z = z_value.max(explicit);
-            let spreads = problem.pools[w.pool].spare == Spare::Spread
-                && c == 0.0
-                && finite_bound[w.pool]
-                && !degraded;
-            let hi = if spreads { cap_units } else { z };
-            if spreads && hi > z {
-                cv.sw = pol.weight * top.max(u);
-            }
-            cv.z = z;
-            cv.hi = hi;
-            cv.floor = hi;
-
-            // SLO target: the highest SLO quantile over the planned steps.
-            let nl = d.levels.len();
-            let mut slo = 0.0f64;
-            for h in 0..steps {
-                slo = slo.max(step_quantile(
-                    &d.levels,
-                    &d.values[h * nl..(h + 1) * nl],
-                    pol.slo_quantile,
-                ));
-            }
-            // Units up to the SLO (not capped: the reasons compare with it).
-            let t = units_above(slo - gi, u);
-            cv.t = t;
-            ws.targets.push((t.min(hi), 2 * rank(pol.priority) + 1));
+            ws.targets.push((t.min(hi), slo_phase));
             for x in ws.targets.iter_mut() {
                 x.0 = x.0.min(z);
             }
             // The staircase of phases: unit k is in the first phase of the
             // targets that reach past it.
             ws.targets.sort_unstable();
-            let mut prev = 0;
             for j in 0..ws.targets.len() {
                 let end = ws.targets[j].0;
                 if end > prev {
                     let phase = ws.targets[j..].iter().map(|x| x.1).min().unwrap_or(extra);
-                    push_seg(&mut ws.segs, cv.seg as usize, end, phase);
+                    push_seg(&mut ws.segs, first, end, phase);
                     prev = end;
                 }
             }
-            if z > prev {
-                push_seg(&mut ws.segs, cv.seg as usize, z, extra);
-            }
-            if hi > z.max(prev) {
-                push_seg(&mut ws.segs, cv.seg as usize, hi, spare);
-            }
-            cv.nseg = ws.segs.len() as u32 - cv.seg;
-            ws.curves.push(cv);
-            ws.request_end.push(request_end);
         }
+        if z > prev {
+            push_seg(&mut ws.segs, first, z, extra);
+        }
+        if hi > z.max(prev) {
+            push_seg(&mut ws.segs, first, hi, spare);
+        }
+        cv.nseg = ws.segs.len() as u32 - cv.seg;
+        ws.request_end.push(request_end);
+    }
 
-        // The pools, leaves first: each one's threshold lowers the floors of
-        // the curves under it.
-        let mut full_at: Vec<Option<Phase>> = vec![None; npools];
-        ws.search.totals.clear();
-        ws.search.totals.resize(spare as usize + 1, 0);
-        ws.order.clear();
-        ws.order.extend(0..n as u32);
-        for &p in tree.pre.iter().rev() {
-            let Some(b) = budget[p] else { continue };
-            let (ra, rb) = range_of(p);
-            if ra == rb {
-                continue;
+    // The pools, leaves first: each one's threshold lowers the floors of
+    // the curves under it.
+    let mut full_at: Vec<Option<Phase>> = vec![None; npools];
+    ws.search.totals.clear();
+    ws.search.totals.resize(spare as usize + 1, 0);
+    ws.order.clear();
+    ws.order.extend(0..n as u32);
+    for &p in tree.pre.iter().rev() {
+        let Some(b) = budget[p] else { continue };
+        let (ra, rb) = range_of(p);
+        if ra == rb {
+            continue;
+        }
+        let view = View {
+            curves: &ws.curves,
+            segs: &ws.segs,
+            xs: &ws.xs,
+            ss: &ws.ss,
+            u,
+            inv_u: 1.0 / u,
+            workloads: &problem.workloads,
+            spare,
+        };
+        let range = &ws.order[ra..rb];
+        let (mut available, mut before_extra) = (0u64, 0u64);
+        for &ci in range {
+            let c = &ws.curves[ci as usize];
+            available += c.floor as u64;
+            before_extra += view.phase_span(ci, extra).0 as u64;
+        }
+        let pool = &problem.pools[p];
+        let mut n_take = b as u64;
+        // Priced tiers: beyond what guarantees, requests and SLOs need,
+        // a unit comes from the cheapest tier with room and is taken
+        // only when it is worth more than that tier's price.
+        if !pool.tiers.is_empty() {
+            let mut tiers: Vec<(f64, f64)> = pool
+                .tiers
+                .iter()
+                .map(|t| {
+                    (
+                        t.unit_cost.get(&resource).copied().unwrap_or(0.0),
+                        t.capacity.get(&resource).copied().unwrap_or(0.0),
+                    )
+                })
+                .collect();
+            tiers.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // Unit j spans [G + j u, G + (j + 1) u] of the pool, filled
+            // cheapest tier first; its price is the mean price over that
+            // span (a unit across a tier boundary pays a blend). Prices
+            // change only at the units holding a boundary, so walk the
+            // stretches between those, checking each against the units
+            // worth more than its price.
+            let g_p = guaranteed[p];
+            let mut breaks: Vec<u64> = vec![0];
+            let mut cum = 0.0;
+            for &(_, cap) in &tiers {
+                cum += cap;
+                let j = ((cum - g_p) / u).floor().max(0.0) as u64;
+                breaks.push(j);
+                breaks.push(j + 1);
             }
-            let view = View {
-                curves: &ws.curves,
-                segs: &ws.segs,
-                xs: &ws.xs,
-                ss: &ws.ss,
-                u,
-                workloads: &problem.workloads,
-                spare,
-            };
-            let range = &ws.order[ra..rb];
-            let (mut available, mut before_extra) = (0u64, 0u64);
-            for &ci in range {
-                let c = &ws.curves[ci as usize];
-                available += c.floor as u64;
-                before_extra += view.phase_span(ci, extra).0 as u64;
-            }
-            let pool = &problem.pools[p];
-            let mut n_take = b as u64;
-            // Priced tiers: beyond what guarantees, requests and SLOs need,
-            // a unit comes from the cheapest tier with room and is taken
-            // only when it is worth more than that tier's price.
-            if !pool.tiers.is_empty() {
-                let mut tiers: Vec<(f64, f64)> = pool
-                    .tiers
-                    .iter()
-                    .map(|t| {
-                        (
-                            t.unit_cost.get(&resource).copied().unwrap_or(0.0),
-                            t.capacity.get(&resource).copied().unwrap_or(0.0),
-                        )
-                    })
-                    .collect();
-                tiers.sort_by(|a, b| a.0.total_cmp(&b.0));
-                // Unit j spans [G + j u, G + (j + 1) u] of the pool, filled
-                // cheapest tier first; its price is the mean price over that
-                // span (a unit across a tier boundary pays a blend). Prices
-                // change only at the units holding a boundary, so walk the
-                // stretches between those, checking each against the units
-                // worth more than its price.
-                let g_p = guaranteed[p];
-                let mut breaks: Vec<u64> = vec![0];
-                let mut cum = 0.0;
-                for &(_, cap) in &tiers {
-                    cum += cap;
-                    let j = ((cum - g_p) / u).floor().max(0.0) as u64;
-                    breaks.push(j);
-                    breaks.push(j + 1);
+            breaks.push(b as u64);
+            breaks.retain(|&j| j <= b as u64);
+            breaks.sort_unstable();
+            breaks.dedup();
+            let mut take = b as u64;
+            for win in breaks.windows(2) {
+                let (j0, j1) = (win[0], win[1]);
+                let price = unit_price(&tiers, g_p, u, j0);
+                let good = if price > 0.0 {
+                    view.count_above(range, extra, price)
+                } else {
+                    u64::MAX
+                };
+                if good < j1 {
+                    take = good.max(j0);
+                    break;
                 }
-                breaks.push(b as u64);
-                breaks.retain(|&j| j <= b as u64);
-                breaks.sort_unstable();
-                breaks.dedup();
-                let mut take = b as u64;
-                for win in breaks.windows(2) {
-                    let (j0, j1) = (win[0], win[1]);
-                    let price = unit_price(&tiers, g_p, u, j0);
-                    let good = if price > 0.0 {
-                        view.count_above(range, extra, price)
-                    } else {
-                        u64::MAX
-                    };
-                    if good < j1 {
-                        take = good.max(j0);
-                        break;
-                    }
-                }
-                n_take = take.min(b as u64);
             }
-            if let Some(&reserve) = pool.reserve.get(&resource) {
-                let keep = units_above(reserve, u) as u64;
-                n_take = n_take.min(before_extra.max((b as u64).saturating_sub(keep)));
-            }
-            if n_take >= available {
-                continue;
-            }
-            let phase = if n_take == 0 {
-                ws.search.counts.clear();
-                ws.search.counts.resize(rb - ra, 0);
-                0
-            } else {
-                view.nth(range, n_take, &mut ws.search).phase
-            };
-            full_at[p] = Some(phase);
-            for (j, ci) in (ra..rb).enumerate() {
-                let c = &mut ws.curves[ci];
-                let f = ws.search.counts[j].min(c.floor);
-                if f < c.floor {
-                    c.floor = f;
-                    if ws.cut_pool[ci] == NO_POOL {
-                        c.cut_by = p as u32;
-                        c.cut_phase = phase;
-                    }
+            n_take = take.min(b as u64);
+        }
+        if let Some(&reserve) = pool.reserve.get(&resource) {
+            let keep = units_above(reserve, u) as u64;
+            n_take = n_take.min(before_extra.max((b as u64).saturating_sub(keep)));
+        }
+        if n_take >= available {
+            continue;
+        }
+        let phase = if n_take == 0 {
+            ws.search.counts.clear();
+            ws.search.counts.resize(rb - ra, 0);
+            0
+        } else {
+            view.nth(range, n_take, &mut ws.search).phase
+        };
+        full_at[p] = Some(phase);
+        for (j, ci) in (ra..rb).enumerate() {
+            let c = &mut ws.curves[ci];
+            let f = ws.search.counts[j].min(c.floor);
+            if f < c.floor {
+                c.floor = f;
+                if ws.cut_pool[ci] == NO_POOL {
+                    c.cut_by = p as u32;
+                    c.cut_phase = phase;
                 }
             }
         }
-        let bytes = ws.bytes();
-        if bytes > ws.peak_bytes {
-            ws.peak_bytes = bytes;
-            ws.peak_curves = n;
-        }
+    }
 
-        // Allocations, coverage, reasons.
-        ws.alloc.clear();
+    // Allocations (for the request report).
+    ws.alloc.clear();
+    if !requests.is_empty() || out.is_none() {
         ws.alloc.resize(problem.workloads.len(), f64::NAN);
         for c in &ws.curves {
             ws.alloc[c.workload as usize] = c.g + c.floor as f64 * u;
         }
-        let Some(out) = out else {
-            return ResourceResult {
-                alloc: ws.alloc.clone(),
-                usage: pool_usage(
-                    problem,
-                    resource,
-                    &capacity,
-                    &guaranteed,
-                    &full_at,
-                    &claim,
-                    n,
-                    &range_of,
-                    ws,
-                    u,
-                ),
-            };
-        };
-        for (ci, c) in ws.curves.iter().enumerate() {
-            let k = c.floor;
-            let allocation = c.g + k as f64 * u;
-            let s = Survival {
-                xs: &ws.xs[c.pts as usize..(c.pts + c.npts) as usize],
-                ss: &ws.ss[c.pts as usize..(c.pts + c.npts) as usize],
-            };
-            let degraded = ws.cut_pool[ci] != NO_POOL;
-            let cut = c.cut_by != NO_POOL;
-            let targets_end = c.t.max(ws.request_end[ci]);
-            let limit = problem.workloads[c.workload as usize].resources[c.slot as usize]
-                .policy
-                .limit;
-            let at_limit = limit.is_some_and(|l| k >= units_within(l - c.g, u));
-            let top = s.top();
-            let held = c.c > 0.0 && !cut && (allocation - c.cur).abs() < u && allocation < top;
-            let outcome = if degraded {
-                Outcome::Degraded
-            } else if cut && k == 0 && targets_end > 0 {
-                Outcome::AtGuarantee
-            } else if cut && k < targets_end {
-                Outcome::ShortOfSlo
-            } else if k > c.z {
-                Outcome::Spread
-            } else if !cut && at_limit && allocation < top {
-                Outcome::AtLimit
-            } else if held && k < targets_end {
-                Outcome::HeldShort
-            } else if k == c.z && allocation >= top - 1e-12 {
-                Outcome::AllDemand
-            } else if k > targets_end {
-                Outcome::AboveSlo
-            } else {
-                Outcome::AtSlo
-            };
-            out.entries[offsets[c.workload as usize] + c.slot as usize] = Entry {
-                workload: c.workload as usize,
-                resource,
-                allocation,
-                coverage: 1.0 - s.at(allocation),
-                expected_unmet: s.expected_excess(allocation),
-                reason: Reason {
-                    outcome,
-                    held_by_change_cost: held,
-                    cut_by: (c.cut_by != NO_POOL).then_some(c.cut_by),
-                    cut_at: (cut && !degraded).then(|| claim(c.cut_phase)),
-                    guarantee: c.g,
-                },
-            };
-        }
-
-        // Pools: usage, tiers and moves.
-        let usage = pool_usage(
-            problem,
-            resource,
-            &capacity,
-            &guaranteed,
-            &full_at,
-            &claim,
-            n,
-            &range_of,
-            ws,
-            u,
-        );
-        let mut usage_out = usage.clone();
-        for usage_p in usage_out.iter_mut() {
-            let p = usage_p.pool;
-            if problem.pools[p].tiers.is_empty() {
-                continue;
-            }
-            let (a, b) = range_of(p);
-            let members: Vec<(usize, f64)> = ws.curves[a..b]
-                .iter()
-                .map(|c| (c.workload as usize, c.g + c.floor as f64 * u))
-                .collect();
-            assign_tiers(
-                problem,
-                p,
-                resource,
-                &members,
-                usage_p,
-                &mut out.moves,
-                &mut out.tier_shares,
-            );
-        }
-        out.pools.extend(usage_out);
-        out.overcommitted.extend(overcommits);
-        ResourceResult {
+    }
+    let usage = pool_usage(
+        problem,
+        resource,
+        &capacity,
+        &guaranteed,
+        &full_at,
+        &claim,
+        &range_of,
+        &ws.curves,
+        u,
+    );
+    let Some(out) = out else {
+        ws.peak_bytes = ws.peak_bytes.max(ws.bytes());
+        return Ok(ResourceResult {
             alloc: ws.alloc.clone(),
             usage,
+        });
+    };
+
+    // Entries: allocation, coverage, expected unmet demand, reason.
+    if ws.entries.len() != members.len() {
+        ws.entries.clear();
+        ws.entries.resize(members.len(), BLANK);
+    }
+    for (ci, c) in ws.curves.iter().enumerate() {
+        let k = c.floor;
+        let allocation = c.g + k as f64 * u;
+        let s = Survival {
+            xs: &ws.xs[c.pts as usize..(c.pts + c.npts) as usize],
+            ss: &ws.ss[c.pts as usize..(c.pts + c.npts) as usize],
+        };
+        let degraded = ws.cut_pool[ci] != NO_POOL;
+        let cut = c.cut_by != NO_POOL;
+        let targets_end = c.t.max(ws.request_end[ci]);
+        let at_limit = k >= c.lim;
+        let top = s.top();
+        let held = c.c > 0.0 && !cut && (allocation - c.cur).abs() < u && allocation < top;
+        let outcome = if degraded {
+            Outcome::Degraded
+        } else if cut && k == 0 && targets_end > 0 {
+            Outcome::AtGuarantee
+        } else if cut && k < targets_end {
+            Outcome::ShortOfSlo
+        } else if k > c.z {
+            Outcome::Spread
+        } else if !cut && at_limit && allocation < top {
+            Outcome::AtLimit
+        } else if held && k < targets_end {
+            Outcome::HeldShort
+        } else if k == c.z && allocation >= top - 1e-12 {
+            Outcome::AllDemand
+        } else if k > targets_end {
+            Outcome::AboveSlo
+        } else {
+            Outcome::AtSlo
+        };
+        let (coverage, expected_unmet) = s.coverage_and_excess(allocation);
+        ws.entries[ws.member[ci] as usize] = Entry {
+            workload: c.workload as usize,
+            resource,
+            allocation,
+            coverage,
+            expected_unmet,
+            reason: Reason {
+                outcome,
+                held_by_change_cost: held,
+                cut_by: (c.cut_by != NO_POOL).then_some(c.cut_by),
+                cut_at: (cut && !degraded).then(|| claim(c.cut_phase)),
+                guarantee: c.g,
+            },
+        };
+    }
+
+    // Pools: usage, tiers and moves.
+    let mut usage_out = usage.clone();
+    for usage_p in usage_out.iter_mut() {
+        let p = usage_p.pool;
+        if problem.pools[p].tiers.is_empty() {
+            continue;
+        }
+        let (a, b) = range_of(p);
+        let members: Vec<(usize, f64)> = ws.curves[a..b]
+            .iter()
+            .map(|c| (c.workload as usize, c.g + c.floor as f64 * u))
+            .collect();
+        assign_tiers(
+            problem,
+            p,
+            resource,
+            &members,
+            usage_p,
+            &mut out.moves,
+            &mut out.tier_shares,
+        );
+    }
+    out.pools.extend(usage_out);
+    out.overcommitted.extend(overcommits);
+    ws.peak_bytes = ws.peak_bytes.max(ws.bytes());
+    Ok(ResourceResult {
+        alloc: ws.alloc.clone(),
+        usage,
+    })
+}
+
+/// An entry before the solve writes it.
+const BLANK: Entry = Entry {
+    workload: 0,
+    resource: Resource::Cpu,
+    allocation: 0.0,
+    coverage: 0.0,
+    expected_unmet: 0.0,
+    reason: Reason {
+        outcome: Outcome::AtSlo,
+        held_by_change_cost: false,
+        cut_by: None,
+        cut_at: None,
+        guarantee: 0.0,
+    },
+};
+
+/// Whether a workload-resource passes the checks [`check`] makes of it
+/// (policy, demand, current allocation and tier), quickly: most demands
+/// share their levels, which are checked once.
+fn valid_resource(
+    wr: &WorkloadResource,
+    tiers: usize,
+    levels_seen: &mut Option<(usize, usize, bool)>,
+    one_minus: &mut Vec<f64>,
+) -> bool {
+    if wr.policy.validate().is_err() {
+        return false;
+    }
+    if let Some(cur) = wr.current
+        && !(cur.is_finite() && cur >= 0.0)
+    {
+        return false;
+    }
+    if wr.current_tier.is_some_and(|t| t >= tiers) {
+        return false;
+    }
+    let d = &wr.demand;
+    let levels = &d.levels;
+    let key = (Arc::as_ptr(levels) as *const f64 as usize, levels.len());
+    let levels_ok = match *levels_seen {
+        Some((p, n, ok)) if (p, n) == key => ok,
+        _ => {
+            let ok = levels_valid(levels);
+            *levels_seen = Some((key.0, key.1, ok));
+            one_minus.clear();
+            if ok {
+                one_minus.extend(levels.iter().map(|&l| 1.0 - l));
+            }
+            ok
+        }
+    };
+    levels_ok && values_valid(levels.len(), &d.values)
+}
+
+/// Levels strictly increasing in (0, 1) (as [`check_demand`] wants them).
+fn levels_valid(levels: &[f64]) -> bool {
+    let mut prev = 0.0;
+    for &l in levels {
+        if !(l > prev && l < 1.0) {
+            return false;
+        }
+        prev = l;
+    }
+    !levels.is_empty()
+}
+
+/// Values that are whole non-empty steps of finite, non-negative,
+/// non-decreasing quantiles (as [`check_demand`] wants them).
+fn values_valid(n: usize, values: &[f64]) -> bool {
+    if n == 0 || values.is_empty() || !values.len().is_multiple_of(n) {
+        return false;
+    }
+    let mut ok = true;
+    for row in values.chunks_exact(n) {
+        // From 0: the first value at least 0, each at least the one before;
+        // NaN fails every comparison, +inf fails the last.
+        let mut prev = 0.0;
+        for &v in row {
+            ok &= v >= prev && v < f64::INFINITY;
+            prev = v;
         }
     }
+    ok
 }
 
 /// How each pool with a capacity was used.
@@ -780,19 +1046,15 @@ fn pool_usage(
     guaranteed: &[f64],
     full_at: &[Option<Phase>],
     claim: &dyn Fn(Phase) -> Claim,
-    _n: usize,
     range_of: &dyn Fn(usize) -> (usize, usize),
-    ws: &Workspace,
+    curves: &[Curve],
     u: f64,
 ) -> Vec<PoolUsage> {
     let mut usage = Vec::new();
     for p in 0..problem.pools.len() {
         let Some(cap) = capacity[p] else { continue };
         let (a, b) = range_of(p);
-        let allocated: f64 = ws.curves[a..b]
-            .iter()
-            .map(|c| c.g + c.floor as f64 * u)
-            .sum();
+        let allocated: f64 = curves[a..b].iter().map(|c| c.g + c.floor as f64 * u).sum();
         usage.push(PoolUsage {
             pool: p,
             resource,
@@ -1258,8 +1520,11 @@ fn is_ancestor_or_self(problem: &Problem, anc: usize, mut p: usize) -> bool {
     }
 }
 
-/// Checks the whole problem; every error found, or the pool tree.
-fn check(problem: &Problem) -> Result<Tree, ProblemError> {
+/// Checks the problem; every error found, or the pool tree and who has
+/// which resource. Without `full`, what [`valid_resource`] checks as the
+/// curves are built (each workload-resource's policy, demand, current
+/// allocation and tier) is left to it.
+fn check(problem: &Problem, full: bool) -> Result<Checked, ProblemError> {
     let mut errors = Vec::new();
     let npools = problem.pools.len();
     let mut seen = HashSet::new();
@@ -1371,10 +1636,12 @@ fn check(problem: &Problem) -> Result<Tree, ProblemError> {
             tree = Some(Tree { pre, pos, size });
         }
     }
-    // Workloads.
+    // Workloads, and who has which resource.
     let mut names: HashSet<&str, BuildHasherDefault<Fnv>> =
         HashSet::with_capacity_and_hasher(problem.workloads.len(), Default::default());
-    for w in &problem.workloads {
+    let mut by_resource: [Vec<(u32, u32)>; Resource::ALL.len()] = Default::default();
+    let mut entry_resource: Vec<u8> = Vec::with_capacity(problem.workloads.len());
+    for (wi, w) in problem.workloads.iter().enumerate() {
         let name = w.name.0.as_str();
         if !names.insert(name) {
             errors.push(InputError::DuplicateWorkload(name.to_string()));
@@ -1386,12 +1653,20 @@ fn check(problem: &Problem) -> Result<Tree, ProblemError> {
                 pools: npools,
             });
         }
+        let mut seen = 0u32;
         for (j, r) in w.resources.iter().enumerate() {
-            if w.resources[..j].iter().any(|x| x.resource == r.resource) {
+            let bit = 1u32 << r.resource as u32;
+            entry_resource.push(r.resource as u8);
+            by_resource[r.resource as usize].push((wi as u32, j as u32));
+            if seen & bit != 0 {
                 errors.push(InputError::DuplicateResource {
                     workload: name.to_string(),
                     resource: r.resource,
                 });
+            }
+            seen |= bit;
+            if !full {
+                continue;
             }
             if let Err(source) = r.policy.validate() {
                 errors.push(InputError::Policy {
@@ -1476,7 +1751,25 @@ fn check(problem: &Problem) -> Result<Tree, ProblemError> {
         }
     }
     match (errors.is_empty(), tree) {
-        (true, Some(t)) => Ok(t),
+        (true, Some(tree)) => {
+            // Resources in order, and each entry's index among them.
+            let mut index = [0u8; Resource::ALL.len()];
+            let mut members = Vec::new();
+            for (r, list) in by_resource.into_iter().enumerate() {
+                if !list.is_empty() {
+                    index[r] = members.len() as u8;
+                    members.push((Resource::ALL[r], list));
+                }
+            }
+            for r in entry_resource.iter_mut() {
+                *r = index[*r as usize];
+            }
+            Ok(Checked {
+                tree,
+                members,
+                entry_resource,
+            })
+        }
         _ => Err(ProblemError { errors }),
     }
 }

@@ -231,17 +231,84 @@ impl History for RingHistory<'_> {
 /// its steps gets the quantiles of its bucket's mean (narrower than those of a
 /// single 10-s value); a step inside the bucket being filled gets those of the
 /// next bucket. A coarser step fills every bucket it covers.
+///
+/// Serialised, a model is its [`LearnedState`] only: the forest is stored
+/// once for all series, and a restored model forecasts its series' own
+/// empirical quantiles of the last day (the forest's starting point) until
+/// the forest is attached again with [`LearnedModel::attach`].
 #[derive(Debug, Clone)]
 pub struct LearnedModel {
-    forest: SharedForest,
+    forest: Option<SharedForest>,
     state: LearnedState,
+}
+
+impl PartialEq for LearnedModel {
+    fn eq(&self, other: &Self) -> bool {
+        self.state == other.state
+    }
+}
+
+impl Serialize for LearnedModel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.state.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LearnedModel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut state = LearnedState::deserialize(d)?;
+        if state.head >= state.ring.len().max(1) {
+            return Err(serde::de::Error::custom(format!(
+                "learned model state: ring of {} buckets with head {}",
+                state.ring.len(),
+                state.head
+            )));
+        }
+        state.rebuild_day();
+        Ok(LearnedModel {
+            forest: None,
+            state,
+        })
+    }
 }
 
 impl LearnedModel {
     /// A model of a new series.
     pub fn new(forest: SharedForest, ctx: SeriesContext) -> LearnedModel {
         let state = LearnedState::new(ctx, &forest.current());
-        LearnedModel { forest, state }
+        LearnedModel {
+            forest: Some(forest),
+            state,
+        }
+    }
+
+    /// A model of a new series whose forest is not known yet: it keeps its
+    /// history at the default 5-minute step and forecasts empirical
+    /// quantiles of its last day until [`attach`](Self::attach).
+    pub fn detached(ctx: SeriesContext) -> LearnedModel {
+        let spans = Spans::new(DETACHED_STEP_MS);
+        LearnedModel {
+            forest: None,
+            state: LearnedState {
+                ctx,
+                bucket_ms: DETACHED_STEP_MS,
+                ring: vec![f32::NAN; spans.history_len()],
+                head: 0,
+                bucketer: Bucketer::new(),
+                day: DayWindow::default(),
+            },
+        }
+    }
+
+    /// Attaches the shared forest (after a restore, or to a detached model).
+    /// A history kept at another step than the forest's cannot be used:
+    /// the model then starts its history afresh at the forest's step.
+    pub fn attach(&mut self, forest: SharedForest) {
+        let f = forest.current();
+        if self.state.bucket_ms != f.step_ms() || self.state.ring.len() != f.history_len() {
+            self.state = LearnedState::new(self.state.ctx, &f);
+        }
+        self.forest = Some(forest);
     }
 
     /// A model resumed from a saved state; refuses a state kept at another
@@ -265,7 +332,10 @@ impl LearnedModel {
                 f.history_len()
             )));
         }
-        Ok(LearnedModel { forest, state })
+        Ok(LearnedModel {
+            forest: Some(forest),
+            state,
+        })
     }
 
     /// The state to save.
@@ -273,9 +343,26 @@ impl LearnedModel {
         &self.state
     }
 
-    /// The shared forest handle.
-    pub fn forest(&self) -> &SharedForest {
-        &self.forest
+    /// The shared forest handle, once attached.
+    pub fn forest(&self) -> Option<&SharedForest> {
+        self.forest.as_ref()
+    }
+}
+
+/// The step a detached model keeps its history at: the forests' default.
+const DETACHED_STEP_MS: i64 = 300_000;
+
+/// The empirical quantile at `level` of sorted values, interpolated.
+fn empirical_quantile(sorted: &[f32], level: f64) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        1 => sorted[0] as f64,
+        n => {
+            let pos = level.clamp(0.0, 1.0) * (n - 1) as f64;
+            let i = (pos.floor() as usize).min(n - 2);
+            let frac = pos - i as f64;
+            sorted[i] as f64 + frac * (sorted[i + 1] as f64 - sorted[i] as f64)
+        }
     }
 }
 
@@ -295,9 +382,18 @@ impl Model for LearnedModel {
         }
         let steps = horizon.min(out.len() / n);
         let out = &mut out[..steps * n];
-        let forest = self.forest.current();
         let Some(newest) = self.state.bucketer.newest else {
             out.fill(0.0);
+            return;
+        };
+        let Some(forest) = self.forest.as_ref().map(SharedForest::current) else {
+            // Not attached yet: the series' own last day, the forest's
+            // starting point.
+            for row in out.chunks_mut(n) {
+                for (o, &level) in row.iter_mut().zip(levels) {
+                    *o = empirical_quantile(&self.state.day.sorted, level).max(0.0);
+                }
+            }
             return;
         };
         let bucket = self.state.bucket_ms.max(1);

@@ -235,7 +235,7 @@ fn the_adapter_matches_the_forest_and_its_state_round_trips() {
     let bytes = m.state().to_bytes().unwrap();
     let state = LearnedState::from_bytes(&bytes).unwrap();
     assert_eq!(&state, m.state());
-    let resumed = LearnedModel::from_state(m.forest().clone(), state).unwrap();
+    let resumed = LearnedModel::from_state(m.forest().unwrap().clone(), state).unwrap();
     let mut again = vec![0.0; 40 * n];
     resumed.forecast(origin_ms + STEP, 40, levels, &mut again);
     assert_eq!(out, again);

@@ -27,6 +27,7 @@ use std::sync::OnceLock;
 use prescient_core::TimestampMs;
 use serde::{Deserialize, Serialize};
 
+use crate::learned::LearnedModel;
 use crate::model::{DEFAULT_LEVELS, Model, SeriesContext};
 use crate::season::Season;
 use crate::stats::normal_quantile;
@@ -43,7 +44,9 @@ pub enum ModelKind {
     Histogram,
     /// [`RecentLevel`].
     Recent,
-    // The learned model (src/learned/) gets its kind here.
+    /// [`LearnedModel`]: gradient-boosted quantile trees shared by all
+    /// series (needs a trained forest: see [`SeriesForecaster::attach_forest`](crate::SeriesForecaster::attach_forest)).
+    Learned,
 }
 
 impl ModelKind {
@@ -62,6 +65,7 @@ impl ModelKind {
             ModelKind::HoltWinters => "holt-winters",
             ModelKind::Histogram => "histogram",
             ModelKind::Recent => "recent",
+            ModelKind::Learned => "learned",
         }
     }
 
@@ -72,13 +76,16 @@ impl ModelKind {
             ModelKind::HoltWinters => AnyModel::HoltWinters(HoltWinters::new(ctx)),
             ModelKind::Histogram => AnyModel::Histogram(HistogramModel::new(ctx)),
             ModelKind::Recent => AnyModel::Recent(RecentLevel::new(ctx)),
+            ModelKind::Learned => AnyModel::Learned(LearnedModel::detached(ctx)),
         }
     }
 }
 
 /// A model name that is not one of [`ModelKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model '{name}' (expected one of: seasonal, holt-winters, histogram, recent)")]
+#[error(
+    "unknown model '{name}' (expected one of: seasonal, holt-winters, histogram, recent, learned)"
+)]
 pub struct UnknownModel {
     /// The name as given.
     pub name: String,
@@ -90,6 +97,7 @@ impl FromStr for ModelKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ModelKind::ALL
             .into_iter()
+            .chain([ModelKind::Learned])
             .find(|k| k.name() == s)
             .ok_or_else(|| UnknownModel {
                 name: s.to_string(),
@@ -108,8 +116,8 @@ pub enum AnyModel {
     Histogram(HistogramModel),
     /// [`RecentLevel`].
     Recent(RecentLevel),
-    // The learned model (src/learned/) goes here as `Learned(...)`, with a
-    // match arm in `as_model` / `as_model_mut` and `kind`.
+    /// [`LearnedModel`].
+    Learned(LearnedModel),
 }
 
 impl AnyModel {
@@ -120,6 +128,7 @@ impl AnyModel {
             AnyModel::HoltWinters(_) => ModelKind::HoltWinters,
             AnyModel::Histogram(_) => ModelKind::Histogram,
             AnyModel::Recent(_) => ModelKind::Recent,
+            AnyModel::Learned(_) => ModelKind::Learned,
         }
     }
 
@@ -130,6 +139,7 @@ impl AnyModel {
             AnyModel::HoltWinters(m) => m,
             AnyModel::Histogram(m) => m,
             AnyModel::Recent(m) => m,
+            AnyModel::Learned(m) => m,
         }
     }
 
@@ -140,6 +150,7 @@ impl AnyModel {
             AnyModel::HoltWinters(m) => m,
             AnyModel::Histogram(m) => m,
             AnyModel::Recent(m) => m,
+            AnyModel::Learned(m) => m,
         }
     }
 }
@@ -156,6 +167,7 @@ impl Model for AnyModel {
             AnyModel::HoltWinters(m) => m.update(ts, value),
             AnyModel::Histogram(m) => m.update(ts, value),
             AnyModel::Recent(m) => m.update(ts, value),
+            AnyModel::Learned(m) => m.update(ts, value),
         }
     }
 
@@ -165,6 +177,7 @@ impl Model for AnyModel {
             AnyModel::HoltWinters(m) => m.forecast(start, horizon, levels, out),
             AnyModel::Histogram(m) => m.forecast(start, horizon, levels, out),
             AnyModel::Recent(m) => m.forecast(start, horizon, levels, out),
+            AnyModel::Learned(m) => m.forecast(start, horizon, levels, out),
         }
     }
 

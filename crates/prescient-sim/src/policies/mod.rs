@@ -31,6 +31,7 @@
 mod autopilot_ml;
 mod autopilot_mw;
 pub mod partition;
+pub mod prescient;
 mod simple;
 mod vpa;
 pub mod window;
@@ -76,6 +77,7 @@ pub fn reference() -> Vec<Box<dyn Policy>> {
 /// partition solver with simple empirical profiles (see [`partition`]).
 pub fn experimental() -> Vec<Box<dyn Policy>> {
     vec![
+        Box::new(prescient::Prescient::default()),
         Box::new(partition::Partition::default()),
         Box::new(partition::Partition::keep_spare()),
         Box::new(partition::Partition::proportional()),

@@ -1,6 +1,8 @@
 //! `prescient backtest`: the day-ahead forecast protocol of DESIGN.md on a
 //! trace, per model and for the ensemble.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -13,8 +15,10 @@ use prescient_core::{Resource, SeriesKey};
 use prescient_forecast::backtest::{
     self, BacktestError, Forecaster, HORIZON, LEVELS, OriginForecast, STEP_MS, Tally,
 };
+use prescient_forecast::learned::{SharedForest, TrainConfig, TrainingSeries, train};
 use prescient_forecast::{Band, ModelKind, Weights};
 use prescient_sim::ReplayTrace;
+use prescient_trace::TraceReader;
 use serde::Serialize;
 
 use super::replay::{Format, pct};
@@ -36,9 +40,17 @@ pub struct BacktestArgs {
     resource: Resource,
 
     /// Models of the ensemble (repeat or separate with commas); default:
-    /// every model (seasonal, holt-winters, histogram, recent).
+    /// the classic models (seasonal, holt-winters, histogram, recent). Add
+    /// `learned` for the gradient-boosted trees, trained at each origin on
+    /// the history before it (and on --train-trace files).
     #[arg(long = "models", value_name = "LIST", value_delimiter = ',')]
     models: Vec<String>,
+
+    /// More traces to train the learned model on (repeatable), besides the
+    /// backtested trace's own history before each origin. Use traces other
+    /// than the one backtested: the model must not see what it forecasts.
+    #[arg(long = "train-trace", value_name = "FILE")]
+    train_traces: Vec<PathBuf>,
 
     /// Write the ensemble's forecasts as CSV
     /// (`origin,timestamp,host,workload,resource,quantile,value`, times in
@@ -110,6 +122,12 @@ pub fn run(args: BacktestArgs) -> Result<()> {
     let trace = ReplayTrace::load(&args.trace, args.resource, &|b| bar.set_position(b))?;
     bar.finish_and_clear();
 
+    let learned = if models.contains(&ModelKind::Learned) {
+        Some(LearnedTraining::new(&trace, &args.train_traces)?)
+    } else {
+        None
+    };
+
     let bar = progress::items(trace.series_count() as u64, "backtesting");
     let mut tallies: Vec<(Forecaster, Tally)> = Vec::new();
     let mut skipped = Vec::new();
@@ -125,7 +143,14 @@ pub fn run(args: BacktestArgs) -> Result<()> {
                 .filter(|(_, d)| d.is_finite())
                 .map(|(&t, &d)| (t, d))
                 .collect();
-            match backtest::backtest_series(&samples, args.resource, &models, &mut || {}) {
+            let mut forest_at = |origin| learned.as_ref().and_then(|l| l.forest_before(origin));
+            match backtest::backtest_series(
+                &samples,
+                args.resource,
+                &models,
+                &mut forest_at,
+                &mut || {},
+            ) {
                 Ok(result) => {
                     if origins.is_empty() {
                         origins = result.forecasts.iter().map(|f| f.origin / 1000).collect();
@@ -320,4 +345,102 @@ fn print_table(out: &mut impl Write, r: &Report) -> Result<()> {
     }
     writeln!(out, "took {:.2}s", r.elapsed_seconds)?;
     Ok(())
+}
+
+/// Trains the learned model causally for the backtest: at each origin, on
+/// the extra traces and on the backtested series' history before the
+/// origin. Forests are kept per origin, shared by every series.
+struct LearnedTraining {
+    extra: Vec<TrainingSeries>,
+    own: Vec<TrainingSeries>,
+    forests: RefCell<HashMap<i64, SharedForest>>,
+}
+
+impl LearnedTraining {
+    fn new(trace: &ReplayTrace, extra_traces: &[PathBuf]) -> Result<Self> {
+        let mut extra = Vec::new();
+        for path in extra_traces {
+            extra.extend(training_series(path)?);
+        }
+        let own = trace
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                h.series.iter().filter_map(|s| {
+                    on_grid(
+                        trace.step_ms,
+                        h.timestamps.iter().copied().zip(s.demand.iter().copied()),
+                    )
+                })
+            })
+            .collect();
+        Ok(LearnedTraining {
+            extra,
+            own,
+            forests: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The forest trained on everything before `origin`; `None` when there
+    /// is too little to train on (the model then keeps the forest it had, or
+    /// its own fallback: its series' empirical last day).
+    fn forest_before(&self, origin: i64) -> Option<SharedForest> {
+        if let Some(f) = self.forests.borrow().get(&origin) {
+            return Some(f.clone());
+        }
+        let mut series = self.extra.clone();
+        series.extend(self.own.iter().map(|s| s.before(origin)));
+        let forest = SharedForest::new(train(&series, &TrainConfig::default()).ok()?);
+        self.forests.borrow_mut().insert(origin, forest.clone());
+        Some(forest)
+    }
+}
+
+/// Every series of a trace file as training series (each at its own step).
+fn training_series(path: &Path) -> Result<Vec<TrainingSeries>> {
+    let mut by_key: HashMap<SeriesKey, Vec<(i64, f64)>> = HashMap::new();
+    let mut order = Vec::new();
+    for record in TraceReader::open(path)? {
+        let r = record?;
+        let key = r.key();
+        by_key
+            .entry(key.clone())
+            .or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            })
+            .push((r.ts_ms(), r.value));
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|k| {
+            let samples = by_key.remove(&k)?;
+            let step = samples
+                .windows(2)
+                .map(|w| w[1].0 - w[0].0)
+                .filter(|d| *d > 0)
+                .min()?;
+            on_grid(step, samples.into_iter())
+        })
+        .collect())
+}
+
+/// Samples in time order as an equally spaced training series (NaN gaps).
+fn on_grid(step_ms: i64, samples: impl Iterator<Item = (i64, f64)>) -> Option<TrainingSeries> {
+    let mut samples = samples.filter(|(_, v)| v.is_finite()).peekable();
+    let start_ms = samples.peek()?.0;
+    let step_ms = step_ms.max(1);
+    let mut values: Vec<f64> = Vec::new();
+    for (ts, v) in samples {
+        let i = usize::try_from((ts - start_ms) / step_ms).ok()?;
+        if i >= values.len() {
+            values.resize(i + 1, f64::NAN);
+        }
+        values[i] = v;
+    }
+    Some(TrainingSeries {
+        step_ms,
+        start_ms,
+        values,
+    })
 }
