@@ -92,6 +92,49 @@ pub struct Pass {
     pub errors: Vec<ReadError>,
 }
 
+/// Which of the counters beyond the basic usage a pass reads. The basic
+/// usage (CPU time and throttling, memory in use, block I/O) is always
+/// read; each of these costs files per cgroup per pass, and a reader that
+/// has no use for them (the agent's loop, which keeps usage only) saves
+/// those system calls and the kernel's formatting of the files (v1
+/// `memory.stat` above all) by leaving them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reads {
+    /// CPU time split into user and system (v1: `cpuacct.usage_user`,
+    /// `cpuacct.usage_sys`, or `cpuacct.stat`; v2 has it in `cpu.stat`
+    /// anyway).
+    pub cpu_split: bool,
+    /// `memory.stat`.
+    pub memory_stat: bool,
+    /// `memory.events` (v1 `memory.oom_control`).
+    pub memory_events: bool,
+    /// `cpu.pressure`, `memory.pressure`, `io.pressure`.
+    pub pressure: bool,
+}
+
+impl Reads {
+    /// Every counter (the default).
+    pub const ALL: Reads = Reads {
+        cpu_split: true,
+        memory_stat: true,
+        memory_events: true,
+        pressure: true,
+    };
+    /// The basic usage only.
+    pub const USAGE: Reads = Reads {
+        cpu_split: false,
+        memory_stat: false,
+        memory_events: false,
+        pressure: false,
+    };
+}
+
+impl Default for Reads {
+    fn default() -> Self {
+        Reads::ALL
+    }
+}
+
 /// Where each kind of counter is read, decided once from the layout.
 #[derive(Debug, Clone)]
 enum Source {
@@ -118,6 +161,7 @@ struct Sources {
     io: Option<Source>,
     psi: Option<Hierarchy>,
     clock_ticks: u64,
+    reads: Reads,
 }
 
 /// A read buffer and a table of open files.
@@ -152,6 +196,7 @@ impl Collector {
                 io: pick("io").or_else(|| pick("blkio")),
                 psi: fs.v2().cloned(),
                 clock_ticks: rustix::param::clock_ticks_per_second().max(1),
+                reads: Reads::ALL,
             },
             workers: vec![Worker {
                 buf: Vec::new(),
@@ -177,6 +222,13 @@ impl Collector {
                 },
             })
             .collect();
+        self
+    }
+
+    /// Reads only `reads` beyond the basic usage (the default:
+    /// [`Reads::ALL`]). Fields left out stay `None`.
+    pub fn with_reads(mut self, reads: Reads) -> Self {
+        self.src.reads = reads;
         self
     }
 
@@ -325,16 +377,19 @@ impl Sources {
                     };
                     // cpuacct.usage_user/_sys are in ns (since Linux 4.7);
                     // cpuacct.stat, in clock ticks, is the fallback.
-                    let user = r.get(2, h, cgroup, "cpuacct.usage_user", parse_single_u64);
-                    let sys = r.get(3, h, cgroup, "cpuacct.usage_sys", parse_single_u64);
-                    if let (Some(u), Some(sy)) = (user, sys) {
-                        c.user_usec = Some(u / 1000);
-                        c.system_usec = Some(sy / 1000);
-                    } else if let Some(a) = r.get(4, h, cgroup, "cpuacct.stat", parse_cpuacct_stat)
-                    {
-                        let us = |t: u64| t.saturating_mul(1_000_000) / self.clock_ticks;
-                        c.user_usec = a.user_ticks.map(us);
-                        c.system_usec = a.system_ticks.map(us);
+                    if self.reads.cpu_split {
+                        let user = r.get(2, h, cgroup, "cpuacct.usage_user", parse_single_u64);
+                        let sys = r.get(3, h, cgroup, "cpuacct.usage_sys", parse_single_u64);
+                        if let (Some(u), Some(sy)) = (user, sys) {
+                            c.user_usec = Some(u / 1000);
+                            c.system_usec = Some(sy / 1000);
+                        } else if let Some(a) =
+                            r.get(4, h, cgroup, "cpuacct.stat", parse_cpuacct_stat)
+                        {
+                            let us = |t: u64| t.saturating_mul(1_000_000) / self.clock_ticks;
+                            c.user_usec = a.user_ticks.map(us);
+                            c.system_usec = a.system_ticks.map(us);
+                        }
                     }
                     s.cpu = Some(c);
                 }
@@ -355,13 +410,22 @@ impl Sources {
         match &self.memory {
             Some(Source::V2(h)) => {
                 s.memory_current = r.get(6, h, cgroup, "memory.current", parse_single_u64);
-                s.memory_stat = r.get(7, h, cgroup, "memory.stat", parse_memory_stat);
-                s.memory_events = r.get(8, h, cgroup, "memory.events", parse_memory_events);
+                if self.reads.memory_stat {
+                    s.memory_stat = r.get(7, h, cgroup, "memory.stat", parse_memory_stat);
+                }
+                if self.reads.memory_events {
+                    s.memory_events = r.get(8, h, cgroup, "memory.events", parse_memory_events);
+                }
             }
             Some(Source::V1(h)) => {
                 s.memory_current = r.get(9, h, cgroup, "memory.usage_in_bytes", parse_single_u64);
-                s.memory_stat = r.get(10, h, cgroup, "memory.stat", parse_memory_stat);
-                s.memory_events = r.get(11, h, cgroup, "memory.oom_control", parse_v1_oom_control);
+                if self.reads.memory_stat {
+                    s.memory_stat = r.get(10, h, cgroup, "memory.stat", parse_memory_stat);
+                }
+                if self.reads.memory_events {
+                    s.memory_events =
+                        r.get(11, h, cgroup, "memory.oom_control", parse_v1_oom_control);
+                }
             }
             None => {}
         }
@@ -390,7 +454,7 @@ impl Sources {
             None => {}
         }
 
-        if let Some(h) = &self.psi {
+        if let Some(h) = self.psi.as_ref().filter(|_| self.reads.pressure) {
             s.cpu_pressure = r.get(15, h, cgroup, "cpu.pressure", parse_pressure);
             s.memory_pressure = r.get(16, h, cgroup, "memory.pressure", parse_pressure);
             s.io_pressure = r.get(17, h, cgroup, "io.pressure", parse_pressure);

@@ -35,7 +35,7 @@ pub mod path;
 pub mod procfs;
 pub mod rates;
 
-pub use collect::{CgroupSample, Collector, Pass};
+pub use collect::{CgroupSample, Collector, Pass, Reads};
 pub use discover::{Discovery, Grouper, Selector, Workload};
 pub use enforce::{Action, Desired, EnforceError, Enforcer, Limits, Reconciler};
 pub use io::{ReadError, Root};

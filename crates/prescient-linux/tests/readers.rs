@@ -13,7 +13,8 @@ use prescient_linux::discover::{CommandMatch, Rule, UserMatch};
 use prescient_linux::layout::HierarchyId;
 use prescient_linux::rates::{cgroup_rates, process_rates};
 use prescient_linux::{
-    CgroupFs, CgroupPath, Collector, Discovery, LayoutKind, ProcFs, ReadError, Root, Selector,
+    CgroupFs, CgroupPath, Collector, Discovery, LayoutKind, ProcFs, ReadError, Reads, Root,
+    Selector,
 };
 
 fn p(s: &str) -> CgroupPath {
@@ -72,6 +73,34 @@ fn based_at_own_cgroups_the_memory_cgroup_is_the_process_api_one() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(s.memory_current, Some(7450624));
     assert_eq!(s.memory_events.unwrap().oom_kill, Some(0));
+}
+
+#[test]
+fn usage_only_reads_leave_the_optional_counters_out() {
+    for (tree, cg) in [
+        ("hybrid", CgroupPath::root()),
+        ("v2", p("/system.slice/nginx.service")),
+    ] {
+        let fs = CgroupFs::detect(Root::new(fixture(tree))).unwrap();
+        let mut errors = Vec::new();
+        let all = Collector::new(&fs).sample(&cg, 1, &mut errors).unwrap();
+        let usage = Collector::new(&fs)
+            .with_reads(Reads::USAGE)
+            .sample(&cg, 1, &mut errors)
+            .unwrap();
+        assert!(errors.is_empty(), "{tree}: {errors:?}");
+        let (a, u) = (all.cpu.unwrap(), usage.cpu.unwrap());
+        assert_eq!(u.usage_usec, a.usage_usec, "{tree}");
+        assert_eq!(u.nr_throttled, a.nr_throttled, "{tree}");
+        assert_eq!(usage.memory_current, all.memory_current, "{tree}");
+        assert_eq!(usage.io, all.io, "{tree}");
+        assert!(
+            all.memory_stat.is_some() && usage.memory_stat.is_none(),
+            "{tree}"
+        );
+        assert!(usage.memory_events.is_none(), "{tree}");
+        assert!(usage.cpu_pressure.is_none() && usage.io_pressure.is_none());
+    }
 }
 
 #[test]

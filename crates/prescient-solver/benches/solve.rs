@@ -4,11 +4,13 @@
 //!
 //! One group, `plan`, at 100, 1k, 10k and 100k workloads (the targets:
 //! 10 ms at 10k, 100 ms at 100k), each size with the reference. Set `PRESCIENT_BENCH_QUICK=1` for short runs.
-//! The working memory per workload-resource is printed once per size.
+//! The working memory per workload-resource is printed once per size, and
+//! at the end a table of how the time grows with the number of workloads
+//! (best of a few plain timings of each size, next to the reference).
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use prescient_core::{Resource, ResourcePolicy, WorkloadId};
@@ -108,7 +110,22 @@ fn reference_floats(n: usize) -> Vec<f64> {
     (0..4 * n).map(|_| rng.next()).collect()
 }
 
-fn bench_size(c: &mut Criterion, group: &str, n: usize, label: &str) {
+/// Best of `reps` timings of `f`, in milliseconds.
+fn best_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// One row of the growth table: workloads, solve ms, sort-4N ms, bytes per
+/// workload-resource.
+type Growth = (usize, f64, f64, f64);
+
+fn bench_size(c: &mut Criterion, group: &str, n: usize, label: &str) -> Growth {
     let problem = machine(n);
     let mut solver = Solver::new();
     let solution = solver.solve(&problem).expect("valid problem");
@@ -150,16 +167,42 @@ fn bench_size(c: &mut Criterion, group: &str, n: usize, label: &str) {
         })
     });
     g.finish();
+    // Best of a few plain timings, for the growth table printed at the end.
+    let reps = if n >= 100_000 { 5 } else { 20 };
+    let solve_ms = best_ms(reps, || {
+        black_box(solver.solve(black_box(&problem)).unwrap());
+    });
+    let sort_ms = best_ms(reps, || {
+        let mut v = floats.clone();
+        v.sort_unstable_by(f64::total_cmp);
+        black_box(v);
+    });
+    let bytes = st.working_bytes as f64 / st.working_curves.max(1) as f64;
+    (n, solve_ms, sort_ms, bytes)
 }
 
 fn plan(c: &mut Criterion) {
+    let mut rows = Vec::new();
     for (n, label) in [
         (100, "100"),
         (1_000, "1k"),
         (10_000, "10k"),
         (100_000, "100k"),
     ] {
-        bench_size(c, "plan", n, label);
+        rows.push(bench_size(c, "plan", n, label));
+    }
+    // How the time grows with the number of workloads (4 resources each):
+    // per workload-resource it should stay about flat (linear passes).
+    eprintln!(
+        "\n| workloads | solve (best) | per workload-resource | sort 4N f64 (best) | solve / sort | bytes per workload-resource |"
+    );
+    eprintln!("|---:|---:|---:|---:|---:|---:|");
+    for (n, solve_ms, sort_ms, bytes) in rows {
+        eprintln!(
+            "| {n} | {solve_ms:.3} ms | {:.0} ns | {sort_ms:.3} ms | {:.1} | {bytes:.0} |",
+            solve_ms * 1e6 / (4 * n) as f64,
+            solve_ms / sort_ms
+        );
     }
 }
 

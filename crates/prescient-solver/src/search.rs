@@ -38,8 +38,10 @@ pub(crate) struct Seg {
 pub(crate) struct Curve {
     /// Index of the workload in the problem.
     pub workload: u32,
-    /// Its survival points in the arena.
+    /// Its survival points in the arenas: x at `pts`, S at `sso` (shared
+    /// between curves with the same values), `npts` of each.
     pub pts: u32,
+    pub sso: u32,
     pub npts: u32,
     /// Its segments in the arena.
     pub seg: u32,
@@ -139,10 +141,10 @@ const RELAXED_ROUNDS: usize = 5;
 impl<'a> View<'a> {
     #[inline]
     pub fn survival(&self, c: &Curve) -> Survival<'a> {
-        let (a, b) = (c.pts as usize, (c.pts + c.npts) as usize);
+        let (a, n, o) = (c.pts as usize, c.npts as usize, c.sso as usize);
         Survival {
-            xs: &self.xs[a..b],
-            ss: &self.ss[a..b],
+            xs: &self.xs[a..a + n],
+            ss: &self.ss[o..o + n],
         }
     }
 

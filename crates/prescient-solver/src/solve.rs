@@ -12,12 +12,19 @@ use rayon::prelude::*;
 
 use crate::curve::{self, Scratch, Survival};
 use crate::error::{InputError, Overcommit, ProblemError};
-use crate::problem::{Demand, Problem, Spare, WorkloadResource};
+use crate::problem::{Demand, Problem, Spare, Workload, WorkloadResource};
 use crate::search::{Curve, NO_POOL, Phase, SearchSpace, Seg, View, first_false, unit_value};
 use crate::solution::{
     Claim, Entry, Move, Outcome, PoolUsage, Reason, RequestOutcome, RequestStatus, Solution,
     SolveStats, TierShare,
 };
+
+/// Workloads from which a parallel solve checks that their names are
+/// unique alongside the resources' solves rather than before them.
+const NAMES_APART: usize = 16_384;
+
+/// Workloads per chunk of a parallel check.
+const CHECK_CHUNK: usize = 8192;
 
 /// The most allocation units a capacity (or a limit) may hold.
 pub const MAX_UNITS: u32 = 1 << 30;
@@ -234,9 +241,13 @@ impl Solver {
         // resource); each workload-resource is checked as its curve is
         // built, and should anything be wrong the whole problem is checked
         // again, the way that names every error.
-        let checked = match check(problem, false) {
+        // On large problems unique names are checked alongside the solves
+        // (reading every name is a good share of the work there), and
+        // should they not be, the problem is checked again in full.
+        let names_apart = self.parallel && problem.workloads.len() >= NAMES_APART;
+        let checked = match check(problem, false, !names_apart, names_apart) {
             Ok(c) => c,
-            Err(e) => return Err(check(problem, true).err().unwrap_or(e)),
+            Err(e) => return Err(check(problem, true, true, false).err().unwrap_or(e)),
         };
         let Checked {
             tree,
@@ -275,12 +286,25 @@ impl Solver {
         }
         let jobs = self.spaces.iter_mut().zip(&members);
         let run = |(ws, job): (&mut Workspace, &ResourceJob)| solve_one(ws, &cx, job.0, &job.1);
-        let outs: Vec<Result<(ResourceOut, usize), Invalid>> = if self.parallel && members.len() > 1
-        {
-            jobs.collect::<Vec<_>>().into_par_iter().map(run).collect()
+        type Out = Result<(ResourceOut, usize), Invalid>;
+        let (names_unique, outs): (bool, Vec<Out>) = if names_apart {
+            rayon::join(
+                || duplicate_names(problem).is_empty(),
+                || jobs.collect::<Vec<_>>().into_par_iter().map(run).collect(),
+            )
+        } else if self.parallel && members.len() > 1 {
+            (
+                true,
+                jobs.collect::<Vec<_>>().into_par_iter().map(run).collect(),
+            )
         } else {
-            jobs.map(run).collect()
+            (true, jobs.map(run).collect())
         };
+        if !names_unique {
+            return Err(check(problem, true, true, false)
+                .err()
+                .unwrap_or(ProblemError { errors: Vec::new() }));
+        }
         let mut out = Solution {
             at: problem.at,
             entries: Vec::with_capacity(entry_resource.len()),
@@ -295,7 +319,7 @@ impl Solver {
         let mut passes = 0;
         for o in outs {
             let Ok((o, p)) = o else {
-                return Err(check(problem, true)
+                return Err(check(problem, true, true, false)
                     .err()
                     .unwrap_or(ProblemError { errors: Vec::new() }));
             };
@@ -431,6 +455,8 @@ fn solve_resource(
     ws.slo.clear();
     ws.levels_seen = None;
     let mut priorities: Vec<u32> = Vec::new();
+    // Where the survival values most recent curves share start.
+    let mut shared_ss: Option<usize> = None;
     for i in 0..n {
         let (wi, slot) = ws.raw[i];
         let w = &problem.workloads[wi as usize];
@@ -447,6 +473,7 @@ fn solve_resource(
         }
         let steps = steps_wanted.min(d.horizon()).max(1);
         let pts = ws.xs.len() as u32;
+        let ss_at = ws.ss.len();
         if steps == 1 {
             curve::build_one(&d.levels, &d.values, &ws.one_minus, &mut ws.xs, &mut ws.ss);
         } else {
@@ -460,6 +487,28 @@ fn solve_resource(
             );
         }
         let npts = ws.xs.len() as u32 - pts;
+        // Most curves of one step with the same levels have the very same
+        // survival values (1, 1 - levels, 0), only their x differ: those
+        // share one copy of them, which halves the points the passes below read.
+        let new_ss = &ws.ss[ss_at..];
+        let sso = match shared_ss {
+            Some(at)
+                if ws.ss.get(at..at + new_ss.len()).is_some_and(|t| {
+                    t.len() == npts as usize
+                        && at + t.len() <= ss_at
+                        && t.iter()
+                            .zip(new_ss)
+                            .all(|(a, b)| a.to_bits() == b.to_bits())
+                }) =>
+            {
+                ws.ss.truncate(ss_at);
+                at
+            }
+            _ => {
+                shared_ss = Some(ss_at);
+                ss_at
+            }
+        } as u32;
         // SLO target: the highest SLO quantile over the planned steps.
         let nl = d.levels.len();
         let mut slo = 0.0f64;
@@ -477,6 +526,7 @@ fn solve_resource(
         ws.curves.push(Curve {
             workload: wi,
             pts,
+            sso,
             npts,
             seg: 0,
             nseg: 0,
@@ -611,7 +661,7 @@ fn solve_resource(
         let wi = cv.workload;
         let s = Survival {
             xs: &ws.xs[cv.pts as usize..(cv.pts + cv.npts) as usize],
-            ss: &ws.ss[cv.pts as usize..(cv.pts + cv.npts) as usize],
+            ss: &ws.ss[cv.sso as usize..(cv.sso + cv.npts) as usize],
         };
         let top = s.top();
         let limit = ws.limit[i];
@@ -640,7 +690,12 @@ fn solve_resource(
                 .max(0.0);
             z_cap = (z_cap + 1.0).min(MAX_UNITS as f64);
             let z_hi = (z_cap as u32).min(cap_units);
-            let guess = ((top - gi) / u).floor().max(0.0).min(z_hi as f64) as u32;
+            // Units below the current allocation are worth w S + c > 0;
+            // above it w S - c, which reaches 0 where S falls to c / w:
+            // guess there (any guess gives the same answer, a good one
+            // fewer evaluations than one at the top of demand).
+            let at = s.inverse(c / cv.w).max(cur);
+            let guess = ((at - gi) / u).floor().max(0.0).min(z_hi as f64) as u32;
             // Worth nothing within rounding (w S - c where S = c / w
             // comes out as 1e-17) counts as nothing.
             let eps = 1e-12 * (cv.w + c);
@@ -877,7 +932,7 @@ fn solve_resource(
         let allocation = c.g + k as f64 * u;
         let s = Survival {
             xs: &ws.xs[c.pts as usize..(c.pts + c.npts) as usize],
-            ss: &ws.ss[c.pts as usize..(c.pts + c.npts) as usize],
+            ss: &ws.ss[c.sso as usize..(c.sso + c.npts) as usize],
         };
         let degraded = ws.cut_pool[ci] != NO_POOL;
         let cut = c.cut_by != NO_POOL;
@@ -1521,10 +1576,18 @@ fn is_ancestor_or_self(problem: &Problem, anc: usize, mut p: usize) -> bool {
 }
 
 /// Checks the problem; every error found, or the pool tree and who has
-/// which resource. Without `full`, what [`valid_resource`] checks as the
-/// curves are built (each workload-resource's policy, demand, current
-/// allocation and tier) is left to it.
-fn check(problem: &Problem, full: bool) -> Result<Checked, ProblemError> {
+/// which resource. Without `names`, whether names are unique is left to
+/// [`duplicate_names`]; with `parallel`, the workloads of large problems
+/// are checked in chunks on rayon's threads. Without `full`, what
+/// [`valid_resource`] checks as the curves are built (each
+/// workload-resource's policy, demand, current allocation and tier) is
+/// left to it.
+fn check(
+    problem: &Problem,
+    full: bool,
+    names: bool,
+    parallel: bool,
+) -> Result<Checked, ProblemError> {
     let mut errors = Vec::new();
     let npools = problem.pools.len();
     let mut seen = HashSet::new();
@@ -1568,13 +1631,27 @@ fn check(problem: &Problem, full: bool) -> Result<Checked, ProblemError> {
             });
         }
     }
+    // The workloads: who has which resource (their errors are reported
+    // below, after those of the pools). On large problems, in chunks in
+    // parallel (reading each workload's resources is most of the check's
+    // time), merged in order: the same lists and errors either way.
+    let parts: Vec<CheckedWorkloads> = if parallel && problem.workloads.len() >= NAMES_APART {
+        problem
+            .workloads
+            .par_chunks(CHECK_CHUNK)
+            .enumerate()
+            .map(|(c, ws)| check_workloads(problem, c * CHECK_CHUNK, ws, full))
+            .collect()
+    } else {
+        vec![check_workloads(problem, 0, &problem.workloads, full)]
+    };
     // Resources planned, and their units.
-    let mut resources = BTreeSet::new();
-    for w in &problem.workloads {
-        for r in &w.resources {
-            resources.insert(r.resource);
-        }
-    }
+    let resources: BTreeSet<Resource> = Resource::ALL
+        .iter()
+        .enumerate()
+        .filter(|&(r, _)| parts.iter().any(|p| !p.by_resource[r].is_empty()))
+        .map(|(_, &resource)| resource)
+        .collect();
     for &r in &resources {
         let u = problem.unit(r);
         if !(u.is_finite() && u > 0.0) {
@@ -1637,78 +1714,23 @@ fn check(problem: &Problem, full: bool) -> Result<Checked, ProblemError> {
         }
     }
     // Workloads, and who has which resource.
-    let mut names: HashSet<&str, BuildHasherDefault<Fnv>> =
-        HashSet::with_capacity_and_hasher(problem.workloads.len(), Default::default());
+    if names {
+        errors.extend(
+            duplicate_names(problem)
+                .into_iter()
+                .map(InputError::DuplicateWorkload),
+        );
+    }
     let mut by_resource: [Vec<(u32, u32)>; Resource::ALL.len()] = Default::default();
     let mut entry_resource: Vec<u8> = Vec::with_capacity(problem.workloads.len());
-    for (wi, w) in problem.workloads.iter().enumerate() {
-        let name = w.name.0.as_str();
-        if !names.insert(name) {
-            errors.push(InputError::DuplicateWorkload(name.to_string()));
-        }
-        if w.pool >= npools {
-            errors.push(InputError::NoSuchPool {
-                what: format!("workload '{name}'"),
-                index: w.pool,
-                pools: npools,
-            });
-        }
-        let mut seen = 0u32;
-        for (j, r) in w.resources.iter().enumerate() {
-            let bit = 1u32 << r.resource as u32;
-            entry_resource.push(r.resource as u8);
-            by_resource[r.resource as usize].push((wi as u32, j as u32));
-            if seen & bit != 0 {
-                errors.push(InputError::DuplicateResource {
-                    workload: name.to_string(),
-                    resource: r.resource,
-                });
-            }
-            seen |= bit;
-            if !full {
-                continue;
-            }
-            if let Err(source) = r.policy.validate() {
-                errors.push(InputError::Policy {
-                    workload: name.to_string(),
-                    resource: r.resource,
-                    source,
-                });
-            }
-            if let Err(e) = check_demand(&r.demand) {
-                errors.push(match e {
-                    None => InputError::EmptyProfile {
-                        workload: name.to_string(),
-                        resource: r.resource,
-                    },
-                    Some(source) => InputError::Profile {
-                        workload: name.to_string(),
-                        resource: r.resource,
-                        source,
-                    },
-                });
-            }
-            if let Some(cur) = r.current
-                && !(cur.is_finite() && cur >= 0.0)
-            {
-                errors.push(InputError::BadCurrent {
-                    workload: name.to_string(),
-                    resource: r.resource,
-                    value: cur,
-                });
-            }
-            if let Some(t) = r.current_tier
-                && let Some(pool) = problem.pools.get(w.pool)
-                && t >= pool.tiers.len()
-            {
-                errors.push(InputError::NoSuchTier {
-                    workload: name.to_string(),
-                    resource: r.resource,
-                    tier: t,
-                    pool: pool.name.clone(),
-                    tiers: pool.tiers.len(),
-                });
-            }
+    for (r, list) in by_resource.iter_mut().enumerate() {
+        list.reserve_exact(parts.iter().map(|p| p.by_resource[r].len()).sum());
+    }
+    for part in parts {
+        errors.extend(part.errors);
+        entry_resource.extend_from_slice(&part.entry_resource);
+        for (list, more) in by_resource.iter_mut().zip(&part.by_resource) {
+            list.extend_from_slice(more);
         }
     }
     // Requests.
@@ -1772,6 +1794,112 @@ fn check(problem: &Problem, full: bool) -> Result<Checked, ProblemError> {
         }
         _ => Err(ProblemError { errors }),
     }
+}
+
+/// The names given to more than one workload (each once, in order of
+/// first repetition).
+fn duplicate_names(problem: &Problem) -> Vec<String> {
+    let mut names: HashSet<&str, BuildHasherDefault<Fnv>> =
+        HashSet::with_capacity_and_hasher(problem.workloads.len(), Default::default());
+    let mut dups = Vec::new();
+    for w in &problem.workloads {
+        let name = w.name.0.as_str();
+        if !names.insert(name) {
+            dups.push(name.to_string());
+        }
+    }
+    dups
+}
+
+/// What [`check_workloads`] finds in a run of workloads.
+#[derive(Default)]
+struct CheckedWorkloads {
+    errors: Vec<InputError>,
+    /// Per resource, `(workload, slot)` of those that have it.
+    by_resource: [Vec<(u32, u32)>; Resource::ALL.len()],
+    /// Per entry of the plan, its resource.
+    entry_resource: Vec<u8>,
+}
+
+/// Checks `workloads`, which start at index `first` of the problem's: their
+/// pools and resources, and with `full` each workload-resource.
+fn check_workloads(
+    problem: &Problem,
+    first: usize,
+    workloads: &[Workload],
+    full: bool,
+) -> CheckedWorkloads {
+    let npools = problem.pools.len();
+    let mut out = CheckedWorkloads::default();
+    for (i, w) in workloads.iter().enumerate() {
+        let wi = first + i;
+        let name = w.name.0.as_str();
+        if w.pool >= npools {
+            out.errors.push(InputError::NoSuchPool {
+                what: format!("workload '{name}'"),
+                index: w.pool,
+                pools: npools,
+            });
+        }
+        let mut seen = 0u32;
+        for (j, r) in w.resources.iter().enumerate() {
+            let bit = 1u32 << r.resource as u32;
+            out.entry_resource.push(r.resource as u8);
+            out.by_resource[r.resource as usize].push((wi as u32, j as u32));
+            if seen & bit != 0 {
+                out.errors.push(InputError::DuplicateResource {
+                    workload: name.to_string(),
+                    resource: r.resource,
+                });
+            }
+            seen |= bit;
+            if !full {
+                continue;
+            }
+            if let Err(source) = r.policy.validate() {
+                out.errors.push(InputError::Policy {
+                    workload: name.to_string(),
+                    resource: r.resource,
+                    source,
+                });
+            }
+            if let Err(e) = check_demand(&r.demand) {
+                out.errors.push(match e {
+                    None => InputError::EmptyProfile {
+                        workload: name.to_string(),
+                        resource: r.resource,
+                    },
+                    Some(source) => InputError::Profile {
+                        workload: name.to_string(),
+                        resource: r.resource,
+                        source,
+                    },
+                });
+            }
+            if let Some(cur) = r.current
+                && !(cur.is_finite() && cur >= 0.0)
+            {
+                out.errors.push(InputError::BadCurrent {
+                    workload: name.to_string(),
+                    resource: r.resource,
+                    value: cur,
+                });
+            }
+            if let Some(t) = r.current_tier
+                && let Some(pool) = problem.pools.get(w.pool)
+                && t >= pool.tiers.len()
+            {
+                out.errors.push(InputError::NoSuchTier {
+                    workload: name.to_string(),
+                    resource: r.resource,
+                    tier: t,
+                    pool: pool.name.clone(),
+                    tiers: pool.tiers.len(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Checks a demand table: `Err(None)` when it has no steps.

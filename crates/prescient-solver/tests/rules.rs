@@ -539,3 +539,47 @@ fn working_memory_stays_under_a_kibibyte_per_workload_resource() {
     let per = s.stats.working_bytes as f64 / s.stats.working_curves as f64;
     assert!(per <= 1024.0, "{per} bytes per workload-resource");
 }
+
+#[test]
+fn duplicate_names_are_refused_in_large_problems_too() {
+    // Large enough that a parallel solve checks names alongside the
+    // resources' solves, with two resources so that it runs them in parallel.
+    let mut p = machine(1000.0);
+    p.pools[0].capacity.insert(Resource::Memory, 1e12);
+    for i in 0..20_000 {
+        let name = if i == 19_999 {
+            "w7".into()
+        } else {
+            format!("w{i}")
+        };
+        add(&mut p, &name, uniform(0.0, 0.1), policy(0), None);
+        let mem = WorkloadResource {
+            resource: Resource::Memory,
+            demand: uniform(0.0, 1e8),
+            policy: policy(0),
+            current: None,
+            current_tier: None,
+        };
+        p.workloads.last_mut().unwrap().resources.push(mem);
+    }
+    let err = solve(&p).unwrap_err();
+    assert!(
+        err.errors
+            .iter()
+            .any(|e| matches!(e, InputError::DuplicateWorkload(n) if n == "w7")),
+        "{err}"
+    );
+    p.workloads[19_999].name = WorkloadId("w19999".into());
+    let s = solve(&p).unwrap();
+    assert_eq!(s.entries.len(), 40_000);
+    // The check of workloads runs in chunks there: errors of any chunk
+    // still name their workload.
+    let cpu = p.workloads[18_000].resources[0].clone();
+    p.workloads[18_000].resources.push(cpu);
+    let err = solve(&p).unwrap_err();
+    assert!(
+        err.errors.iter().any(|e| matches!(e,
+            InputError::DuplicateResource { workload, .. } if workload == "w18000")),
+        "{err}"
+    );
+}

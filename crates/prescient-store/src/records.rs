@@ -344,6 +344,17 @@ impl Store {
             .pop())
     }
 
+    /// The newest plan of every pool, by pool name.
+    pub fn latest_plans(&self) -> Result<Vec<(PlanId, Plan)>> {
+        self.read_plans(
+            "SELECT p.id, p.body FROM plans p
+             WHERE p.id = (SELECT q.id FROM plans q WHERE q.pool = p.pool
+                           ORDER BY q.made_at DESC, q.id DESC LIMIT 1)
+             ORDER BY p.pool",
+            [],
+        )
+    }
+
     fn read_plans(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<(PlanId, Plan)>> {
         let err = self.sql("read plans");
         let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;

@@ -17,19 +17,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Agent(cmd::agent::AgentArgs),
     Backtest(cmd::backtest::BacktestArgs),
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
+    Demo(cmd::demo::DemoArgs),
     Import(cmd::import::ImportArgs),
+    Loadgen(cmd::loadgen::LoadgenArgs),
+    #[command(name = "loadgen-worker", hide = true)]
+    LoadgenWorker(cmd::loadgen::LoadgenWorkerArgs),
     Plan(cmd::plan::PlanArgs),
     Replay(cmd::replay::ReplayArgs),
+    Status(cmd::status::StatusArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Agent(args) => cmd::agent::run(args),
         Command::Backtest(args) => cmd::backtest::run(args),
+        Command::Config(c) => cmd::config::run(c),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Import(args) => cmd::import::run(args),
+        Command::Loadgen(args) => cmd::loadgen::run(args),
+        Command::LoadgenWorker(args) => cmd::loadgen::run_worker(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Replay(args) => cmd::replay::run(args),
+        Command::Status(args) => cmd::status::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

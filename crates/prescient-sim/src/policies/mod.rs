@@ -73,11 +73,17 @@ pub fn reference() -> Vec<Box<dyn Policy>> {
     ]
 }
 
-/// Policies under evaluation, not part of the default report: the
+/// Policies under evaluation, not part of the default report: `prescient`
+/// first (see [`prescient`]), its calibrated-share variant, and the
 /// partition solver with simple empirical profiles (see [`partition`]).
 pub fn experimental() -> Vec<Box<dyn Policy>> {
     vec![
         Box::new(prescient::Prescient::default()),
+        Box::new(prescient::Prescient::variant(
+            "prescient-share",
+            prescient::Budget::Share,
+            None,
+        )),
         Box::new(partition::Partition::default()),
         Box::new(partition::Partition::keep_spare()),
         Box::new(partition::Partition::proportional()),

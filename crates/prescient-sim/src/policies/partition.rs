@@ -10,6 +10,12 @@
 //! profiles but splits a contended host the way the reference policies do
 //! (each workload asks its SLO quantile; asks are scaled down in
 //! proportion), to separate what the solver adds from what the profiles do.
+//!
+//! Priorities are what a user would configure: critical workloads (one in
+//! `critical_one_in`, by a hash of the name) get a priority class, a weight
+//! within their class and an SLO quantile. The profiles may weight recent
+//! demand more ([`Profile::Decaying`]), which sharpens every forecast and
+//! makes protecting critical workloads cheaper for the others.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,6 +32,21 @@ pub enum Arbitration {
     Solver,
     /// Each workload's SLO quantile, scaled down in proportion when over.
     Proportional,
+}
+
+/// How a workload's demand profile is made from its history.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Profile {
+    /// The quantiles of its demands over the window: what it needs over a
+    /// day, whatever the hour.
+    #[default]
+    Window,
+    /// The quantiles of its demands over the window, each weighted
+    /// `2^(-age / half_life)` (in steps): recent demand counts more.
+    Decaying {
+        /// Half-life of a sample's weight, in steps.
+        half_life: f64,
+    },
 }
 
 /// The levels of the empirical profiles: the forecast engine's defaults.
@@ -52,6 +73,8 @@ pub struct Partition {
     pub critical_weight: f64,
     /// The SLO quantile of critical workloads, when not the knob's.
     pub critical_slo: Option<f64>,
+    /// How every workload's profile is made.
+    pub profile: Profile,
     /// How a contended host is split.
     pub arbitration: Arbitration,
     /// What the solver does with capacity no profile wants.
@@ -68,6 +91,7 @@ impl Default for Partition {
             critical_priority: 1,
             critical_weight: 1.0,
             critical_slo: None,
+            profile: Profile::Window,
             arbitration: Arbitration::Solver,
             spare: Spare::Spread,
         }
@@ -226,6 +250,53 @@ impl Window {
         let t = pos - i as f64;
         self.sorted[i] + (self.sorted[j] - self.sorted[i]) * t
     }
+
+    /// The quantiles at `ps` (increasing) of the window with sample
+    /// weights halving every `half_life` steps of age, into `out`: each
+    /// sample sits at the middle of its weight on the probability axis,
+    /// linear in between (with equal weights, close to [`Window::quantile`]).
+    fn decayed_quantiles(&self, ps: &[f64], half_life: f64, out: &mut Vec<f64>) {
+        out.clear();
+        let n = self.order.len();
+        if n == 0 {
+            out.resize(ps.len(), 0.0);
+            return;
+        }
+        let mut pts: Vec<(f64, f64)> = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v, (-((n - 1 - i) as f64) / half_life).exp2()))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total: f64 = pts.iter().map(|x| x.1).sum();
+        // Walk the samples once, answering each level as its target passes.
+        let (mut cum, mut prev) = (0.0, None::<(f64, f64)>);
+        let mut i = 0;
+        for &p in ps {
+            let target = p.clamp(0.0, 1.0) * total;
+            loop {
+                if i == n {
+                    out.push(pts[n - 1].0);
+                    break;
+                }
+                let (v, w) = pts[i];
+                let mid = cum + 0.5 * w;
+                if mid >= target {
+                    out.push(match prev {
+                        Some((pv, pm)) if mid > pm => {
+                            pv + (v - pv) * ((target - pm) / (mid - pm)).clamp(0.0, 1.0)
+                        }
+                        _ => v,
+                    });
+                    break;
+                }
+                prev = Some((v, mid));
+                cum += w;
+                i += 1;
+            }
+        }
+    }
 }
 
 struct PartitionHost<'a> {
@@ -242,6 +313,24 @@ struct PartitionHost<'a> {
 }
 
 impl PartitionHost<'_> {
+    /// Series `s`'s profile at the probabilities `ps` (increasing).
+    fn quantiles(&self, s: usize, ps: &[f64], out: &mut Vec<f64>) {
+        out.clear();
+        match self.policy.profile {
+            Profile::Decaying { half_life } => {
+                self.windows[s].decayed_quantiles(ps, half_life, out)
+            }
+            Profile::Window => out.extend(ps.iter().map(|&p| self.windows[s].quantile(p))),
+        }
+    }
+
+    /// Series `s`'s profile at probability `p`.
+    fn quantile(&self, s: usize, p: f64) -> f64 {
+        let mut out = Vec::with_capacity(1);
+        self.quantiles(s, &[p], &mut out);
+        out[0]
+    }
+
     fn problem(&self, present: &[usize], capacity: f64, ts: TimestampMs) -> Problem {
         let mut p = Problem::new(ts);
         p.units.insert(
@@ -255,8 +344,8 @@ impl PartitionHost<'_> {
             ..Default::default()
         });
         for &s in present {
-            let w = &self.windows[s];
-            let values = PROFILE_LEVELS.iter().map(|&l| w.quantile(l)).collect();
+            let mut values = Vec::with_capacity(PROFILE_LEVELS.len());
+            self.quantiles(s, &PROFILE_LEVELS, &mut values);
             p.workloads.push(Workload {
                 name: self.names[s].clone(),
                 pool: 0,
@@ -299,7 +388,7 @@ impl HostState for PartitionHost<'_> {
         let Some(cap) = capacity.filter(|c| c.is_finite() && *c > 0.0) else {
             for (i, &s) in present.iter().enumerate() {
                 for j in 0..k {
-                    out[i * k + j] = self.windows[s].quantile(self.knobs[j]);
+                    out[i * k + j] = self.quantile(s, self.knobs[j]);
                 }
             }
             return;
@@ -310,7 +399,7 @@ impl HostState for PartitionHost<'_> {
                 self.granted.resize(m, 0.0);
                 for j in 0..k {
                     for (i, &s) in present.iter().enumerate() {
-                        self.asks[i] = self.windows[s].quantile(self.knobs[j]);
+                        self.asks[i] = self.quantile(s, self.knobs[j]);
                     }
                     scale_down_proportionally(&self.asks[..m], cap, &mut self.granted[..m]);
                     for i in 0..m {
@@ -341,7 +430,7 @@ impl HostState for PartitionHost<'_> {
                             self.asks.resize(m, 0.0);
                             self.granted.resize(m, 0.0);
                             for (i, &s) in present.iter().enumerate() {
-                                self.asks[i] = self.windows[s].quantile(self.knobs[j]);
+                                self.asks[i] = self.quantile(s, self.knobs[j]);
                             }
                             scale_down_proportionally(&self.asks[..m], cap, &mut self.granted[..m]);
                             for i in 0..m {
@@ -386,6 +475,26 @@ mod tests {
         assert_eq!(w.quantile(0.5), 2.0);
         assert_eq!(w.quantile(0.75), 2.5);
         assert_eq!(w.quantile(1.0), 3.0);
+    }
+
+    #[test]
+    fn decaying_quantiles_follow_recent_demand() {
+        let mut w = Window::new(100);
+        for i in 0..100 {
+            w.push(if i < 80 { 1.0 } else { 3.0 });
+        }
+        let mut out = Vec::new();
+        // Equal weights (a very long half-life): mostly the old level.
+        w.decayed_quantiles(&[0.1, 0.5, 0.9], 1e9, &mut out);
+        assert_eq!(out[..2], [1.0, 1.0]);
+        assert_eq!(out[2], 3.0);
+        // Half-life of 5 steps: the last 20 steps hold 94% of the weight.
+        w.decayed_quantiles(&[0.1, 0.5, 0.9], 5.0, &mut out);
+        assert_eq!(out, [3.0, 3.0, 3.0]);
+        // Increasing levels give non-decreasing values, within the window.
+        w.decayed_quantiles(&PROFILE_LEVELS, 20.0, &mut out);
+        assert!(out.windows(2).all(|x| x[0] <= x[1]), "{out:?}");
+        assert!(out.iter().all(|&x| (1.0..=3.0).contains(&x)), "{out:?}");
     }
 
     #[test]

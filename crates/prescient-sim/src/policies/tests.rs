@@ -263,3 +263,229 @@ fn sweeps_span_high_to_low_violation_on_synthetic_data() {
         );
     }
 }
+
+/// Tests of the `prescient` policy: a host-wide violation budget, the
+/// solver under contention.
+mod prescient_policy {
+    use prescient_core::{HostId, Resource, SeriesKey};
+    use proptest::prelude::*;
+
+    use crate::policies::prescient::{Budget, Prescient, price_of};
+    use crate::policy::Policy;
+    use crate::replay::{Capacity, ReplayConfig, replay};
+    use crate::trace::{HostTrace, ReplayTrace, SeriesTrace};
+
+    /// A deterministic uniform in [0, 1) (xorshift).
+    fn rng(seed: &mut u64) -> f64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `hosts` hosts of `per_host` workloads, `steps` 5-minute steps:
+    /// half of them steady (level +-5%), half bursty (a level, and one step
+    /// in ten several times it).
+    fn synthetic(hosts: usize, per_host: usize, steps: usize, seed: u64) -> ReplayTrace {
+        let mut s = seed | 1;
+        let hosts = (0..hosts)
+            .map(|h| {
+                let series = (0..per_host)
+                    .map(|w| {
+                        let level = 0.2 + rng(&mut s);
+                        let bursty = w % 2 == 1;
+                        let demand = (0..steps)
+                            .map(|_| {
+                                let u = rng(&mut s);
+                                if bursty && u < 0.1 {
+                                    level * (2.0 + 4.0 * rng(&mut s))
+                                } else {
+                                    level * (0.95 + 0.1 * rng(&mut s))
+                                }
+                            })
+                            .collect();
+                        SeriesTrace {
+                            key: SeriesKey::new(format!("h{h}"), format!("w{w}"), Resource::Cpu),
+                            demand,
+                        }
+                    })
+                    .collect();
+                HostTrace {
+                    host: HostId(format!("h{h}")),
+                    timestamps: (0..steps as i64).map(|t| t * 300_000).collect(),
+                    series,
+                }
+            })
+            .collect();
+        ReplayTrace {
+            name: "synthetic".into(),
+            resource: Resource::Cpu,
+            step_ms: 300_000,
+            hosts,
+        }
+    }
+
+    fn run(
+        policy: &dyn Policy,
+        trace: &ReplayTrace,
+        knobs: &[f64],
+        config: &ReplayConfig,
+    ) -> Vec<crate::metrics::Score> {
+        replay(trace, policy, knobs, config, &|_| {})
+            .unwrap()
+            .tallies
+            .iter()
+            .map(|t| t.score())
+            .collect()
+    }
+
+    #[test]
+    fn is_the_first_experimental_policy() {
+        let all = crate::policies::experimental();
+        assert_eq!(all[0].name(), "prescient");
+        assert_eq!(
+            crate::policies::by_name("prescient").unwrap().name(),
+            "prescient"
+        );
+        let k = all[0].knob();
+        assert!(k.sweep.windows(2).all(|w| w[0] < w[1]));
+        assert!(k.sweep.contains(&k.default));
+    }
+
+    #[test]
+    fn price_rises_with_the_knob() {
+        let sweep = Prescient::default().knob().sweep;
+        for w in sweep.windows(2) {
+            assert!(price_of(w[0], 1.0) < price_of(w[1], 1.0));
+        }
+        assert!(price_of(f64::NAN, 1.0).is_finite());
+    }
+
+    #[test]
+    fn share_budget_reaches_the_requested_violation_share() {
+        // The calibrated budget: each host's realised violation share
+        // tracks one minus the knob.
+        let trace = synthetic(4, 10, 1500, 7);
+        let policy = Prescient::variant("share", Budget::Share, None);
+        let knobs = [0.8, 0.95, 0.99];
+        let scores = run(&policy, &trace, &knobs, &ReplayConfig::default());
+        for (q, s) in knobs.iter().zip(&scores) {
+            let target = 1.0 - q;
+            assert!(
+                (s.violation - target).abs() <= 0.3 * target,
+                "knob {q}: violation {} vs {target}",
+                s.violation
+            );
+        }
+    }
+
+    #[test]
+    fn the_budget_goes_where_cover_is_cheap() {
+        // At the same overall violation share, spending it on the bursty
+        // workloads (whose cover is dear) and covering the steady ones
+        // fully beats a uniform per-workload quantile: compare with the
+        // `partition` policy's empirical quantiles at about the same
+        // violation share.
+        let trace = synthetic(3, 10, 800, 11);
+        let ours = run(
+            &Prescient::default(),
+            &trace,
+            &Prescient::default().knob().sweep,
+            &ReplayConfig::default(),
+        );
+        let uniform_policy = crate::policies::partition::Partition::default();
+        let uniform = run(
+            &uniform_policy,
+            &trace,
+            &uniform_policy.knob().sweep,
+            &ReplayConfig::default(),
+        );
+        // The least slack at violation <= 5% (0.05 is each bursty
+        // workload's 0.9 quantile region: half the workloads burst one step
+        // in ten).
+        let best = |s: &[crate::metrics::Score]| {
+            s.iter()
+                .filter(|x| x.violation <= 0.05)
+                .map(|x| x.slack)
+                .fold(f64::INFINITY, f64::min)
+        };
+        let (a, b) = (best(&ours), best(&uniform));
+        assert!(a < 0.85 * b, "prescient {a} vs uniform {b}");
+    }
+
+    #[test]
+    fn deterministic() {
+        let trace = synthetic(2, 6, 300, 3);
+        let p = Prescient::default();
+        let knobs = p.knob().sweep;
+        let a = run(&p, &trace, &knobs, &ReplayConfig::default());
+        let b = run(&p, &trace, &knobs, &ReplayConfig::default());
+        assert_eq!(a, b);
+        let contended = ReplayConfig {
+            capacity: Some(Capacity::All(3.0)),
+            ..Default::default()
+        };
+        let a = run(&p, &trace, &knobs, &contended);
+        let b = run(&p, &trace, &knobs, &contended);
+        assert_eq!(a, b);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Whatever the demand (NaN, infinities, negatives, spikes), every
+        /// allocation is finite and non-negative, and a contended host's
+        /// allocations fit its capacity at every knob.
+        #[test]
+        fn contended_allocations_fit_the_capacity(
+            demand in prop::collection::vec(
+                prop::collection::vec(prop_oneof![
+                    6 => 0.0..2.0f64,
+                    1 => 2.0..50.0f64,
+                    1 => Just(f64::NAN),
+                    1 => Just(f64::INFINITY),
+                    1 => -1.0..0.0f64,
+                ], 60),
+                1..6,
+            ),
+            capacity in 0.5..6.0f64,
+        ) {
+            let p = Prescient::default();
+            let knobs = p.knob().sweep;
+            let keys: Vec<SeriesKey> = (0..demand.len())
+                .map(|w| SeriesKey::new("h", format!("w{w}"), Resource::Cpu))
+                .collect();
+            let infos: Vec<crate::policy::SeriesInfo<'_>> = keys
+                .iter()
+                .map(|key| crate::policy::SeriesInfo {
+                    key,
+                    step_ms: 300_000,
+                    warmup_steps: 10,
+                    host_capacity: Some(capacity),
+                    host_workloads: demand.len(),
+                })
+                .collect();
+            let mut host = p.start_host(&infos, &knobs);
+            let k = knobs.len();
+            let present: Vec<usize> = (0..demand.len()).collect();
+            let mut out = vec![0.0; present.len() * k];
+            for t in 0..60 {
+                host.allocate(t as i64 * 300_000, &present, Some(capacity), &mut out);
+                for j in 0..k {
+                    let mut total = 0.0;
+                    for i in 0..present.len() {
+                        let a = out[i * k + j];
+                        prop_assert!(a.is_finite() && a >= 0.0, "step {t} knob {j}: {a}");
+                        total += a;
+                    }
+                    prop_assert!(total <= capacity * (1.0 + 1e-9), "step {t} knob {j}: {total} > {capacity}");
+                }
+                let d: Vec<f64> = demand.iter().map(|s| s[t]).collect();
+                host.observe(t as i64 * 300_000, &present, &d, &out);
+                // Uncontended, the same state still answers sanely.
+                host.allocate(t as i64 * 300_000, &present, None, &mut out);
+                prop_assert!(out.iter().all(|a| a.is_finite() && *a >= 0.0));
+            }
+        }
+    }
+}

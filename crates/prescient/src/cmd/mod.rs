@@ -1,6 +1,11 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod backtest;
+pub mod config;
+pub mod demo;
 pub mod import;
+pub mod loadgen;
 pub mod plan;
 pub mod replay;
+pub mod status;

@@ -1,0 +1,3 @@
+//! Shared by the live benchmarks.
+
+pub mod tree;

@@ -1,0 +1,1261 @@
+//! The agent's configuration: one TOML file, layered file → environment
+//! (`PRESCIENT_*`) → command-line flags.
+//!
+//! - [`Config::from_toml`] parses a file's text; unknown keys are refused
+//!   with their path (`workload[1].cpu.guarante`), and every error names
+//!   the file, line and key.
+//! - [`Config::validate`] checks what the types cannot: intervals, SLO
+//!   quantiles in (0, 1), guarantees above a pool's capacity, selectors
+//!   that do not compile, ... and names each bad key and value.
+//! - [`Overrides`] are the environment's and the flags' layers;
+//!   [`ConfigSource`] puts the layers together (and does it again on
+//!   SIGHUP).
+//! - [`EXAMPLE`] is the commented default that `prescient config example`
+//!   prints (committed as `config/prescient.example.toml`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use prescient_core::{Resource, ResourcePolicy};
+use prescient_linux::discover::{CommandMatch, Rule, UserMatch};
+use prescient_linux::{CgroupPath, Discovery, Selector};
+use serde::{Deserialize, Serialize};
+
+pub use crate::units::{ByteSize, Interval};
+
+/// The shortest sample interval.
+pub const MIN_SAMPLE_INTERVAL: Interval = Interval::ms(100);
+
+/// The commented default configuration (`prescient config example`).
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+/// Whether the agent changes limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Plans and records; changes nothing on the host.
+    #[default]
+    Recommend,
+    /// Applies plans to cgroups, within the guardrails.
+    Enforce,
+}
+
+impl Mode {
+    /// Parses `recommend` or `enforce`.
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        match s.trim() {
+            "recommend" => Ok(Mode::Recommend),
+            "enforce" => Ok(Mode::Enforce),
+            other => Err(format!(
+                "{other:?} is not a mode (expected recommend or enforce)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Recommend => "recommend",
+            Mode::Enforce => "enforce",
+        })
+    }
+}
+
+/// Where the agent's cgroup subtree is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelativeTo {
+    /// The top of each hierarchy.
+    #[default]
+    Root,
+    /// The agent process's own cgroup in each hierarchy (tests, demos).
+    #[serde(rename = "self")]
+    SelfCgroup,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Mode, host name, intervals.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// The store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The cgroup subtree the agent works in.
+    #[serde(default)]
+    pub cgroup: CgroupConfig,
+    /// How plans become limits, and the guardrails.
+    #[serde(default)]
+    pub enforce: EnforceConfig,
+    /// Capacities to partition (`[[pool]]`); none: one pool, `host`, of the
+    /// whole machine.
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<PoolConfig>,
+    /// Workloads (`[[workload]]`): how each is found and its policy.
+    #[serde(default, rename = "workload")]
+    pub workloads: Vec<WorkloadConfig>,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// `recommend` or `enforce`.
+    pub mode: Mode,
+    /// The host's name in the store (default: the machine's host name).
+    pub host: Option<String>,
+    /// How often cgroups are read (at least 100 ms).
+    pub sample_interval: Interval,
+    /// Samples are rolled up to this step before the forecaster sees them.
+    pub forecast_step: Interval,
+    /// How often a plan is made (and workloads rediscovered).
+    pub plan_interval: Interval,
+    /// Forecast steps a plan covers.
+    pub plan_steps: u32,
+    /// Who sizes the workloads: `prescient` (forecasts and the partition
+    /// solver) or a reference policy of the replay simulator by name
+    /// (`vpa`, `static-equal`, ...: see [`policies`]), enforced the same
+    /// way, for comparison.
+    pub policy: String,
+    /// The CPU allocation unit, cores (default: the solver's, 1/8 core).
+    pub cpu_unit: Option<f64>,
+}
+
+/// The agent's own policy: forecasts and the partition solver.
+pub const PRESCIENT_POLICY: &str = "prescient";
+
+/// The policies `agent.policy` may name: [`PRESCIENT_POLICY`], then the
+/// replay simulator's reference policies (the same algorithms `prescient
+/// replay` scores).
+pub fn policies() -> Vec<String> {
+    std::iter::once(PRESCIENT_POLICY.to_string())
+        .chain(
+            prescient_sim::policies::reference()
+                .iter()
+                .map(|p| p.name().to_string()),
+        )
+        .collect()
+}
+
+/// The reference policy called `name`, or `None` for
+/// [`PRESCIENT_POLICY`]; an unknown name is an error listing the known ones.
+pub fn reference_policy(name: &str) -> Result<Option<Box<dyn prescient_sim::Policy>>, String> {
+    if name == PRESCIENT_POLICY {
+        return Ok(None);
+    }
+    let mut all = prescient_sim::policies::reference();
+    match all.iter().position(|p| p.name() == name) {
+        Some(i) => Ok(Some(all.swap_remove(i))),
+        None => Err(format!(
+            "unknown policy (expected one of: {})",
+            policies().join(", ")
+        )),
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            mode: Mode::Recommend,
+            host: None,
+            sample_interval: Interval::secs(1),
+            forecast_step: Interval::secs(10),
+            plan_interval: Interval::secs(10),
+            plan_steps: 3,
+            policy: PRESCIENT_POLICY.to_string(),
+            cpu_unit: None,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// Samples are written in batches this often.
+    pub flush_interval: Interval,
+    /// Samples held in memory while the store cannot be written (the
+    /// oldest are dropped beyond it).
+    pub max_buffered_samples: usize,
+    /// Forecaster state is saved this often (and on exit).
+    pub checkpoint_interval: Interval,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("/var/lib/prescient/prescient.db"),
+            flush_interval: Interval::secs(10),
+            max_buffered_samples: 100_000,
+            checkpoint_interval: Interval::secs(60),
+        }
+    }
+}
+
+/// `[cgroup]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupConfig {
+    /// The subtree the agent reads and writes under: cgroup globs and
+    /// process groups are relative to it, and no write leaves it.
+    pub subtree: String,
+    /// `root` (the top of each hierarchy) or `self` (the agent's own cgroup).
+    pub relative_to: RelativeTo,
+    /// Put limits back as they were when the agent stops.
+    pub restore_on_exit: bool,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        CgroupConfig {
+            subtree: "/".into(),
+            relative_to: RelativeTo::Root,
+            restore_on_exit: true,
+        }
+    }
+}
+
+/// `[enforce]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforceConfig {
+    /// Cap CPU at the allocation (`cpu.max`), not only weigh it.
+    pub hard_cpu: bool,
+    /// Cap memory (`memory.max`) at this multiple (≥ 1) of the allocation;
+    /// unset: memory.high only.
+    pub memory_max_factor: Option<f64>,
+    /// Hard memory limits stay at least this far above usage.
+    pub memory_headroom: ByteSize,
+    /// The largest change of a CPU limit per plan, cores.
+    pub max_cpu_step: Option<f64>,
+    /// The largest change of a memory limit per plan.
+    pub max_memory_step: Option<ByteSize>,
+}
+
+impl Default for EnforceConfig {
+    fn default() -> Self {
+        EnforceConfig {
+            hard_cpu: false,
+            memory_max_factor: None,
+            memory_headroom: ByteSize(64 << 20),
+            max_cpu_step: None,
+            max_memory_step: None,
+        }
+    }
+}
+
+/// `[[pool]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Its name (the plan's pool in the store).
+    pub name: String,
+    /// The pool it nests in.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// CPU cores (default: the machine's CPUs).
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Memory (default: the machine's memory).
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Spread capacity no forecast wants over the workloads.
+    #[serde(default)]
+    pub spread_spare: bool,
+}
+
+/// `[[workload]]`: a selector and a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadConfig {
+    /// The selector's name (one cgroup path component); for a process
+    /// selector also the workload's id and its group cgroup's name.
+    pub name: String,
+    /// The pool (default: the first).
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Cgroups whose path (under the subtree) matches this glob.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// Processes whose command name matches this glob (grouped into a
+    /// cgroup of the agent's subtree, in enforce mode).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Processes whose command line matches this regex.
+    #[serde(default)]
+    pub command_regex: Option<String>,
+    /// Processes of this user (a name, or a numeric uid).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Labels given to the workloads found.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Priority class (higher classes reach their SLO first).
+    #[serde(default)]
+    pub priority: u32,
+    /// Weight within the class.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// The quantile of demand to cover, in (0, 1).
+    #[serde(default = "slo")]
+    pub slo_quantile: f64,
+    /// What changing an allocation costs, in units of satisfied demand.
+    #[serde(default)]
+    pub change_cost: f64,
+    /// CPU policy (cores).
+    #[serde(default)]
+    pub cpu: CpuPolicy,
+    /// Memory policy.
+    #[serde(default)]
+    pub memory: MemoryPolicy,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn slo() -> f64 {
+    0.95
+}
+
+/// `[workload.cpu]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CpuPolicy {
+    /// Never less than this, cores.
+    pub guarantee: f64,
+    /// Never more than this, cores.
+    pub max: Option<f64>,
+    /// Overrides the workload's SLO quantile.
+    pub slo_quantile: Option<f64>,
+    /// Overrides the workload's weight.
+    pub weight: Option<f64>,
+    /// Overrides the workload's priority class.
+    pub priority: Option<u32>,
+}
+
+/// `[workload.memory]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryPolicy {
+    /// Never less than this.
+    pub guarantee: ByteSize,
+    /// Never more than this.
+    pub max: Option<ByteSize>,
+    /// Overrides the workload's SLO quantile.
+    pub slo_quantile: Option<f64>,
+    /// Overrides the workload's weight.
+    pub weight: Option<f64>,
+    /// Overrides the workload's priority class.
+    pub priority: Option<u32>,
+}
+
+impl WorkloadConfig {
+    /// The selector this workload is found by.
+    pub fn selector(&self) -> Selector {
+        let rule = match &self.cgroup {
+            Some(glob) => Rule::Cgroup { glob: glob.clone() },
+            None => Rule::Process {
+                command: match (&self.command, &self.command_regex) {
+                    (Some(g), _) => Some(CommandMatch::Glob(g.clone())),
+                    (None, Some(r)) => Some(CommandMatch::Regex(r.clone())),
+                    (None, None) => None,
+                },
+                user: self.user.as_ref().map(|u| match u.parse::<u32>() {
+                    Ok(uid) => UserMatch::Uid(uid),
+                    Err(_) => UserMatch::Name(u.clone()),
+                }),
+            },
+        };
+        Selector {
+            name: self.name.clone(),
+            rule,
+            labels: self.labels.clone(),
+        }
+    }
+
+    /// The solver's policy for `resource` (cpu in cores, memory in bytes).
+    pub fn policy(&self, resource: Resource) -> ResourcePolicy {
+        let (guarantee, limit, slo, weight, priority) = match resource {
+            Resource::Cpu => (
+                self.cpu.guarantee,
+                self.cpu.max,
+                self.cpu.slo_quantile,
+                self.cpu.weight,
+                self.cpu.priority,
+            ),
+            Resource::Memory => (
+                self.memory.guarantee.0 as f64,
+                self.memory.max.map(|m| m.0 as f64),
+                self.memory.slo_quantile,
+                self.memory.weight,
+                self.memory.priority,
+            ),
+            _ => (0.0, None, None, None, None),
+        };
+        ResourcePolicy {
+            guarantee,
+            limit,
+            priority: priority.unwrap_or(self.priority),
+            weight: weight.unwrap_or(self.weight),
+            slo_quantile: slo.unwrap_or(self.slo_quantile),
+            change_cost: self.change_cost,
+            lendable: true,
+        }
+    }
+}
+
+/// One bad key of a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// The key's path (`workload[1].cpu.slo_quantile`).
+    pub key: String,
+    /// Its value as written (TOML).
+    pub value: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}: {}", self.key, self.value, self.problem)
+    }
+}
+
+/// Why a configuration cannot be used. Every variant names where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("{}{}: {key}: {message}", .file.display(), .at)]
+    Parse {
+        /// The file (`<text>` when parsed from a string).
+        file: PathBuf,
+        /// `:line:column` where known.
+        at: String,
+        /// The key's path (`.` when the error is not at a key).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Keys with values that cannot be honoured.
+    #[error("{}: {}", .file.display(), .issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Every bad key.
+        issues: Vec<Issue>,
+    },
+    /// An environment variable with a bad value.
+    #[error("environment variable {var}={value:?}: {problem}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Parses a file's text (`file` names it in errors). Does not validate.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(file, text, "", &e))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            parse_error(file, text, &key, &inner)
+        })
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let c = Config::from_toml(&text, path)?;
+        c.validate(path)?;
+        Ok(c)
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks every key the types cannot (see the module docs); `file`
+    /// names the source in the error.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let issues = self.issues();
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                file: file.to_path_buf(),
+                issues,
+            })
+        }
+    }
+
+    /// Every bad key, in file order.
+    pub fn issues(&self) -> Vec<Issue> {
+        let mut out = Vec::new();
+        let mut bad = |key: String, value: String, problem: &str| {
+            out.push(Issue {
+                key,
+                value,
+                problem: problem.to_string(),
+            })
+        };
+        let a = &self.agent;
+        let iv = |i: Interval| format!("\"{i}\"");
+        if a.sample_interval.0 == 0 {
+            bad(
+                "agent.sample_interval".into(),
+                iv(a.sample_interval),
+                "must be positive",
+            );
+        } else if a.sample_interval < MIN_SAMPLE_INTERVAL {
+            bad(
+                "agent.sample_interval".into(),
+                iv(a.sample_interval),
+                "must be at least 100ms",
+            );
+        }
+        if a.forecast_step.0 == 0 {
+            bad(
+                "agent.forecast_step".into(),
+                iv(a.forecast_step),
+                "must be positive",
+            );
+        } else if a.forecast_step < a.sample_interval {
+            bad(
+                "agent.forecast_step".into(),
+                iv(a.forecast_step),
+                "must be at least agent.sample_interval",
+            );
+        }
+        if a.plan_interval.0 == 0 {
+            bad(
+                "agent.plan_interval".into(),
+                iv(a.plan_interval),
+                "must be positive",
+            );
+        } else if a.plan_interval < a.sample_interval {
+            bad(
+                "agent.plan_interval".into(),
+                iv(a.plan_interval),
+                "must be at least agent.sample_interval",
+            );
+        }
+        if let Some(u) = a.cpu_unit
+            && !(u.is_finite() && u > 0.0 && u <= 64.0)
+        {
+            bad(
+                "agent.cpu_unit".into(),
+                u.to_string(),
+                "must be in (0, 64] cores",
+            );
+        }
+        if let Err(why) = reference_policy(&a.policy) {
+            bad("agent.policy".into(), format!("{:?}", a.policy), &why);
+        }
+        if a.plan_steps == 0 || a.plan_steps > 10_000 {
+            bad(
+                "agent.plan_steps".into(),
+                a.plan_steps.to_string(),
+                "must be in 1..=10000",
+            );
+        }
+        if let Some(h) = &a.host
+            && (h.trim().is_empty() || h.contains(['\n', '\0']))
+        {
+            bad(
+                "agent.host".into(),
+                format!("{h:?}"),
+                "must be a non-empty name",
+            );
+        }
+        let s = &self.store;
+        if s.path.as_os_str().is_empty() {
+            bad("store.path".into(), "\"\"".into(), "must not be empty");
+        }
+        if s.flush_interval.0 == 0 {
+            bad(
+                "store.flush_interval".into(),
+                iv(s.flush_interval),
+                "must be positive",
+            );
+        }
+        if s.checkpoint_interval.0 == 0 {
+            bad(
+                "store.checkpoint_interval".into(),
+                iv(s.checkpoint_interval),
+                "must be positive",
+            );
+        }
+        if s.max_buffered_samples == 0 {
+            bad(
+                "store.max_buffered_samples".into(),
+                "0".into(),
+                "must be at least 1",
+            );
+        }
+        if let Err(e) = CgroupPath::parse(&self.cgroup.subtree) {
+            bad(
+                "cgroup.subtree".into(),
+                format!("{:?}", self.cgroup.subtree),
+                &e.to_string(),
+            );
+        }
+        let e = &self.enforce;
+        if let Some(f) = e.memory_max_factor
+            && !(f.is_finite() && f >= 1.0)
+        {
+            bad(
+                "enforce.memory_max_factor".into(),
+                f.to_string(),
+                "must be at least 1",
+            );
+        }
+        if let Some(c) = e.max_cpu_step
+            && !(c.is_finite() && c > 0.0)
+        {
+            bad(
+                "enforce.max_cpu_step".into(),
+                c.to_string(),
+                "must be positive",
+            );
+        }
+        if let Some(m) = e.max_memory_step
+            && m.0 == 0
+        {
+            bad(
+                "enforce.max_memory_step".into(),
+                format!("\"{m}\""),
+                "must be positive",
+            );
+        }
+
+        // Pools.
+        let mut names = BTreeSet::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let k = format!("pool[{i}]");
+            if p.name.trim().is_empty() {
+                bad(
+                    format!("{k}.name"),
+                    format!("{:?}", p.name),
+                    "must not be empty",
+                );
+            } else if !names.insert(p.name.as_str()) {
+                bad(
+                    format!("{k}.name"),
+                    format!("{:?}", p.name),
+                    "is defined twice",
+                );
+            }
+            if let Some(c) = p.cpu
+                && !(c.is_finite() && c > 0.0)
+            {
+                bad(
+                    format!("{k}.cpu"),
+                    c.to_string(),
+                    "must be a positive number of cores",
+                );
+            }
+            if let Some(m) = p.memory
+                && m.0 == 0
+            {
+                bad(
+                    format!("{k}.memory"),
+                    format!("\"{m}\""),
+                    "must be positive",
+                );
+            }
+        }
+        for (i, p) in self.pools.iter().enumerate() {
+            if let Some(parent) = &p.parent {
+                if !names.contains(parent.as_str()) {
+                    bad(
+                        format!("pool[{i}].parent"),
+                        format!("{parent:?}"),
+                        "is not a pool's name",
+                    );
+                } else if self.pool_cycle(i) {
+                    bad(
+                        format!("pool[{i}].parent"),
+                        format!("{parent:?}"),
+                        "makes a cycle of pools",
+                    );
+                }
+            }
+        }
+
+        // Workloads.
+        let mut wnames = BTreeSet::new();
+        for (i, w) in self.workloads.iter().enumerate() {
+            let k = format!("workload[{i}]");
+            if CgroupPath::parse(&w.name).map(|p| p.components().count()) != Ok(1) {
+                bad(
+                    format!("{k}.name"),
+                    format!("{:?}", w.name),
+                    "must be one cgroup path component (no '/', '.', '..')",
+                );
+            } else if !wnames.insert(w.name.as_str()) {
+                bad(
+                    format!("{k}.name"),
+                    format!("{:?}", w.name),
+                    "is defined twice",
+                );
+            }
+            let process = w.command.is_some() || w.command_regex.is_some() || w.user.is_some();
+            match (&w.cgroup, process) {
+                (Some(g), true) => bad(
+                    format!("{k}.cgroup"),
+                    format!("{g:?}"),
+                    "a workload is found by a cgroup glob or by a process match, not both",
+                ),
+                (None, false) => bad(
+                    format!("{k}.name"),
+                    format!("{:?}", w.name),
+                    "needs a selector: cgroup, command, command_regex or user",
+                ),
+                _ => {}
+            }
+            if w.command.is_some() && w.command_regex.is_some() {
+                bad(
+                    format!("{k}.command_regex"),
+                    format!("{:?}", w.command_regex.as_deref().unwrap_or("")),
+                    "give command or command_regex, not both",
+                );
+            }
+            if let Some(p) = &w.pool
+                && !self.pools.is_empty()
+                && !names.contains(p.as_str())
+            {
+                bad(
+                    format!("{k}.pool"),
+                    format!("{p:?}"),
+                    "is not a pool's name",
+                );
+            }
+            let slo_ok = |q: f64| q.is_finite() && q > 0.0 && q < 1.0;
+            let weight_ok = |w: f64| w.is_finite() && w > 0.0;
+            if !slo_ok(w.slo_quantile) {
+                bad(
+                    format!("{k}.slo_quantile"),
+                    w.slo_quantile.to_string(),
+                    "must be in (0, 1)",
+                );
+            }
+            if !weight_ok(w.weight) {
+                bad(
+                    format!("{k}.weight"),
+                    w.weight.to_string(),
+                    "must be positive",
+                );
+            }
+            if !(w.change_cost.is_finite() && w.change_cost >= 0.0) {
+                bad(
+                    format!("{k}.change_cost"),
+                    w.change_cost.to_string(),
+                    "must be zero or positive",
+                );
+            }
+            for (r, q, wt) in [
+                ("cpu", w.cpu.slo_quantile, w.cpu.weight),
+                ("memory", w.memory.slo_quantile, w.memory.weight),
+            ] {
+                if let Some(q) = q
+                    && !slo_ok(q)
+                {
+                    bad(
+                        format!("{k}.{r}.slo_quantile"),
+                        q.to_string(),
+                        "must be in (0, 1)",
+                    );
+                }
+                if let Some(x) = wt
+                    && !weight_ok(x)
+                {
+                    bad(format!("{k}.{r}.weight"), x.to_string(), "must be positive");
+                }
+            }
+            if !(w.cpu.guarantee.is_finite() && w.cpu.guarantee >= 0.0) {
+                bad(
+                    format!("{k}.cpu.guarantee"),
+                    w.cpu.guarantee.to_string(),
+                    "must be zero or positive",
+                );
+            }
+            if let Some(m) = w.cpu.max
+                && !(m.is_finite() && m > 0.0 && m >= w.cpu.guarantee)
+            {
+                bad(
+                    format!("{k}.cpu.max"),
+                    m.to_string(),
+                    "must be positive and at least cpu.guarantee",
+                );
+            }
+            if let Some(m) = w.memory.max
+                && (m.0 == 0 || m < w.memory.guarantee)
+            {
+                bad(
+                    format!("{k}.memory.max"),
+                    format!("\"{m}\""),
+                    "must be positive and at least memory.guarantee",
+                );
+            }
+            if let Err(e) = Discovery::new(vec![w.selector()], CgroupPath::root()) {
+                let key = if w.cgroup.is_some() {
+                    "cgroup"
+                } else if w.command.is_some() {
+                    "command"
+                } else if w.command_regex.is_some() {
+                    "command_regex"
+                } else {
+                    "user"
+                };
+                let value = match key {
+                    "cgroup" => w.cgroup.clone(),
+                    "command" => w.command.clone(),
+                    "command_regex" => w.command_regex.clone(),
+                    _ => w.user.clone(),
+                };
+                // A bad name is reported above already.
+                if !matches!(e, prescient_linux::discover::SelectorError::BadName { .. }) {
+                    bad(
+                        format!("{k}.{key}"),
+                        format!("{:?}", value.unwrap_or_default()),
+                        &e.to_string(),
+                    );
+                }
+            }
+        }
+
+        // Guarantees within capacity, per pool given a capacity.
+        for (pi, p) in self.pools.iter().enumerate() {
+            let members: Vec<&WorkloadConfig> = self
+                .workloads
+                .iter()
+                .filter(|w| self.pool_index(w) == Some(pi))
+                .collect();
+            if let Some(cap) = p.cpu {
+                let sum: f64 = members.iter().map(|w| w.cpu.guarantee).sum();
+                if sum > cap + 1e-9 {
+                    bad(
+                        format!("pool[{pi}].cpu"),
+                        cap.to_string(),
+                        &format!(
+                            "the CPU guarantees of its workloads add up to {sum} cores ({}), above its capacity",
+                            members
+                                .iter()
+                                .map(|w| format!("{} {}", w.name, w.cpu.guarantee))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
+            if let Some(cap) = p.memory {
+                let sum: u64 = members.iter().map(|w| w.memory.guarantee.0).sum();
+                if sum > cap.0 {
+                    bad(
+                        format!("pool[{pi}].memory"),
+                        format!("\"{cap}\""),
+                        &format!(
+                            "the memory guarantees of its workloads add up to {} ({}), above its capacity",
+                            ByteSize(sum),
+                            members
+                                .iter()
+                                .map(|w| format!("{} {}", w.name, w.memory.guarantee))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// The index of `w`'s pool: its named one, else the first.
+    pub fn pool_index(&self, w: &WorkloadConfig) -> Option<usize> {
+        match &w.pool {
+            Some(name) => self.pools.iter().position(|p| &p.name == name),
+            None => (!self.pools.is_empty()).then_some(0),
+        }
+    }
+
+    fn pool_cycle(&self, start: usize) -> bool {
+        let mut at = start;
+        for _ in 0..=self.pools.len() {
+            let Some(parent) = &self.pools[at].parent else {
+                return false;
+            };
+            match self.pools.iter().position(|p| &p.name == parent) {
+                Some(p) if p == start => return true,
+                Some(p) => at = p,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// A TOML or deserialisation error as a [`ConfigError::Parse`] with the
+/// line and column.
+fn parse_error(file: &Path, text: &str, key: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e
+        .span()
+        .map(|s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(":{line}:{col}")
+        })
+        .unwrap_or_default();
+    ConfigError::Parse {
+        file: file.to_path_buf(),
+        at,
+        key: if key.is_empty() {
+            ".".into()
+        } else {
+            key.into()
+        },
+        message: e.message().trim().to_string(),
+    }
+}
+
+/// One layer over the file: environment variables or command-line flags.
+/// `None` leaves the value below alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `PRESCIENT_MODE`, `--mode`.
+    pub mode: Option<Mode>,
+    /// `PRESCIENT_HOST`.
+    pub host: Option<String>,
+    /// `PRESCIENT_STORE`, `--store`.
+    pub store_path: Option<PathBuf>,
+    /// `PRESCIENT_SAMPLE_INTERVAL`.
+    pub sample_interval: Option<Interval>,
+    /// `PRESCIENT_FORECAST_STEP`.
+    pub forecast_step: Option<Interval>,
+    /// `PRESCIENT_PLAN_INTERVAL`.
+    pub plan_interval: Option<Interval>,
+    /// `PRESCIENT_CGROUP_SUBTREE`.
+    pub cgroup_subtree: Option<String>,
+    /// `PRESCIENT_RESTORE_ON_EXIT` (`true`/`false`, `1`/`0`).
+    pub restore_on_exit: Option<bool>,
+    /// `PRESCIENT_POLICY`, `--policy`.
+    pub policy: Option<String>,
+}
+
+/// The environment variables [`Overrides::from_env`] reads.
+pub const ENV_VARS: [&str; 9] = [
+    "PRESCIENT_MODE",
+    "PRESCIENT_HOST",
+    "PRESCIENT_STORE",
+    "PRESCIENT_SAMPLE_INTERVAL",
+    "PRESCIENT_FORECAST_STEP",
+    "PRESCIENT_PLAN_INTERVAL",
+    "PRESCIENT_CGROUP_SUBTREE",
+    "PRESCIENT_RESTORE_ON_EXIT",
+    "PRESCIENT_POLICY",
+];
+
+impl Overrides {
+    /// The layer of the variables among `vars` (pass
+    /// `std::env::vars()`); others are ignored.
+    pub fn from_env<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> Result<Overrides, ConfigError> {
+        let mut o = Overrides::default();
+        for (var, value) in vars {
+            let err = |problem: String| ConfigError::Env {
+                var: var.clone(),
+                value: value.clone(),
+                problem,
+            };
+            match var.as_str() {
+                "PRESCIENT_MODE" => o.mode = Some(Mode::parse(&value).map_err(err)?),
+                "PRESCIENT_HOST" => o.host = Some(value.clone()),
+                "PRESCIENT_STORE" => o.store_path = Some(PathBuf::from(&value)),
+                "PRESCIENT_SAMPLE_INTERVAL" => {
+                    o.sample_interval = Some(Interval::parse(&value).map_err(err)?)
+                }
+                "PRESCIENT_FORECAST_STEP" => {
+                    o.forecast_step = Some(Interval::parse(&value).map_err(err)?)
+                }
+                "PRESCIENT_PLAN_INTERVAL" => {
+                    o.plan_interval = Some(Interval::parse(&value).map_err(err)?)
+                }
+                "PRESCIENT_CGROUP_SUBTREE" => o.cgroup_subtree = Some(value.clone()),
+                "PRESCIENT_POLICY" => o.policy = Some(value.trim().to_string()),
+                "PRESCIENT_RESTORE_ON_EXIT" => {
+                    o.restore_on_exit = Some(match value.trim() {
+                        "1" | "true" | "yes" => true,
+                        "0" | "false" | "no" => false,
+                        _ => return Err(err("expected true or false".into())),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(o)
+    }
+
+    /// Sets what this layer gives.
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(m) = self.mode {
+            c.agent.mode = m;
+        }
+        if let Some(h) = &self.host {
+            c.agent.host = Some(h.clone());
+        }
+        if let Some(p) = &self.store_path {
+            c.store.path = p.clone();
+        }
+        if let Some(i) = self.sample_interval {
+            c.agent.sample_interval = i;
+        }
+        if let Some(i) = self.forecast_step {
+            c.agent.forecast_step = i;
+        }
+        if let Some(i) = self.plan_interval {
+            c.agent.plan_interval = i;
+        }
+        if let Some(s) = &self.cgroup_subtree {
+            c.cgroup.subtree = s.clone();
+        }
+        if let Some(r) = self.restore_on_exit {
+            c.cgroup.restore_on_exit = r;
+        }
+        if let Some(p) = &self.policy {
+            c.agent.policy = p.clone();
+        }
+    }
+}
+
+/// Where the configuration comes from: loaded at start and again on
+/// SIGHUP.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A file (or the defaults when `None`), then the environment's layer,
+    /// then the flags'.
+    Layered {
+        /// The file.
+        file: Option<PathBuf>,
+        /// `PRESCIENT_*` variables.
+        env: Overrides,
+        /// Command-line flags.
+        flags: Overrides,
+    },
+    /// A configuration built in code (loadgen, demo, tests); a reload
+    /// gives it back unchanged.
+    Fixed(Config),
+}
+
+impl ConfigSource {
+    /// The configuration, validated.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::Fixed(c) => {
+                c.validate(Path::new("<config>"))?;
+                Ok(c.clone())
+            }
+            ConfigSource::Layered { file, env, flags } => {
+                let (mut c, name) = match file {
+                    Some(path) => {
+                        let text =
+                            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                                path: path.clone(),
+                                source,
+                            })?;
+                        (Config::from_toml(&text, path)?, path.clone())
+                    }
+                    None => (Config::default(), PathBuf::from("<defaults>")),
+                };
+                env.apply(&mut c);
+                flags.apply(&mut c);
+                c.validate(&name)?;
+                Ok(c)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("t.toml"))
+    }
+
+    fn issues(text: &str) -> Vec<Issue> {
+        parse(text).unwrap().issues()
+    }
+
+    #[test]
+    fn the_example_parses_validates_and_states_the_defaults() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.issues(), vec![]);
+        let d = Config::default();
+        assert_eq!(
+            c.agent, d.agent,
+            "[agent] of the example must be the defaults"
+        );
+        assert_eq!(c.store, d.store);
+        assert_eq!(c.cgroup, d.cgroup);
+        assert_eq!(c.enforce, d.enforce);
+        assert!(!c.workloads.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path_and_line() {
+        let e = parse("[agent]\nmode = \"enforce\"\nsample_intervl = \"1s\"\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("t.toml:3:1"), "{s}");
+        assert!(s.contains("agent"), "{s}");
+        assert!(s.contains("sample_intervl"), "{s}");
+        let e =
+            parse("[[workload]]\nname = \"a\"\ncgroup = \"/a\"\n[workload.cpu]\nguarante = 1\n")
+                .unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("workload[0].cpu"), "{s}");
+        assert!(s.contains("guarante"), "{s}");
+        let e = parse("[agent]\nmode = \"enforcing\"\n").unwrap_err();
+        assert!(e.to_string().contains("agent.mode"), "{e}");
+        let e = parse("[agent]\nsample_interval = 100\n").unwrap_err();
+        assert!(e.to_string().contains("no unit"), "{e}");
+        let e = parse("[agent\n").unwrap_err();
+        assert!(e.to_string().contains("t.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_checks_name_key_and_value() {
+        let i = issues("[agent]\nsample_interval = \"0ms\"\n");
+        assert_eq!(i[0].key, "agent.sample_interval");
+        assert_eq!(i[0].value, "\"0ms\"");
+        let i = issues("[agent]\nsample_interval = \"50ms\"\n");
+        assert!(i[0].problem.contains("100ms"));
+        let i = issues(
+            "[[workload]]\nname = \"web\"\ncgroup = \"/web\"\nslo_quantile = 1.0\n[workload.memory]\nslo_quantile = 0\n",
+        );
+        let keys: Vec<&str> = i.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "workload[0].slo_quantile",
+                "workload[0].memory.slo_quantile"
+            ]
+        );
+        let i = issues(
+            "[[pool]]\nname = \"h\"\ncpu = 2\nmemory = \"1GiB\"\n\
+             [[workload]]\nname = \"a\"\ncgroup = \"/a\"\ncpu.guarantee = 1.5\nmemory.guarantee = \"768MiB\"\n\
+             [[workload]]\nname = \"b\"\ncgroup = \"/b\"\ncpu.guarantee = 1\nmemory.guarantee = \"512MiB\"\n",
+        );
+        assert_eq!(i.len(), 2, "{i:?}");
+        assert_eq!(i[0].key, "pool[0].cpu");
+        assert!(i[0].problem.contains("2.5 cores (a 1.5, b 1)"), "{}", i[0]);
+        assert_eq!(i[1].key, "pool[0].memory");
+        let i = issues("[[workload]]\nname = \"a\"\ncgroup = \"/a/[\"\n");
+        assert_eq!(i[0].key, "workload[0].cgroup", "{i:?}");
+        let i = issues("[[workload]]\nname = \"a/b\"\n");
+        assert_eq!(i[0].key, "workload[0].name");
+        let i = issues("[[workload]]\nname = \"a\"\ncommand_regex = \"(\"\n");
+        assert_eq!(i[0].key, "workload[0].command_regex", "{i:?}");
+        let i = issues(
+            "[[workload]]\nname = \"a\"\ncgroup = \"/a\"\npool = \"nope\"\n[[pool]]\nname = \"h\"\n",
+        );
+        assert_eq!(i[0].key, "workload[0].pool");
+        let i = issues("[cgroup]\nsubtree = \"/a/../b\"\n");
+        assert_eq!(i[0].key, "cgroup.subtree");
+        let i = issues(
+            "[[pool]]\nname = \"a\"\nparent = \"b\"\n[[pool]]\nname = \"b\"\nparent = \"a\"\n",
+        );
+        assert!(i.iter().all(|i| i.problem.contains("cycle")), "{i:?}");
+        let e = parse("[agent]\nsample_interval = \"0s\"\n")
+            .unwrap()
+            .validate(Path::new("x.toml"))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("x.toml: agent.sample_interval = \"0ms\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[agent]\nmode = \"enforce\"\nsample_interval = \"2s\"\n",
+        )
+        .unwrap();
+        let env = Overrides::from_env([
+            ("PRESCIENT_SAMPLE_INTERVAL".to_string(), "500ms".to_string()),
+            ("PRESCIENT_STORE".to_string(), "/tmp/x.db".to_string()),
+            ("PATH".to_string(), "whatever".to_string()),
+        ])
+        .unwrap();
+        let flags = Overrides {
+            mode: Some(Mode::Recommend),
+            ..Overrides::default()
+        };
+        let c = ConfigSource::Layered {
+            file: Some(path),
+            env,
+            flags,
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.agent.mode, Mode::Recommend, "flags over the file");
+        assert_eq!(
+            c.agent.sample_interval,
+            Interval::ms(500),
+            "env over the file"
+        );
+        assert_eq!(c.store.path, PathBuf::from("/tmp/x.db"));
+        let e =
+            Overrides::from_env([("PRESCIENT_MODE".to_string(), "on".to_string())]).unwrap_err();
+        assert!(e.to_string().contains("PRESCIENT_MODE=\"on\""), "{e}");
+    }
+
+    #[test]
+    fn policies_fall_back_to_the_workload() {
+        let c = parse(
+            "[[workload]]\nname = \"a\"\ncgroup = \"/a\"\npriority = 3\nslo_quantile = 0.9\n\
+             [workload.cpu]\nguarantee = 0.5\nmax = 2\nslo_quantile = 0.99\n\
+             [workload.memory]\nguarantee = \"1GiB\"\n",
+        )
+        .unwrap();
+        let w = &c.workloads[0];
+        let p = w.policy(Resource::Cpu);
+        assert_eq!(
+            (p.guarantee, p.limit, p.priority, p.slo_quantile),
+            (0.5, Some(2.0), 3, 0.99)
+        );
+        let p = w.policy(Resource::Memory);
+        assert_eq!(p.guarantee, (1u64 << 30) as f64);
+        assert_eq!(p.slo_quantile, 0.9);
+    }
+}

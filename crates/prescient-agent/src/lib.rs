@@ -1,0 +1,180 @@
+//! Prescient's live agent: watches the workloads of a machine, forecasts
+//! their demand, plans a partition and enforces it, continuously.
+//!
+//! # Entry point
+//!
+//! [`run`] is what `prescient agent` (and `prescient demo`) call:
+//!
+//! ```no_run
+//! use prescient_agent::{ConfigSource, RunOptions, Signals, config::Config};
+//!
+//! let mut config = Config::default();
+//! config.store.path = "/tmp/prescient.db".into();
+//! let signals = Signals::new();
+//! // signals.install_handlers()?;  // SIGTERM/SIGINT stop, SIGHUP reloads
+//! let summary = prescient_agent::run(
+//!     &ConfigSource::Fixed(config),
+//!     &RunOptions { duration: Some(std::time::Duration::from_secs(5)) },
+//!     &signals,
+//! )?;
+//! println!("{} plans, {} samples", summary.counters.plans, summary.stored_samples);
+//! # Ok::<(), prescient_agent::AgentError>(())
+//! ```
+//!
+//! Another thread may call [`Signals::stop`] to end a run early, or
+//! [`Signals::reload`] to reload its configuration.
+//!
+//! # The loop ([`agent`])
+//!
+//! Every `sample_interval` the workloads' cgroups are read (prescient-linux's
+//! collector); samples are queued for the store ([`outbox`]) and rolled up
+//! to `forecast_step` (CPU and I/O: mean, memory: peak) for one
+//! [`SeriesForecaster`](prescient_forecast::SeriesForecaster) per workload
+//! and resource. Every `plan_interval` workloads are rediscovered, each
+//! forecaster gives a demand profile of `plan_steps` steps, the solver
+//! splits each pool, and (in enforce mode) the plan goes to the cgroups
+//! through the reconciler and its guardrails; in recommend mode plans are
+//! recorded and nothing is changed. Samples are written in batches every
+//! `flush_interval`; forecaster state every `checkpoint_interval`. Each
+//! stage's durations are kept ([`timing`]).
+//!
+//! # Robustness
+//!
+//! - SIGTERM/SIGINT: the loop stops within 20 ms, saves the forecasters,
+//!   restores the original limits (when `restore_on_exit`), flushes.
+//! - SIGHUP: the file is read again; an invalid one is refused with a log
+//!   line and the running configuration kept.
+//! - SIGKILL: a restart resumes each forecaster and the last plans from the
+//!   store; limits a killed run left changed are restored to their saved
+//!   originals first.
+//! - A store that cannot be written (a full disk): samples and records are
+//!   held in memory (bounded by `max_buffered_samples`), the error is
+//!   logged once, and writes resume when the store takes them again.
+//!
+//! I/O sits behind the traits of [`ports`] ([`Clock`], [`Observer`],
+//! [`Sink`], and prescient-linux's `Enforcer`), so the loop is tested on
+//! fakes.
+
+pub mod agent;
+pub mod config;
+pub mod logger;
+pub mod outbox;
+pub mod ports;
+pub mod status;
+pub mod timing;
+pub mod units;
+
+use std::time::Duration;
+
+pub use agent::{Agent, Counters, Machine, RunSummary, resolve};
+pub use config::{Config, ConfigError, ConfigSource, Mode, Overrides};
+pub use ports::{
+    Clock, Found, LinuxObserver, Observer, Signals, Sink, SinkError, StoreSink, SystemClock, Usage,
+};
+pub use timing::{StageStats, StageTimes};
+
+use config::{CgroupConfig, RelativeTo};
+use prescient_linux::layout::HierarchyId;
+use prescient_linux::{CgroupFs, CgroupPath, LayoutKind, ProcFs, Root};
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] prescient_store::StoreError),
+    /// The cgroup filesystem cannot be used as configured.
+    #[error("cgroups: {0}")]
+    Cgroup(String),
+    /// No cgroup writer for enforce mode.
+    #[error("enforce mode: {0}")]
+    Enforce(#[from] prescient_linux::EnforceError),
+}
+
+/// How [`run`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this long (`None`: until a stop signal).
+    pub duration: Option<Duration>,
+}
+
+/// The cgroup hierarchies of this machine, each based at the configured
+/// subtree.
+pub fn cgroup_fs(root: Root, cfg: &CgroupConfig) -> Result<CgroupFs, AgentError> {
+    let fs = CgroupFs::detect(root)
+        .map_err(|e| AgentError::Cgroup(format!("reading the cgroup mounts: {e}")))?;
+    if fs.layout().kind() == LayoutKind::None {
+        return Err(AgentError::Cgroup("no cgroup filesystem is mounted".into()));
+    }
+    let sub = CgroupPath::parse(&cfg.subtree)
+        .map_err(|e| AgentError::Cgroup(format!("cgroup.subtree: {e}")))?;
+    match cfg.relative_to {
+        RelativeTo::SelfCgroup => fs
+            .based_at_process("self", &sub)
+            .map_err(|e| AgentError::Cgroup(e.to_string())),
+        RelativeTo::Root => {
+            let ids: Vec<HierarchyId> = fs.hierarchies().map(|h| fs.id_of(h)).collect();
+            let mut fs = fs;
+            for id in ids {
+                fs = fs
+                    .with_base(&id, sub.clone())
+                    .map_err(|e| AgentError::Cgroup(e.to_string()))?;
+            }
+            Ok(fs)
+        }
+    }
+}
+
+/// Runs the agent on this machine: loads the configuration from `source`,
+/// opens the store, bases the cgroup hierarchies at the configured subtree,
+/// and runs the loop until `signals` asks it to stop or `options.duration`
+/// has passed; a reload request loads `source` again. Returns what the run
+/// did. Signal handlers are not installed here: call
+/// [`Signals::install_handlers`] first in a program that wants them.
+pub fn run(
+    source: &ConfigSource,
+    options: &RunOptions,
+    signals: &Signals,
+) -> Result<RunSummary, AgentError> {
+    let machine = Machine::detect();
+    let config = resolve(source.load()?, &machine)?;
+    let fs = cgroup_fs(Root::live(), &config.cgroup)?;
+    if let Some(h) = fs.primary()
+        && !h.base_dir().is_dir()
+    {
+        log::warn!(
+            "the cgroup subtree {} does not exist: no workload will be found under it",
+            h.base_dir().display()
+        );
+    }
+    let enforcer = match config.agent.mode {
+        Mode::Enforce => Some(prescient_linux::enforce::enforcer_for(&fs)?),
+        Mode::Recommend => None,
+    };
+    let sink = StoreSink::open(&config.store.path)?;
+    let observer = LinuxObserver::new(fs, ProcFs::new(Root::live()));
+    log::info!(
+        "agent starting: mode {}, store {}, sampling every {}, planning every {}, {} workload selector(s)",
+        config.agent.mode,
+        config.store.path.display(),
+        config.agent.sample_interval,
+        config.agent.plan_interval,
+        config.workloads.len()
+    );
+    let mut agent = Agent::new(config, machine, observer, sink, enforcer, SystemClock);
+    let until = options
+        .duration
+        .map(|d| ports::wall_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
+    let summary = agent.run(signals, until, &|| source.load());
+    log::info!(
+        "agent stopped: {} sample passes, {} plans, {} limit writes, {} restored",
+        summary.counters.sample_passes,
+        summary.counters.plans,
+        summary.counters.writes,
+        summary.counters.restored
+    );
+    Ok(summary)
+}

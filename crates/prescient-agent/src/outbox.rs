@@ -1,0 +1,178 @@
+//! What waits to be written to the store: samples in batches, and records
+//! (plans, audit entries, profiles, state). When the store cannot be
+//! written (a full disk), everything stays here, bounded, and goes out
+//! when writes succeed again; the agent keeps running either way.
+
+use std::collections::VecDeque;
+
+use prescient_core::{DemandProfile, HostId, Plan, Sample, SeriesKey, TimestampMs};
+use prescient_linux::enforce::AuditRecord;
+
+use crate::ports::{Found, Sink, SinkError};
+
+/// Samples per store transaction.
+const BATCH: usize = 10_000;
+/// Records held at most (the oldest are dropped beyond).
+const MAX_RECORDS: usize = 10_000;
+
+/// A record to write.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A plan.
+    Plan(Plan),
+    /// An audit entry.
+    Audit(AuditRecord),
+    /// A demand profile.
+    Profile(SeriesKey, TimestampMs, DemandProfile),
+    /// A blob of state: key, version, bytes.
+    State(String, u32, Vec<u8>),
+    /// A workload's metadata.
+    Meta(HostId, Found, TimestampMs),
+}
+
+/// The queue in front of the store.
+#[derive(Debug)]
+pub struct Outbox {
+    samples: VecDeque<(SeriesKey, Sample)>,
+    records: VecDeque<Record>,
+    max_samples: usize,
+    /// Samples dropped because the queue was full.
+    pub dropped_samples: u64,
+    /// Records dropped (queue full, or refused repeatedly).
+    pub dropped_records: u64,
+    /// Samples written.
+    pub stored_samples: u64,
+    /// Flushes that failed.
+    pub failures: u64,
+    /// The error of the current failure streak, if writes are failing.
+    pub failing: Option<String>,
+}
+
+impl Outbox {
+    /// An empty queue holding at most `max_samples` samples.
+    pub fn new(max_samples: usize) -> Self {
+        Outbox {
+            samples: VecDeque::new(),
+            records: VecDeque::new(),
+            max_samples: max_samples.max(1),
+            dropped_samples: 0,
+            dropped_records: 0,
+            stored_samples: 0,
+            failures: 0,
+            failing: None,
+        }
+    }
+
+    /// Changes the bound (a reload).
+    pub fn set_max_samples(&mut self, n: usize) {
+        self.max_samples = n.max(1);
+        self.trim();
+    }
+
+    /// Queues a sample, dropping the oldest when full.
+    pub fn push_sample(&mut self, key: SeriesKey, s: Sample) {
+        self.samples.push_back((key, s));
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.samples.len() > self.max_samples {
+            self.samples.pop_front();
+            self.dropped_samples += 1;
+        }
+    }
+
+    /// Queues a record; a state record replaces a queued one of the same key.
+    pub fn push(&mut self, r: Record) {
+        if let Record::State(key, ..) = &r
+            && let Some(i) = self
+                .records
+                .iter()
+                .position(|x| matches!(x, Record::State(k, ..) if k == key))
+        {
+            self.records[i] = r;
+            return;
+        }
+        self.records.push_back(r);
+        while self.records.len() > MAX_RECORDS {
+            self.records.pop_front();
+            self.dropped_records += 1;
+        }
+    }
+
+    /// Samples waiting.
+    pub fn samples_len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Records waiting.
+    pub fn records_len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Writes what is queued, samples first. On a failure the rest stays
+    /// queued, the error is logged (once per streak of failures) and
+    /// returned; the first success after failures logs that writes
+    /// resumed.
+    pub fn flush(&mut self, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        let r = self.try_flush(sink);
+        match &r {
+            Ok(()) => {
+                if let Some(prev) = self.failing.take() {
+                    log::info!(
+                        "store writes resumed (they had failed: {prev}); {} samples dropped meanwhile",
+                        self.dropped_samples
+                    );
+                }
+            }
+            Err(e) => {
+                self.failures += 1;
+                if self.failing.is_none() {
+                    log::error!(
+                        "store write failed: {e}; holding {} samples (at most {}) and {} records in memory, retrying",
+                        self.samples.len(),
+                        self.max_samples,
+                        self.records.len()
+                    );
+                }
+                self.failing = Some(e.0.clone());
+            }
+        }
+        r
+    }
+
+    fn try_flush(&mut self, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        let mut wrote_samples = false;
+        while !self.samples.is_empty() {
+            let n = self.samples.len().min(BATCH);
+            let batch: Vec<(SeriesKey, Sample)> = self.samples.range(..n).cloned().collect();
+            sink.ingest(&batch)?;
+            self.samples.drain(..n);
+            self.stored_samples += n as u64;
+            wrote_samples = true;
+        }
+        while let Some(r) = self.records.front() {
+            let res = match r {
+                Record::Plan(p) => sink.save_plan(p),
+                Record::Audit(a) => sink.append_audit(a),
+                Record::Profile(k, at, p) => sink.save_profile(k, *at, p),
+                Record::State(k, v, b) => sink.save_state(k, *v, b),
+                Record::Meta(h, f, at) => sink.set_workload_meta(h, f, *at),
+            };
+            match res {
+                Ok(()) => {
+                    self.records.pop_front();
+                }
+                Err(e) if wrote_samples => {
+                    // The store takes writes, but not this one: holding it
+                    // would block everything behind it.
+                    log::error!("dropping a record the store refuses: {e}");
+                    self.records.pop_front();
+                    self.dropped_records += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,386 @@
+//! The agent's I/O behind small traits, so that the loop runs on fakes in
+//! tests: a [`Clock`], an [`Observer`] (discovery and sampling), a [`Sink`]
+//! (the store); limits are written through prescient-linux's
+//! [`Enforcer`](prescient_linux::Enforcer). Each trait has its real
+//! implementation here ([`SystemClock`], [`LinuxObserver`], [`StoreSink`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prescient_core::{DemandProfile, HostId, Plan, Sample, SeriesKey, TimestampMs, WorkloadId};
+use prescient_linux::enforce::AuditRecord;
+use prescient_linux::rates::cgroup_rates;
+use prescient_linux::{
+    CgroupFs, CgroupPath, CgroupSample, Collector, Discovery, Grouper, ProcFs, Reads,
+};
+use prescient_store::{AuditEntry, Store};
+
+use crate::config::WorkloadConfig;
+
+/// Stop and reload requests: set by signal handlers (or by a caller such as
+/// `prescient demo`), read by the loop. Cheap to clone; clones share the
+/// flags.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Flags that nothing has set.
+    pub fn new() -> Self {
+        Signals::default()
+    }
+
+    /// Asks the loop to stop (what SIGTERM and SIGINT do).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Asks the loop to reload its configuration (what SIGHUP does).
+    pub fn reload(&self) {
+        self.reload.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether a reload was asked for since the last call (clears it).
+    pub fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether a reload is pending (without clearing it).
+    pub fn reload_pending(&self) -> bool {
+        self.reload.load(Ordering::SeqCst)
+    }
+
+    /// Routes SIGTERM and SIGINT to [`Signals::stop`] and SIGHUP to
+    /// [`Signals::reload`] for the whole process.
+    pub fn install_handlers(&self) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        signal_hook::flag::register(SIGTERM, Arc::clone(&self.stop))?;
+        signal_hook::flag::register(SIGINT, Arc::clone(&self.stop))?;
+        signal_hook::flag::register(SIGHUP, Arc::clone(&self.reload))?;
+        Ok(())
+    }
+}
+
+/// Time: what the loop reads and waits on.
+pub trait Clock {
+    /// Now, ms since the Unix epoch.
+    fn now_ms(&self) -> TimestampMs;
+    /// Waits until `t`, or less when a stop or reload is asked for.
+    fn wait_until(&mut self, t: TimestampMs, signals: &Signals);
+}
+
+/// The wall clock; waits in short slices so that signals are seen within
+/// 20 ms.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn wall_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> TimestampMs {
+        wall_ms()
+    }
+
+    fn wait_until(&mut self, t: TimestampMs, signals: &Signals) {
+        loop {
+            if signals.stop_requested() || signals.reload_pending() {
+                return;
+            }
+            let left = t - wall_ms();
+            if left <= 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(left.min(20) as u64));
+        }
+    }
+}
+
+/// A workload found on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// Its id.
+    pub id: WorkloadId,
+    /// The `[[workload]]` (selector) name that found it.
+    pub selector: String,
+    /// Its cgroup, relative to the agent's subtree.
+    pub cgroup: CgroupPath,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One workload's usage at one sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// CPU, cores (a rate: none at a cgroup's first sample).
+    pub cpu_cores: Option<f64>,
+    /// Memory in use, bytes.
+    pub memory_bytes: Option<f64>,
+    /// Block reads, bytes/s.
+    pub io_read: Option<f64>,
+    /// Block writes, bytes/s.
+    pub io_write: Option<f64>,
+    /// Share of CPU periods throttled.
+    pub cpu_throttled: Option<f64>,
+}
+
+/// Discovery and sampling.
+pub trait Observer {
+    /// Finds the workloads of `workloads`' selectors. With `group`, the
+    /// processes matched by process selectors are moved into their group
+    /// cgroups first (enforce mode); without, process workloads are left
+    /// out.
+    fn discover(&mut self, workloads: &[WorkloadConfig], group: bool)
+    -> Result<Vec<Found>, String>;
+    /// Reads the usage of `cgroups` at `ts`; a cgroup that is gone is left
+    /// out.
+    fn observe(&mut self, cgroups: &[CgroupPath], ts: TimestampMs) -> Vec<(CgroupPath, Usage)>;
+}
+
+/// The real observer: prescient-linux's discovery, grouper and collector
+/// over a [`CgroupFs`] based at the agent's subtree.
+pub struct LinuxObserver {
+    fs: CgroupFs,
+    procfs: ProcFs,
+    collector: Collector,
+    grouper: Grouper,
+    prev: HashMap<CgroupPath, CgroupSample>,
+}
+
+impl LinuxObserver {
+    /// Over `fs` (based at the subtree), reading processes from `procfs`.
+    pub fn new(fs: CgroupFs, procfs: ProcFs) -> Self {
+        LinuxObserver {
+            // Usage only: the loop keeps CPU, memory in use, I/O and
+            // throttling, so memory.stat, memory events and pressure are
+            // not read (most of a pass's cost on a v1 host).
+            collector: Collector::new(&fs).with_reads(Reads::USAGE),
+            grouper: Grouper::new(&fs),
+            fs,
+            procfs,
+            prev: HashMap::new(),
+        }
+    }
+
+    /// The filesystem it reads.
+    pub fn fs(&self) -> &CgroupFs {
+        &self.fs
+    }
+}
+
+impl Observer for LinuxObserver {
+    fn discover(
+        &mut self,
+        workloads: &[WorkloadConfig],
+        group: bool,
+    ) -> Result<Vec<Found>, String> {
+        let selectors = workloads
+            .iter()
+            .filter(|w| group || w.cgroup.is_some())
+            .map(WorkloadConfig::selector)
+            .collect();
+        let d = Discovery::new(selectors, CgroupPath::root()).map_err(|e| e.to_string())?;
+        let found = d
+            .discover(&self.fs, &self.procfs)
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(found.len());
+        for w in found {
+            if !w.pids.is_empty() {
+                if let Err(e) = self.grouper.ensure_group(&w.cgroup) {
+                    log::warn!("workload {}: {e}", w.id);
+                    continue;
+                }
+                let r = self.grouper.move_pids(&w.cgroup, &w.pids);
+                for (pid, dir, e) in &r.failed {
+                    log::warn!(
+                        "workload {}: moving pid {pid} into {}: {e}",
+                        w.id,
+                        dir.display()
+                    );
+                }
+            }
+            out.push(Found {
+                id: w.id,
+                selector: w.selector,
+                cgroup: w.cgroup,
+                labels: w.labels,
+            });
+        }
+        Ok(out)
+    }
+
+    fn observe(&mut self, cgroups: &[CgroupPath], ts: TimestampMs) -> Vec<(CgroupPath, Usage)> {
+        let pass = self.collector.collect(cgroups, ts);
+        for e in pass.errors.iter().take(3) {
+            log::debug!("collect: {e}");
+        }
+        let mut out = Vec::with_capacity(pass.samples.len());
+        let mut next = HashMap::with_capacity(pass.samples.len());
+        for s in pass.samples {
+            let u = match self.prev.get(&s.cgroup) {
+                Some(p) => {
+                    let r = cgroup_rates(&s, p, s.ts - p.ts);
+                    Usage {
+                        cpu_cores: r.cpu_cores,
+                        memory_bytes: r.memory_bytes,
+                        io_read: r.io_read_bytes_per_sec,
+                        io_write: r.io_write_bytes_per_sec,
+                        cpu_throttled: r.cpu_throttled_share,
+                    }
+                }
+                None => Usage {
+                    memory_bytes: s.memory_current.map(|b| b as f64),
+                    ..Usage::default()
+                },
+            };
+            out.push((s.cgroup.clone(), u));
+            next.insert(s.cgroup.clone(), s);
+        }
+        self.prev = next;
+        out
+    }
+}
+
+/// A store write or read that failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// The durable state: what the agent writes to and reads back from the
+/// store.
+pub trait Sink {
+    /// Writes a batch of samples (one transaction: all or nothing).
+    fn ingest(&mut self, batch: &[(SeriesKey, Sample)]) -> Result<(), SinkError>;
+    /// Saves a plan.
+    fn save_plan(&mut self, plan: &Plan) -> Result<(), SinkError>;
+    /// Appends an audit record.
+    fn append_audit(&mut self, record: &AuditRecord) -> Result<(), SinkError>;
+    /// Saves a demand profile.
+    fn save_profile(
+        &mut self,
+        key: &SeriesKey,
+        made_at: TimestampMs,
+        profile: &DemandProfile,
+    ) -> Result<(), SinkError>;
+    /// Saves a blob of state (forecasters, originals) under `key`.
+    fn save_state(&mut self, key: &str, version: u32, blob: &[u8]) -> Result<(), SinkError>;
+    /// Reads back a blob of state.
+    fn load_state(&mut self, key: &str) -> Result<Option<(u32, Vec<u8>)>, SinkError>;
+    /// The newest plan of a pool.
+    fn latest_plan(&mut self, pool: &HostId) -> Result<Option<Plan>, SinkError>;
+    /// Records a workload's selector and labels.
+    fn set_workload_meta(
+        &mut self,
+        host: &HostId,
+        found: &Found,
+        at: TimestampMs,
+    ) -> Result<(), SinkError>;
+}
+
+/// The real sink: a [`Store`].
+pub struct StoreSink {
+    store: Store,
+}
+
+impl StoreSink {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<StoreSink, prescient_store::StoreError> {
+        Ok(StoreSink {
+            store: Store::open(path)?,
+        })
+    }
+
+    /// Wraps an open store.
+    pub fn new(store: Store) -> Self {
+        StoreSink { store }
+    }
+}
+
+fn e(err: prescient_store::StoreError) -> SinkError {
+    SinkError(err.to_string())
+}
+
+impl Sink for StoreSink {
+    fn ingest(&mut self, batch: &[(SeriesKey, Sample)]) -> Result<(), SinkError> {
+        let mut rows = Vec::with_capacity(batch.len());
+        for (k, s) in batch {
+            rows.push((self.store.series_id(k).map_err(e)?, *s));
+        }
+        self.store.ingest(&rows).map_err(e)?;
+        Ok(())
+    }
+
+    fn save_plan(&mut self, plan: &Plan) -> Result<(), SinkError> {
+        self.store.save_plan(plan).map(|_| ()).map_err(e)
+    }
+
+    fn append_audit(&mut self, r: &AuditRecord) -> Result<(), SinkError> {
+        self.store
+            .append_audit(&AuditEntry {
+                ts: r.ts,
+                actor: r.actor.clone(),
+                action: r.action.clone(),
+                target: r.target.clone(),
+                before: r.before.clone(),
+                after: r.after.clone(),
+                reason: r.reason.clone(),
+            })
+            .map(|_| ())
+            .map_err(e)
+    }
+
+    fn save_profile(
+        &mut self,
+        key: &SeriesKey,
+        made_at: TimestampMs,
+        profile: &DemandProfile,
+    ) -> Result<(), SinkError> {
+        let id = self.store.series_id(key).map_err(e)?;
+        self.store.save_profile(id, made_at, profile).map_err(e)
+    }
+
+    fn save_state(&mut self, key: &str, version: u32, blob: &[u8]) -> Result<(), SinkError> {
+        self.store.save_model_state(key, version, blob).map_err(e)
+    }
+
+    fn load_state(&mut self, key: &str) -> Result<Option<(u32, Vec<u8>)>, SinkError> {
+        self.store.load_model_state(key).map_err(e)
+    }
+
+    fn latest_plan(&mut self, pool: &HostId) -> Result<Option<Plan>, SinkError> {
+        Ok(self.store.latest_plan(pool).map_err(e)?.map(|(_, p)| p))
+    }
+
+    fn set_workload_meta(
+        &mut self,
+        host: &HostId,
+        found: &Found,
+        at: TimestampMs,
+    ) -> Result<(), SinkError> {
+        self.store
+            .set_workload_meta(
+                host,
+                &found.id,
+                &format!("{} ({})", found.selector, found.cgroup),
+                &found.labels,
+                "agent",
+                at,
+            )
+            .map_err(e)
+    }
+}

@@ -1,0 +1,636 @@
+//! The control loop on a fake clock, observer, store and enforcer: what
+//! each mode does, stage timing, store failures, reloads, stops, and
+//! resuming after a crash.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use prescient_agent::config::{Config, ConfigError, Mode, WorkloadConfig};
+use prescient_agent::{
+    Agent, Clock, Found, Machine, Observer, Signals, Sink, SinkError, Usage, resolve,
+};
+use prescient_core::{
+    DemandProfile, HostId, Plan, Resource, Sample, SeriesKey, TimestampMs, WorkloadId,
+};
+use prescient_linux::CgroupPath;
+use prescient_linux::enforce::{AuditRecord, FakeEnforcer, Observed, Setting};
+
+const T0: TimestampMs = 1_700_000_000_000;
+const GIB: u64 = 1 << 30;
+
+fn p(s: &str) -> CgroupPath {
+    CgroupPath::parse(s).unwrap()
+}
+
+/// A clock that jumps to whatever is waited for; stops the loop at
+/// `stop_at` (as a signal would).
+struct FakeClock {
+    now: TimestampMs,
+    stop_at: Option<(TimestampMs, Signals)>,
+}
+
+impl Clock for FakeClock {
+    fn now_ms(&self) -> TimestampMs {
+        self.now
+    }
+    fn wait_until(&mut self, t: TimestampMs, _: &Signals) {
+        self.now = self.now.max(t);
+        if let Some((at, s)) = &self.stop_at
+            && self.now >= *at
+        {
+            s.stop();
+        }
+    }
+}
+
+fn clock() -> FakeClock {
+    FakeClock {
+        now: T0,
+        stop_at: None,
+    }
+}
+
+/// Two workloads: `busy` uses 1.5 cores and 1 GiB, `idle` 0.1 core and
+/// 256 MiB.
+struct FakeObserver {
+    found: Vec<Found>,
+    discovered: usize,
+}
+
+impl FakeObserver {
+    fn new() -> Self {
+        let f = |name: &str| Found {
+            id: WorkloadId(name.into()),
+            selector: name.into(),
+            cgroup: p(&format!("/{name}")),
+            labels: BTreeMap::new(),
+        };
+        FakeObserver {
+            found: vec![f("busy"), f("idle")],
+            discovered: 0,
+        }
+    }
+}
+
+impl Observer for FakeObserver {
+    fn discover(&mut self, w: &[WorkloadConfig], _group: bool) -> Result<Vec<Found>, String> {
+        self.discovered += 1;
+        Ok(self
+            .found
+            .iter()
+            .filter(|f| w.iter().any(|w| w.name == f.selector))
+            .cloned()
+            .collect())
+    }
+    fn observe(&mut self, cgroups: &[CgroupPath], ts: TimestampMs) -> Vec<(CgroupPath, Usage)> {
+        let wobble = ((ts / 1000) % 5) as f64 * 0.01;
+        cgroups
+            .iter()
+            .map(|cg| {
+                let (cpu, mem) = if cg.as_str() == "/busy" {
+                    (1.5 + wobble, GIB as f64)
+                } else {
+                    (0.1 + wobble, (256 << 20) as f64)
+                };
+                (
+                    cg.clone(),
+                    Usage {
+                        cpu_cores: Some(cpu),
+                        memory_bytes: Some(mem),
+                        ..Usage::default()
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Stored {
+    samples: Vec<(SeriesKey, Sample)>,
+    plans: Vec<Plan>,
+    audit: Vec<AuditRecord>,
+    profiles: usize,
+    states: BTreeMap<String, (u32, Vec<u8>)>,
+    meta: usize,
+    /// Writes fail while set (a full disk).
+    fail: bool,
+    failed_writes: usize,
+}
+
+/// A store in memory, shared so that it outlives an agent (a restart).
+#[derive(Clone, Default)]
+struct FakeSink(Rc<RefCell<Stored>>);
+
+impl FakeSink {
+    fn check(&self) -> Result<(), SinkError> {
+        let mut s = self.0.borrow_mut();
+        if s.fail {
+            s.failed_writes += 1;
+            Err(SinkError("database or disk is full".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Sink for FakeSink {
+    fn ingest(&mut self, batch: &[(SeriesKey, Sample)]) -> Result<(), SinkError> {
+        self.check()?;
+        self.0.borrow_mut().samples.extend_from_slice(batch);
+        Ok(())
+    }
+    fn save_plan(&mut self, plan: &Plan) -> Result<(), SinkError> {
+        self.check()?;
+        self.0.borrow_mut().plans.push(plan.clone());
+        Ok(())
+    }
+    fn append_audit(&mut self, r: &AuditRecord) -> Result<(), SinkError> {
+        self.check()?;
+        self.0.borrow_mut().audit.push(r.clone());
+        Ok(())
+    }
+    fn save_profile(
+        &mut self,
+        _: &SeriesKey,
+        _: TimestampMs,
+        _: &DemandProfile,
+    ) -> Result<(), SinkError> {
+        self.check()?;
+        self.0.borrow_mut().profiles += 1;
+        Ok(())
+    }
+    fn save_state(&mut self, key: &str, version: u32, blob: &[u8]) -> Result<(), SinkError> {
+        self.check()?;
+        self.0
+            .borrow_mut()
+            .states
+            .insert(key.into(), (version, blob.to_vec()));
+        Ok(())
+    }
+    fn load_state(&mut self, key: &str) -> Result<Option<(u32, Vec<u8>)>, SinkError> {
+        Ok(self.0.borrow().states.get(key).cloned())
+    }
+    fn latest_plan(&mut self, pool: &HostId) -> Result<Option<Plan>, SinkError> {
+        Ok(self
+            .0
+            .borrow()
+            .plans
+            .iter()
+            .rev()
+            .find(|p| &p.pool == pool)
+            .cloned())
+    }
+    fn set_workload_meta(
+        &mut self,
+        _: &HostId,
+        _: &Found,
+        _: TimestampMs,
+    ) -> Result<(), SinkError> {
+        self.check()?;
+        self.0.borrow_mut().meta += 1;
+        Ok(())
+    }
+}
+
+const MACHINE: Machine = Machine {
+    cpus: 2.0,
+    memory_bytes: 4 * GIB,
+};
+
+fn config(mode: Mode) -> Config {
+    let text = format!(
+        r#"
+[agent]
+mode = "{mode}"
+host = "h1"
+sample_interval = "1s"
+forecast_step = "5s"
+plan_interval = "10s"
+plan_steps = 2
+[store]
+path = "/nonexistent/unused.db"
+flush_interval = "5s"
+checkpoint_interval = "20s"
+[[pool]]
+name = "host"
+cpu = 2
+memory = "4GiB"
+[[workload]]
+name = "busy"
+cgroup = "/busy"
+[workload.cpu]
+guarantee = 0.25
+[[workload]]
+name = "idle"
+cgroup = "/idle"
+"#
+    );
+    let c = Config::from_toml(&text, Path::new("test.toml")).unwrap();
+    resolve(c, &MACHINE).unwrap()
+}
+
+type TestAgent = Agent<FakeObserver, FakeSink, FakeEnforcer, FakeClock>;
+
+fn fake_enforcer() -> FakeEnforcer {
+    let mut e = FakeEnforcer::new();
+    for cg in ["/busy", "/idle"] {
+        let mut o = Observed::unlimited();
+        o.memory_usage = Some(GIB);
+        e.add(&p(cg), o);
+    }
+    e
+}
+
+fn agent(mode: Mode, sink: &FakeSink) -> TestAgent {
+    let enforcer = (mode == Mode::Enforce).then(fake_enforcer);
+    Agent::new(
+        config(mode),
+        MACHINE,
+        FakeObserver::new(),
+        sink.clone(),
+        enforcer,
+        clock(),
+    )
+}
+
+/// Ticks until the clock reaches `until` (without shutting down).
+fn drive(a: &mut TestAgent, until: TimestampMs) {
+    loop {
+        let wake = a.tick();
+        if wake > until {
+            break;
+        }
+        a.clock_mut().now = wake;
+    }
+}
+
+fn no_reload() -> Result<Config, ConfigError> {
+    Err(ConfigError::Read {
+        path: "unused".into(),
+        source: std::io::Error::other("no reload in this test"),
+    })
+}
+
+#[test]
+fn recommend_mode_samples_forecasts_plans_and_records_without_writing() {
+    let sink = FakeSink::default();
+    let mut a = agent(Mode::Recommend, &sink);
+    assert!(!a.enforcing());
+    let s = a.run(&Signals::new(), Some(T0 + 60_000), &no_reload);
+    assert_eq!(s.mode, Mode::Recommend);
+    assert_eq!(s.workloads, ["busy", "idle"]);
+    // Samples at T0, T0+1s, ..., T0+59s: 60 passes, 2 workloads x (cpu, memory).
+    assert_eq!(s.counters.sample_passes, 60);
+    let st = sink.0.borrow();
+    assert_eq!(
+        st.samples.len(),
+        60 * 2 * 2,
+        "every sample reached the store"
+    );
+    assert_eq!(s.stored_samples, 240);
+    // Plans at 10 s, 20 s, ..., 50 s.
+    assert_eq!(s.counters.plans, 5);
+    assert_eq!(st.plans.len(), 5);
+    assert!(st.profiles > 0, "profiles are recorded");
+    assert!(st.audit.is_empty(), "recommend mode changes nothing");
+    let plan = st.plans.last().unwrap();
+    let alloc = |w: &str, r: Resource| {
+        plan.entries
+            .iter()
+            .find(|e| e.workload.0 == w && e.resource == r)
+            .map(|e| e.allocation)
+            .unwrap()
+    };
+    assert!(alloc("busy", Resource::Cpu) >= 1.5, "{plan:?}");
+    assert!(alloc("busy", Resource::Cpu) > alloc("idle", Resource::Cpu));
+    assert!(alloc("busy", Resource::Memory) >= GIB as f64 * 0.99);
+    // The forecasters learnt one rollup per 5 s step and were saved at exit.
+    assert!(
+        a.observations(&WorkloadId("busy".into()), Resource::Cpu)
+            .unwrap()
+            >= 11
+    );
+    assert!(st.states.keys().any(|k| k == "forecast/h1/busy/cpu"));
+    // Every stage was timed.
+    for stage in [
+        "discover",
+        "sample",
+        "rollup",
+        "forecast",
+        "solve",
+        "flush",
+        "checkpoint",
+    ] {
+        let t = s
+            .times
+            .get(stage)
+            .unwrap_or_else(|| panic!("{stage} not timed"));
+        assert!(t.count > 0, "{stage}");
+    }
+    assert!(s.times.get("enforce").is_none());
+}
+
+#[test]
+fn enforce_mode_applies_plans_audits_and_restores_on_exit() {
+    let sink = FakeSink::default();
+    let mut a = agent(Mode::Enforce, &sink);
+    assert!(a.enforcing());
+    a.start();
+    drive(&mut a, T0 + 30_000);
+    let e = a.enforcer().unwrap();
+    let busy = e.state(&p("/busy")).unwrap().clone();
+    let idle = e.state(&p("/idle")).unwrap().clone();
+    assert!(
+        busy.cpu_weight.unwrap() > idle.cpu_weight.unwrap(),
+        "busy {busy:?} idle {idle:?}"
+    );
+    assert!(busy.cpu_weight.unwrap() >= 150);
+    assert!(matches!(
+        busy.memory_high,
+        Some(prescient_linux::enforce::MemoryLimit::Bytes(_))
+    ));
+    assert!(a.counters().writes >= 4);
+    let s = a.shutdown();
+    assert!(s.counters.restored >= 4, "{:?}", s.counters);
+    let e = a.enforcer().unwrap();
+    for cg in ["/busy", "/idle"] {
+        let o = e.state(&p(cg)).unwrap();
+        assert_eq!(o.cpu_weight, Some(100), "{cg} restored");
+        assert_eq!(
+            o.memory_high,
+            Some(prescient_linux::enforce::MemoryLimit::Max)
+        );
+    }
+    let st = sink.0.borrow();
+    assert!(st.audit.len() as u64 >= s.counters.writes + s.counters.restored);
+    assert!(
+        st.audit
+            .iter()
+            .all(|r| r.action == "cgroup.write" && !r.reason.is_empty())
+    );
+    assert!(st.audit.iter().any(|r| r.reason.contains("restored")));
+    assert!(s.times.get("enforce").unwrap().count >= 3);
+}
+
+#[test]
+fn a_failing_store_holds_samples_in_memory_and_catches_up() {
+    let sink = FakeSink::default();
+    let mut a = agent(Mode::Recommend, &sink);
+    a.start();
+    drive(&mut a, T0 + 9_999);
+    let before = sink.0.borrow().samples.len();
+    assert_eq!(before, 5 * 4 + 4, "flushed at 0 s and 5 s");
+    sink.0.borrow_mut().fail = true;
+    drive(&mut a, T0 + 39_999);
+    assert_eq!(sink.0.borrow().samples.len(), before, "nothing written");
+    assert!(sink.0.borrow().failed_writes >= 5);
+    // Samples of 6 s .. 39 s.
+    assert_eq!(a.outbox().samples_len(), 34 * 4, "held in memory");
+    assert!(a.outbox().failing.is_some());
+    assert!(a.counters().plans >= 3, "planning went on");
+    sink.0.borrow_mut().fail = false;
+    drive(&mut a, T0 + 40_000);
+    assert!(a.outbox().failing.is_none(), "writes resumed");
+    assert_eq!(a.outbox().samples_len(), 0);
+    let s = a.shutdown();
+    let st = sink.0.borrow();
+    assert_eq!(st.samples.len(), 41 * 4, "no sample lost");
+    assert_eq!(s.dropped_samples, 0);
+    assert_eq!(
+        st.plans.len() as u64,
+        s.counters.plans,
+        "plans written late"
+    );
+}
+
+#[test]
+fn memory_held_for_a_failing_store_is_bounded() {
+    let sink = FakeSink::default();
+    sink.0.borrow_mut().fail = true;
+    let mut c = config(Mode::Recommend);
+    c.store.max_buffered_samples = 50;
+    let mut a = Agent::new(
+        c,
+        MACHINE,
+        FakeObserver::new(),
+        sink.clone(),
+        None::<FakeEnforcer>,
+        clock(),
+    );
+    a.start();
+    drive(&mut a, T0 + 60_000);
+    assert_eq!(a.outbox().samples_len(), 50);
+    let s = a.shutdown();
+    assert_eq!(s.unwritten_samples, 50);
+    assert_eq!(s.dropped_samples, 61 * 4 - 50);
+    assert!(sink.0.borrow().samples.is_empty());
+}
+
+#[test]
+fn reload_applies_a_valid_config_and_refuses_an_invalid_one() {
+    let sink = FakeSink::default();
+    let mut a = agent(Mode::Recommend, &sink);
+    a.start();
+    drive(&mut a, T0 + 5_000);
+    // Invalid: refused, the running configuration kept.
+    let mut bad = config(Mode::Recommend);
+    bad.workloads[0].slo_quantile = 1.5;
+    a.reload(Ok(bad));
+    a.reload(Config::from_toml(
+        "[agent]\nnope = 1\n",
+        Path::new("new.toml"),
+    ));
+    assert_eq!(a.counters().reloads_refused, 2);
+    assert_eq!(a.config().workloads[0].slo_quantile, 0.95);
+    assert_eq!(a.workloads().len(), 2);
+    // Valid: drop `idle`, sample faster; the mode change is kept back.
+    let mut good = config(Mode::Enforce);
+    good.workloads.truncate(1);
+    good.agent.sample_interval = prescient_agent::config::Interval::ms(500);
+    a.reload(Ok(good));
+    assert_eq!(a.counters().reloads, 1);
+    assert_eq!(
+        a.config().agent.mode,
+        Mode::Recommend,
+        "mode changes take a restart"
+    );
+    assert_eq!(a.workloads(), vec![(WorkloadId("busy".into()), p("/busy"))]);
+    let passes = a.counters().sample_passes;
+    drive(&mut a, T0 + 10_000);
+    // At 5 s (right after the reload), then every 500 ms up to 10 s.
+    assert_eq!(a.counters().sample_passes - passes, 11, "every 500 ms now");
+}
+
+#[test]
+fn a_stop_signal_ends_the_run_gracefully() {
+    let sink = FakeSink::default();
+    let signals = Signals::new();
+    let mut a = Agent::new(
+        config(Mode::Enforce),
+        MACHINE,
+        FakeObserver::new(),
+        sink.clone(),
+        Some(fake_enforcer()),
+        FakeClock {
+            now: T0,
+            stop_at: Some((T0 + 25_000, signals.clone())),
+        },
+    );
+    let s = a.run(&signals, None, &no_reload);
+    assert_eq!(s.stopped_at, T0 + 25_000);
+    assert!(s.counters.writes > 0);
+    assert!(s.counters.restored > 0, "limits restored at the stop");
+    assert_eq!(s.unwritten_samples, 0, "flushed at the stop");
+    // Samples at 0 s .. 24 s; the stop came before the one at 25 s.
+    assert_eq!(sink.0.borrow().samples.len(), 25 * 4);
+}
+
+#[test]
+fn a_restart_after_a_crash_resumes_forecasters_plans_and_restores_originals() {
+    let sink = FakeSink::default();
+    let mut a = agent(Mode::Enforce, &sink);
+    a.start();
+    drive(&mut a, T0 + 45_000);
+    let learnt = a
+        .observations(&WorkloadId("busy".into()), Resource::Cpu)
+        .unwrap();
+    assert!(learnt >= 8);
+    // SIGKILL: no shutdown. What the host is left with:
+    let left: Vec<(CgroupPath, Observed)> = ["/busy", "/idle"]
+        .iter()
+        .map(|c| (p(c), a.enforcer().unwrap().state(&p(c)).unwrap().clone()))
+        .collect();
+    assert_ne!(left[0].1.cpu_weight, Some(100));
+    drop(a);
+
+    let mut e = FakeEnforcer::new();
+    for (cg, o) in &left {
+        e.add(cg, o.clone());
+    }
+    let mut b = Agent::new(
+        config(Mode::Enforce),
+        MACHINE,
+        FakeObserver::new(),
+        sink.clone(),
+        Some(e),
+        FakeClock {
+            now: T0 + 60_000,
+            stop_at: None,
+        },
+    );
+    b.start();
+    assert!(b.counters().resumed_plans >= 1);
+    assert!(!b.plans().is_empty());
+    assert!(b.counters().restored >= 2, "{:?}", b.counters());
+    // The originals went back, then the resumed plan was applied again.
+    let writes = &b.enforcer().unwrap().writes;
+    assert!(
+        writes.contains(&(p("/busy"), Setting::CpuWeight(100))),
+        "{writes:?}"
+    );
+    assert_eq!(
+        b.enforcer().unwrap().state(&p("/busy")).unwrap().cpu_weight,
+        left[0].1.cpu_weight,
+        "the last plan is held"
+    );
+    drive(&mut b, T0 + 61_000);
+    assert_eq!(b.counters().resumed_forecasters, 4);
+    // Saved at the 20 s and 40 s checkpoints: what was learnt by 40 s.
+    let resumed = b
+        .observations(&WorkloadId("busy".into()), Resource::Cpu)
+        .unwrap();
+    assert!(resumed >= 7, "resumed with {resumed} observations");
+    // A clean stop now restores the true originals.
+    b.shutdown();
+    assert_eq!(
+        b.enforcer().unwrap().state(&p("/busy")).unwrap().cpu_weight,
+        Some(100)
+    );
+}
+
+/// An agent sizing with the reference policy `policy`, its pool of `cpu`
+/// cores.
+fn reference_agent(policy: &str, cpu: f64, sink: &FakeSink) -> TestAgent {
+    let mut c = config(Mode::Enforce);
+    c.agent.policy = policy.into();
+    c.pools[0].cpu = Some(cpu);
+    let c = resolve(c, &MACHINE).unwrap();
+    Agent::new(
+        c,
+        MACHINE,
+        FakeObserver::new(),
+        sink.clone(),
+        Some(fake_enforcer()),
+        clock(),
+    )
+}
+
+fn last_cpu(plans: &[Plan], w: &str) -> f64 {
+    let plan = plans.last().unwrap();
+    plan.entries
+        .iter()
+        .find(|e| e.workload.0 == w && e.resource == Resource::Cpu)
+        .map(|e| e.allocation)
+        .unwrap()
+}
+
+#[test]
+fn a_static_equal_split_gives_each_workload_its_share_and_is_enforced() {
+    let sink = FakeSink::default();
+    let mut a = reference_agent("static-equal", 2.0, &sink);
+    assert_eq!(a.policy(), "static-equal");
+    let s = a.run(&Signals::new(), Some(T0 + 60_000), &no_reload);
+    assert_eq!(s.counters.plans, 5);
+    assert!(
+        (last_cpu(&s.plans, "busy") - 1.0).abs() < 1e-9,
+        "{:?}",
+        s.plans
+    );
+    assert!((last_cpu(&s.plans, "idle") - 1.0).abs() < 1e-9);
+    let st = sink.0.borrow();
+    assert!(!st.audit.is_empty(), "the split was written to the cgroups");
+    assert!(
+        st.plans
+            .last()
+            .unwrap()
+            .entries
+            .iter()
+            .all(|e| e.reason.starts_with("static-equal:"))
+    );
+}
+
+#[test]
+fn the_vpa_sizes_from_usage_and_is_scaled_down_to_the_pool() {
+    let sink = FakeSink::default();
+    // Uncontended: the VPA's own target (p90 x 1.15 of what it saw).
+    let mut a = reference_agent("vpa", 2.0, &sink);
+    let s = a.run(&Signals::new(), Some(T0 + 60_000), &no_reload);
+    let busy = last_cpu(&s.plans, "busy");
+    let idle = last_cpu(&s.plans, "idle");
+    assert!(busy > 1.5 * 1.1 && busy < 1.55 * 1.3, "{busy}");
+    assert!(idle > 0.1 && idle < 0.3, "{idle}");
+    // Contended: the same requests, scaled in proportion to fit 1.5 cores.
+    let sink = FakeSink::default();
+    let mut a = reference_agent("vpa", 1.5, &sink);
+    let s = a.run(&Signals::new(), Some(T0 + 60_000), &no_reload);
+    let (b2, i2) = (last_cpu(&s.plans, "busy"), last_cpu(&s.plans, "idle"));
+    assert!((b2 + i2 - 1.5).abs() < 1e-6, "{b2} + {i2}");
+    assert!((b2 / i2 - busy / idle).abs() < 1e-6 * busy / idle);
+    let st = sink.0.borrow();
+    let reason = &st.plans.last().unwrap().entries[0].reason;
+    assert!(reason.contains("scaled down"), "{reason}");
+}
+
+#[test]
+fn an_unknown_policy_is_refused_with_the_known_ones() {
+    let e = Config::from_toml("[agent]\npolicy = \"vpaa\"\n", Path::new("t.toml"))
+        .unwrap()
+        .issues();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "agent.policy");
+    assert!(e[0].problem.contains("prescient, vpa,"), "{e:?}");
+    assert!(e[0].problem.contains("static-equal"), "{e:?}");
+}

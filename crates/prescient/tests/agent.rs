@@ -1,0 +1,270 @@
+//! `prescient config`, `prescient agent` and `prescient status` end to end.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn prescient(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prescient"))
+        .args(args)
+        .env_remove("PRESCIENT_CONFIG")
+        .env_remove("PRESCIENT_STORE")
+        .env_remove("PRESCIENT_MODE")
+        .output()
+        .expect("the binary runs")
+}
+
+fn committed_example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/prescient.example.toml")
+}
+
+#[test]
+fn the_committed_example_is_what_config_example_prints() {
+    let out = prescient(&["config", "example"]);
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let committed = fs::read_to_string(committed_example()).unwrap();
+    assert!(
+        printed == committed,
+        "config/prescient.example.toml drifted from `prescient config example`: \
+         regenerate it with `prescient config example > config/prescient.example.toml`"
+    );
+    let out = prescient(&["config", "check", committed_example().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+}
+
+#[test]
+fn config_check_names_the_bad_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.toml");
+    fs::write(
+        &f,
+        "[agent]\nsample_interval = \"0s\"\n[[pool]]\nname = \"h\"\ncpu = 1\n\
+         [[workload]]\nname = \"web\"\ncgroup = \"/web\"\nslo_quantile = 1.5\ncpu.guarantee = 2\n",
+    )
+    .unwrap();
+    let out = prescient(&["config", "check", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("agent.sample_interval = \"0ms\": must be positive"),
+        "{err}"
+    );
+    assert!(
+        err.contains("workload[0].slo_quantile = 1.5: must be in (0, 1)"),
+        "{err}"
+    );
+    assert!(err.contains("pool[0].cpu = 1: the CPU guarantees"), "{err}");
+    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(!err.contains("panicked"));
+
+    fs::write(
+        &f,
+        "[agent]\nmode = \"recommend\"\n\n[store]\npaht = \"/x\"\n",
+    )
+    .unwrap();
+    let out = prescient(&["config", "check", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("bad.toml:5:1"), "{err}");
+    assert!(err.contains("store"), "{err}");
+    assert!(err.contains("unknown field `paht`"), "{err}");
+
+    let out = prescient(&["config", "check", "/nonexistent/prescient.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/prescient.toml"));
+}
+
+/// Waits (up to a minute: the machine is shared) for `what` in the file.
+fn wait_for(file: &Path, what: &str, child: &mut Child) -> String {
+    let start = Instant::now();
+    loop {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        if text.contains(what) {
+            return text;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the agent exited ({status}) before {what:?}:\n{text}");
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no {what:?} in the agent's log:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Kills the agent if the test fails before it stops it.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn the_agent_reloads_on_sighup_stops_on_sigterm_and_status_reads_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agent.db");
+    let cfg = dir.path().join("agent.toml");
+    let log = dir.path().join("agent.log");
+    // The test process's own cgroup, read only (recommend mode).
+    let good = format!(
+        "[agent]\nmode = \"recommend\"\nhost = \"cli-test\"\nsample_interval = \"100ms\"\n\
+         forecast_step = \"200ms\"\nplan_interval = \"300ms\"\n\
+         [store]\npath = \"{}\"\nflush_interval = \"200ms\"\n\
+         [cgroup]\nrelative_to = \"self\"\n\
+         [[pool]]\nname = \"pool\"\ncpu = 1\nmemory = \"64GiB\"\n\
+         [[workload]]\nname = \"me\"\ncgroup = \"/\"\n",
+        db.display()
+    );
+    fs::write(&cfg, &good).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_prescient"))
+        .args(["agent", "--config", cfg.to_str().unwrap()])
+        .env_remove("PRESCIENT_MODE")
+        .env_remove("PRESCIENT_STORE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut g = Guard(Some(child));
+    let c = g.0.as_mut().unwrap();
+    wait_for(&log, "agent starting", c);
+    wait_for(&log, "workload / at /", c);
+    wait_for(&log, "first plan of pool pool", c);
+
+    // An invalid file is refused on SIGHUP; the agent goes on.
+    fs::write(
+        &cfg,
+        good.replace("sample_interval = \"100ms\"", "sample_interval = \"1ms\""),
+    )
+    .unwrap();
+    signal(c, "HUP");
+    let text = wait_for(&log, "reload refused", c);
+    assert!(text.contains("agent.sample_interval = \"1ms\""), "{text}");
+    // A valid one is applied.
+    fs::write(&cfg, &good).unwrap();
+    signal(c, "HUP");
+    wait_for(&log, "configuration reloaded", c);
+
+    // SIGTERM: a graceful stop, with the summary.
+    signal(c, "TERM");
+    let child = g.0.take().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("stop requested"), "{text}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("recommend mode on cli-test: 1 workloads"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sample "), "{stdout}");
+
+    let out = prescient(&["status", "--store", db.to_str().unwrap()]);
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.contains("workloads"), "{s}");
+    assert!(s.contains("cli-test"), "{s}");
+    assert!(s.contains("plan of pool pool"), "{s}");
+
+    let out = prescient(&["status", "--store", "/nonexistent/agent.db"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no store there"));
+}
+
+#[test]
+fn after_sigkill_a_restart_resumes_forecasters_and_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agent.db");
+    let cfg = dir.path().join("agent.toml");
+    let log = dir.path().join("agent.log");
+    fs::write(
+        &cfg,
+        format!(
+            "[agent]\nhost = \"cli-kill\"\nsample_interval = \"100ms\"\n\
+             forecast_step = \"200ms\"\nplan_interval = \"300ms\"\n\
+             [store]\npath = \"{}\"\nflush_interval = \"200ms\"\ncheckpoint_interval = \"200ms\"\n\
+             [cgroup]\nrelative_to = \"self\"\n\
+             [[pool]]\nname = \"pool\"\ncpu = 1\nmemory = \"64GiB\"\n\
+             [[workload]]\nname = \"me\"\ncgroup = \"/\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_prescient"))
+        .args(["agent", "--config", cfg.to_str().unwrap()])
+        .env_remove("PRESCIENT_MODE")
+        .env_remove("PRESCIENT_STORE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut g = Guard(Some(child));
+    let c = g.0.as_mut().unwrap();
+    wait_for(&log, "first plan of pool pool", c);
+    // Until a checkpoint of the CPU forecaster and a plan are in the store.
+    let start = Instant::now();
+    loop {
+        let saved = prescient_store::Store::open(&db).ok().is_some_and(|s| {
+            s.load_model_state("forecast/cli-kill///cpu")
+                .is_ok_and(|x| x.is_some())
+                && s.latest_plan(&prescient_core::HostId("pool".into()))
+                    .is_ok_and(|x| x.is_some())
+        });
+        if saved {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(c, "KILL");
+    let _ = c.wait();
+    g.0 = None;
+
+    let out = prescient(&[
+        "agent",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--duration",
+        "0.5",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counters = &v["counters"];
+    assert!(counters["resumed_plans"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        counters["resumed_forecasters"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+}
