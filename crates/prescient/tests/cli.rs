@@ -68,10 +68,21 @@ fn sweep_as_json_has_a_frontier_per_policy() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["resource"], "memory");
     assert_eq!(report["series"], 40);
-    let vpa = &report["policies"][0];
-    assert_eq!(vpa["name"], "vpa");
-    assert!(vpa["points"].as_array().unwrap().len() > 10);
-    assert_eq!(vpa["slack_at"].as_array().unwrap().len(), 3);
+    let names: Vec<&str> = report["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names[..2],
+        ["prescient", "vpa"],
+        "prescient first, then the references"
+    );
+    for p in &report["policies"].as_array().unwrap()[..2] {
+        assert!(p["points"].as_array().unwrap().len() > 10, "{}", p["name"]);
+        assert_eq!(p["slack_at"].as_array().unwrap().len(), 3);
+    }
 }
 
 #[test]

@@ -34,9 +34,10 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "cpu")]
     resource: Resource,
 
-    /// Policies to run (repeat or separate with commas); default: every
-    /// reference policy (vpa, autopilot-mw, autopilot-ml, reactive,
-    /// window-max, static-equal, static-peak).
+    /// Policies to run (repeat or separate with commas); default: prescient
+    /// and every reference policy (vpa, autopilot-mw, autopilot-ml,
+    /// reactive, window-max, static-equal, static-peak). Also: prescient-share,
+    /// partition, partition-keep, partition-proportional.
     #[arg(long = "policy", value_name = "NAME", value_delimiter = ',')]
     policies: Vec<String>,
 
@@ -292,7 +293,10 @@ pub fn run(args: ReplayArgs) -> Result<()> {
 
 fn choose_policies(names: &[String]) -> Result<Vec<Box<dyn Policy>>> {
     if names.is_empty() {
-        return Ok(policies::reference());
+        let mut all: Vec<Box<dyn Policy>> =
+            vec![Box::new(policies::prescient::Prescient::default())];
+        all.extend(policies::reference());
+        return Ok(all);
     }
     names
         .iter()
