@@ -10,6 +10,7 @@ use super::features::{
     fill_row, origin_features,
 };
 use super::gbt::Tree;
+use crate::stats::normal_quantile;
 
 /// Version of [`QuantileForest::to_bytes`]'s format; bump it whenever the
 /// serialised structure or the meaning of a feature changes.
@@ -209,7 +210,7 @@ impl QuantileForest {
 }
 
 /// Linear interpolation of quantiles between levels in normal-score space
-/// (`probit(level)`), so that tails extrapolate like a normal's.
+/// (`normal_quantile(level)`), so that tails extrapolate like a normal's.
 #[derive(Debug, Clone)]
 pub(crate) struct LevelMap {
     /// Per requested level: the lower trained index and the weight of the
@@ -219,7 +220,7 @@ pub(crate) struct LevelMap {
 
 impl LevelMap {
     pub fn new(trained: &[f64], wanted: &[f64]) -> LevelMap {
-        let z: Vec<f64> = trained.iter().map(|&p| probit(p)).collect();
+        let z: Vec<f64> = trained.iter().map(|&p| normal_quantile(p)).collect();
         let at = wanted
             .iter()
             .map(|&p| {
@@ -227,7 +228,7 @@ impl LevelMap {
                     return (0, 0.0);
                 }
                 let p = if p.is_finite() { p } else { 0.5 };
-                let zp = probit(p.clamp(1e-9, 1.0 - 1e-9));
+                let zp = normal_quantile(p.clamp(1e-9, 1.0 - 1e-9));
                 // The segment containing zp, or the outermost one.
                 let i = trained
                     .partition_point(|&t| t <= p)
@@ -255,74 +256,9 @@ impl LevelMap {
     }
 }
 
-/// The standard normal quantile function (Acklam's rational approximation,
-/// relative error below 1.2e-9).
-pub(crate) fn probit(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    const B: [f64; 5] = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    const D: [f64; 4] = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    const LOW: f64 = 0.024_25;
-    if !(p > 0.0 && p < 1.0) {
-        return if p <= 0.0 {
-            f64::NEG_INFINITY
-        } else if p >= 1.0 {
-            f64::INFINITY
-        } else {
-            f64::NAN
-        };
-    }
-    if p < LOW {
-        let q = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    } else if p <= 1.0 - LOW {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    } else {
-        -probit(1.0 - p)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn probit_matches_known_values() {
-        assert!(probit(0.5).abs() < 1e-9);
-        assert!((probit(0.975) - 1.959_963_985).abs() < 1e-7);
-        assert!((probit(0.01) + 2.326_347_874).abs() < 1e-7);
-        assert!((probit(0.999) - 3.090_232_306).abs() < 1e-7);
-        assert!(probit(f64::NAN).is_nan());
-    }
 
     #[test]
     fn level_map_hits_trained_levels_and_extrapolates_monotonically() {
