@@ -1,38 +1,7 @@
 //! The `prescient` binary end to end, on the committed sample traces.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../data/sample")
-        .join(name)
-}
-
-fn prescient(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_prescient"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = prescient(args);
-    assert!(
-        out.status.success(),
-        "prescient {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = prescient(args);
-    assert!(!out.status.success(), "prescient {args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
+mod common;
+use common::{fails, ok, sample};
 
 #[test]
 fn replay_table_lists_every_reference_policy() {
