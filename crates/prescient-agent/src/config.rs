@@ -98,6 +98,80 @@ pub struct Config {
     /// Workloads (`[[workload]]`): how each is found and its policy.
     #[serde(default, rename = "workload")]
     pub workloads: Vec<WorkloadConfig>,
+    /// The REST API, dashboard and metrics server.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// What a bearer token may do. Each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also creates and cancels events, intents and resource requests.
+    Operator,
+    /// Also changes the mode and asks for a re-plan or a reload.
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// `[[api.token]]`: a bearer token, stored as the SHA-256 of its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (the audit log names callers by it).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the token, 64 lowercase hex digits
+    /// (`prescient api hash-token` prints it).
+    pub sha256: String,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API, the dashboard and `/metrics`.
+    pub enabled: bool,
+    /// Address and port to listen on (loopback only by default).
+    pub listen: String,
+    /// PEM certificate chain: with `tls_key`, serve HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body accepted.
+    pub max_body: ByteSize,
+    /// Requests per second allowed per caller (token, or address without
+    /// one), with bursts of twice as many; 0: no limit.
+    pub rate_limit: u32,
+    /// Bearer tokens; with none, the API is read-only for everyone.
+    #[serde(rename = "token")]
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: "127.0.0.1:9470".into(),
+            tls_cert: None,
+            tls_key: None,
+            max_body: ByteSize(64 << 10),
+            rate_limit: 1000,
+            tokens: Vec::new(),
+        }
+    }
 }
 
 /// `[agent]`.
@@ -889,6 +963,54 @@ impl Config {
                         ),
                     );
                 }
+            }
+        }
+
+        let api = &self.api;
+        if api.listen.parse::<std::net::SocketAddr>().is_err() {
+            bad(
+                "api.listen".into(),
+                format!("{:?}", api.listen),
+                "is not an address and port (such as 127.0.0.1:9470 or [::1]:9470)",
+            );
+        }
+        if api.tls_cert.is_some() != api.tls_key.is_some() {
+            let (key, v) = match (&api.tls_cert, &api.tls_key) {
+                (Some(c), None) => ("api.tls_cert", c),
+                (_, Some(k)) => ("api.tls_key", k),
+                (None, None) => unreachable!("one of the two is set"),
+            };
+            bad(
+                key.into(),
+                format!("{:?}", v.display().to_string()),
+                "api.tls_cert and api.tls_key go together: set both or neither",
+            );
+        }
+        if api.max_body.0 == 0 {
+            bad("api.max_body".into(), "0".into(), "must be positive");
+        }
+        let mut names = BTreeSet::new();
+        for (i, t) in api.tokens.iter().enumerate() {
+            if t.name.trim().is_empty() {
+                bad(format!("api.token[{i}].name"), "\"\"".into(), "must not be empty");
+            } else if !names.insert(t.name.as_str()) {
+                bad(
+                    format!("api.token[{i}].name"),
+                    format!("{:?}", t.name),
+                    "is used by an earlier token",
+                );
+            }
+            if t.sha256.len() != 64
+                || !t
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                bad(
+                    format!("api.token[{i}].sha256"),
+                    format!("{:?}", t.sha256),
+                    "must be 64 lowercase hex digits (the SHA-256 of the token: `prescient api hash-token`)",
+                );
             }
         }
         out

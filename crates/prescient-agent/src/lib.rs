@@ -57,6 +57,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod control;
 pub mod logger;
 pub mod outbox;
 pub mod ports;
