@@ -3,26 +3,37 @@
 //! [`crate::ports`], so the whole loop runs on a fake clock, observer,
 //! sink and enforcer in tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use prescient_core::{
-    HostId, Plan, PlanEntry, Resource, Sample, SeriesKey, TimestampMs, WorkloadId,
+    DemandProfile, HostId, Plan, PlanEntry, Quantiles, Resource, ResourcePolicy, Sample, SeriesKey,
+    TimestampMs, WorkloadId,
 };
-use prescient_forecast::{DEFAULT_LEVELS, STATE_VERSION, SeriesContext, SeriesForecaster};
+use prescient_forecast::anomaly::{AnomalyConfig, OneStep, SeriesAnomalyDetector};
+use prescient_forecast::events::{Applied, Calendar, EffectLearner, LearnerConfig, StoredEvent};
+use prescient_forecast::{Band, DEFAULT_LEVELS, STATE_VERSION, SeriesContext, SeriesForecaster};
 use prescient_linux::enforce::{
-    Action, Capacity, Desired, Guarantee, Guardrails, MaxStep, PlanStyle, Setting,
+    Action, AuditRecord, Capacity, Desired, Guarantee, Guardrails, MaxStep, PlanStyle, Setting,
     desired_from_plan,
 };
 use prescient_linux::{CgroupPath, Enforcer, Reconciler};
-use prescient_solver::{Demand, Pool, Problem, Spare, Workload, WorkloadResource};
+use prescient_solver::{
+    Demand, Pool, Problem, RequestStatus, Spare, Workload, WorkloadResource, fmt_amount,
+};
 use serde::Serialize;
 
-use crate::config::{Config, ConfigError, Mode, PoolConfig, reference_policy};
+use crate::alerts::{AlertEngine, Remediation, Transition};
+use crate::config::{Config, ConfigError, Mode, PoolConfig, WorkloadConfig, reference_policy};
+use crate::control::{
+    AnomalyView, CalibrationView, Caller, Command, ControlPort, LiveView, ModelWeight, NewRequest,
+    PoolView, RequestState, RequestView, ResourceView, StoreView, WorkloadView,
+};
 use crate::outbox::{Outbox, Record};
 use crate::ports::{Clock, Found, Observer, Signals, Sink, Usage};
 use crate::timing::StageTimes;
+use crate::webhook::{Notification, WebhookConfig, WebhookSender};
 
 /// The resources planned (those pools have capacities for).
 pub const PLANNED: [Resource; 2] = [Resource::Cpu, Resource::Memory];
@@ -35,6 +46,26 @@ pub const PROBE_FACTOR: f64 = 1.5;
 
 /// Version of the saved originals' format.
 const ORIGINALS_VERSION: u32 = 1;
+
+/// Version of the saved calendar's format (what was learned of events).
+const CALENDAR_VERSION: u32 = 1;
+
+/// How often a loop with a control port looks for commands between
+/// passes, ms.
+pub const COMMAND_POLL_MS: i64 = 50;
+
+/// Anomalies kept for the live view.
+pub const MAX_ANOMALIES: usize = 200;
+
+/// Scored rollup steps a series' realised coverage is measured over.
+pub const COVERAGE_STEPS: usize = 100;
+
+/// How long an ended (expired or cancelled) request stays in the view.
+pub const ENDED_REQUEST_KEEP_MS: i64 = 3_600_000;
+
+/// One-off events that ended longer ago than this are dropped from the
+/// calendar when the events are read again.
+const EVENT_KEEP_MS: i64 = 3_600_000;
 
 /// What the machine has: pools without a capacity get these.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -169,6 +200,52 @@ struct SeriesState {
     dirty: bool,
     /// The reference policy's state (when `agent.policy` names one).
     reference: Option<RefState>,
+    /// Outliers, level shifts and leaks.
+    detector: SeriesAnomalyDetector,
+    /// The forecast of the next rollup step and what the view shows of the
+    /// forecaster, refreshed at each completed step (and when the events
+    /// change).
+    next: Option<NextStep>,
+    /// Whether each recent scored step was at or under the forecast's SLO
+    /// quantile (at most [`COVERAGE_STEPS`]).
+    covered: VecDeque<bool>,
+}
+
+/// A series' forecast of its next rollup step, and what the live view
+/// shows of its forecaster (kept so that publishing the view is cheap).
+#[derive(Debug, Clone)]
+struct NextStep {
+    /// The step's start.
+    at: TimestampMs,
+    /// The levels of `raw` and `shifted`, increasing: the fixed levels and
+    /// the SLO quantile.
+    levels: Vec<f64>,
+    /// The calibrated forecast without events (what the effect learner
+    /// takes as the baseline).
+    raw: Vec<f64>,
+    /// With the active events' effects (what the plan and the anomaly
+    /// detector expect).
+    shifted: Vec<f64>,
+    /// The SLO quantile.
+    slo: f64,
+    /// The ensemble's one-step weight of each model, averaged over levels.
+    weights: Vec<ModelWeight>,
+    /// The one-step calibration of each tracked level.
+    calibration: Vec<CalibrationView>,
+}
+
+/// A resource request and its bookkeeping.
+#[derive(Debug, Clone)]
+struct OpenRequest {
+    view: RequestView,
+    /// When it expired or was cancelled.
+    ended_at: Option<TimestampMs>,
+}
+
+impl OpenRequest {
+    fn active(&self) -> bool {
+        self.ended_at.is_none()
+    }
 }
 
 /// A reference policy's state for one series, and the number of workloads
@@ -179,18 +256,9 @@ struct RefState {
 }
 
 impl SeriesState {
-    /// Adds a raw sample; a completed bucket is handed to the forecaster
-    /// (CPU and I/O: its mean; memory: its peak), and to the reference
-    /// policy with the allocation in force (`alloc`).
-    ///
-    /// `cap` is the hard limit the samples were taken under, if any: usage
-    /// at (or near) a hard cap only says that demand was at least that,
-    /// so the forecaster is told more ([`PROBE_FACTOR`] times the cap),
-    /// and the next plan gives more where there is room; without this a
-    /// capped workload's forecast would only ever follow its cap down.
-    /// Reference policies see the usage as measured, as they would on a
-    /// real host.
-    fn push(&mut self, ts: TimestampMs, v: f64, step: i64, alloc: f64, cap: Option<f64>) {
+    /// Adds a raw sample to the open rollup bucket; returns the bucket
+    /// this sample closed, as (start, value), if it closed one.
+    fn push(&mut self, ts: TimestampMs, v: f64, step: i64) -> Option<(TimestampMs, f64)> {
         self.last = Some(v);
         let start = ts.div_euclid(step) * step;
         match &mut self.bucket {
@@ -198,29 +266,33 @@ impl SeriesState {
                 *sum += v;
                 *n += 1;
                 *max = max.max(v);
+                None
             }
             _ => {
-                if let Some((b, sum, n, max)) = self.bucket.take() {
-                    let value = if self.key.resource == Resource::Memory {
-                        max
-                    } else {
-                        sum / f64::from(n.max(1))
-                    };
-                    let learnt = match cap {
-                        Some(c) if c.is_finite() && value >= CAPPED_SHARE * c => {
-                            value.max(c) * PROBE_FACTOR
-                        }
-                        _ => value,
-                    };
-                    self.forecaster.observe(b, learnt);
-                    if let Some(r) = &mut self.reference {
-                        r.state.observe(b, value, &[alloc]);
-                    }
-                    self.dirty = true;
-                }
+                let done = self.close();
                 self.bucket = Some((start, v, 1, v));
+                done
             }
         }
+    }
+
+    /// Closes the open bucket: (start, value), the value being the mean
+    /// of its samples (CPU and I/O) or their peak (memory).
+    fn close(&mut self) -> Option<(TimestampMs, f64)> {
+        let (b, sum, n, max) = self.bucket.take()?;
+        let value = if self.key.resource == Resource::Memory {
+            max
+        } else {
+            sum / f64::from(n.max(1))
+        };
+        Some((b, value))
+    }
+
+    /// Realised share of the recent scored steps at or under the SLO
+    /// quantile.
+    fn coverage(&self) -> Option<f64> {
+        (!self.covered.is_empty())
+            .then(|| self.covered.iter().filter(|c| **c).count() as f64 / self.covered.len() as f64)
     }
 }
 
@@ -255,6 +327,36 @@ pub struct Agent<O, S, E: Enforcer, C> {
     forecasts: BTreeMap<(WorkloadId, Resource), f64>,
     /// The last sample's share of CPU periods throttled, per workload.
     throttled: BTreeMap<WorkloadId, f64>,
+    /// Where the live view goes and commands come from.
+    control: Option<ControlPort>,
+    /// The mode in force (enforce only with a reconciler).
+    mode: Mode,
+    /// Who set the mode at run time (a reload keeps it).
+    mode_set_by: Option<Caller>,
+    /// Why there is no cgroup writer, when there is none.
+    no_enforcer: Option<String>,
+    /// The known events, and what was learned of their effects.
+    calendar: Calendar,
+    /// Learns the events' real effects from what happens in their windows.
+    learner: EffectLearner,
+    /// The calendar learned something since it was last saved.
+    calendar_dirty: bool,
+    /// The anomaly detectors' settings.
+    anomaly_config: AnomalyConfig,
+    /// Recent anomalies, oldest first (at most [`MAX_ANOMALIES`]).
+    anomalies: VecDeque<AnomalyView>,
+    /// Resource requests, open and recently ended, by id.
+    requests: BTreeMap<u64, OpenRequest>,
+    /// The next request's id.
+    next_request_id: u64,
+    /// The alert rules' states.
+    alerts: AlertEngine,
+    /// Sends alerts to `alerts.webhook`, when set.
+    webhook: Option<WebhookSender>,
+    /// SLO quantiles raised by alert remediation, per workload and resource.
+    slo_overrides: BTreeMap<(WorkloadId, Resource), f64>,
+    /// Pools (tiers) workloads were moved to by alert remediation.
+    pool_overrides: BTreeMap<WorkloadId, String>,
 }
 
 /// The reference policy `config` names (none for prescient's own; an
@@ -268,6 +370,31 @@ fn reference_of(config: &Config) -> Option<Box<dyn prescient_sim::Policy>> {
         );
         None
     })
+}
+
+/// The webhook sender `[alerts]` asks for (none without a URL; a thread
+/// that cannot start is a log line).
+fn webhook_of(config: &Config) -> Option<WebhookSender> {
+    let a = &config.alerts;
+    let url = a.webhook.clone()?;
+    let sender = WebhookSender::start(
+        WebhookConfig {
+            url: url.clone(),
+            attempts: a.webhook_attempts,
+            backoff: a.webhook_backoff.as_duration(),
+            timeout: a.webhook_timeout.as_duration(),
+        },
+        |_| {},
+    );
+    match sender {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::error!(
+                "alert webhook {url}: cannot start its sender thread: {e}; alerts go to the log and the API only"
+            );
+            None
+        }
+    }
 }
 
 fn guardrails(config: &Config, machine: &Machine) -> Guardrails {
@@ -295,11 +422,12 @@ pub fn host_name() -> String {
 }
 
 impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
-    /// An agent over `config` (resolved: see [`resolve`]). `enforcer` is
-    /// used in enforce mode only; enforce mode without one runs as
-    /// recommend, with a log line.
+    /// An agent over `config` (resolved: see [`resolve`]). `enforcer`
+    /// writes limits while the mode is enforce (set by the configuration,
+    /// or at run time by a [`Command::SetMode`]); enforce mode without one
+    /// runs as recommend, with a log line.
     pub fn new(
-        config: Config,
+        mut config: Config,
         machine: Machine,
         observer: O,
         sink: S,
@@ -307,16 +435,21 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         clock: C,
     ) -> Self {
         let host = HostId(config.agent.host.clone().unwrap_or_else(host_name));
-        let reconciler = match (config.agent.mode, enforcer) {
-            (Mode::Enforce, Some(e)) => Some(Reconciler::new(e, guardrails(&config, &machine))),
+        let reconciler = enforcer.map(|e| Reconciler::new(e, guardrails(&config, &machine)));
+        let mode = match (config.agent.mode, &reconciler) {
+            (Mode::Enforce, Some(_)) => Mode::Enforce,
             (Mode::Enforce, None) => {
                 log::warn!("enforce mode without a cgroup writer: running in recommend mode");
-                None
+                Mode::Recommend
             }
-            (Mode::Recommend, _) => None,
+            (Mode::Recommend, _) => Mode::Recommend,
         };
+        // The configuration in force says the mode in force.
+        config.agent.mode = mode;
         let now = clock.now_ms();
         let reference = reference_of(&config);
+        let alert_rules = config.alerts.rules.clone();
+        let webhook = webhook_of(&config);
         Agent {
             outbox: Outbox::new(config.store.max_buffered_samples),
             config,
@@ -340,7 +473,52 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             reference,
             forecasts: BTreeMap::new(),
             throttled: BTreeMap::new(),
+            control: None,
+            mode,
+            mode_set_by: None,
+            no_enforcer: None,
+            calendar: Calendar::new(),
+            learner: EffectLearner::new(LearnerConfig::default()),
+            calendar_dirty: false,
+            anomaly_config: AnomalyConfig::default(),
+            anomalies: VecDeque::new(),
+            requests: BTreeMap::new(),
+            next_request_id: 1,
+            alerts: AlertEngine::new(&alert_rules),
+            webhook,
+            slo_overrides: BTreeMap::new(),
+            pool_overrides: BTreeMap::new(),
         }
+    }
+
+    /// Records why there is no cgroup writer (given `None` for one): a
+    /// switch to enforce mode is refused with this reason.
+    pub fn set_no_enforcer_reason(&mut self, why: impl Into<String>) {
+        self.no_enforcer = Some(why.into());
+    }
+
+    /// Sets the anomaly detectors' settings (default: prescient-forecast's)
+    /// for the series seen from now on.
+    pub fn set_anomaly_config(&mut self, config: AnomalyConfig) {
+        self.anomaly_config = config;
+    }
+
+    /// The mode in force.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The known events (and what was learned of their effects).
+    pub fn calendar(&self) -> &Calendar {
+        &self.calendar
+    }
+
+    /// Connects the loop to a control channel: from now on it drains the
+    /// port's commands at the start of each [`Agent::tick`] and publishes
+    /// its [`LiveView`] after each tick that sampled, planned or obeyed
+    /// a command (and at [`Agent::start`]).
+    pub fn set_control(&mut self, port: ControlPort) {
+        self.control = Some(port);
     }
 
     /// The configuration in force.
@@ -350,7 +528,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
 
     /// Whether limits are being written.
     pub fn enforcing(&self) -> bool {
-        self.reconciler.is_some()
+        self.mode == Mode::Enforce && self.reconciler.is_some()
     }
 
     /// Stage durations so far.
@@ -424,7 +602,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         &mut self.sink
     }
 
-    /// The enforcer, in enforce mode.
+    /// The enforcer, when there is one (whatever the mode).
     pub fn enforcer(&self) -> Option<&E> {
         self.reconciler.as_ref().map(|r| r.enforcer())
     }
@@ -471,7 +649,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 Err(e) => log::warn!("reading the last plan of pool {p}: {e}"),
             }
         }
-        if self.reconciler.is_none() {
+        if !self.enforcing() {
             for w in self.config.workloads.iter().filter(|w| w.cgroup.is_none()) {
                 log::warn!(
                     "workload {}: process selectors group processes into cgroups, which only enforce mode does; not tracked in recommend mode",
@@ -479,10 +657,14 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 );
             }
         }
+        // With a cgroup writer in either mode: a run that was killed while
+        // enforcing left limits that no plan stands behind any more.
         if self.reconciler.is_some() && self.config.cgroup.restore_on_exit {
             self.restore_crashed_originals(now);
         }
+        self.load_calendar();
         self.discover(now);
+        self.load_events(now);
         let a = &self.config.agent;
         self.next_sample = now;
         self.next_plan = now + a.plan_interval.as_ms_i64();
@@ -496,6 +678,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             );
             self.enforce(now);
         }
+        self.publish(now);
     }
 
     /// After a crash (SIGKILL) the limits the previous run changed were
@@ -565,12 +748,17 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .collect()
     }
 
-    /// Does whatever is due at the clock's now: sample, plan (with
-    /// discovery and enforcement), flush, checkpoint. Returns when the
-    /// next thing is due.
+    /// Does whatever is due at the clock's now: the commands sent to the
+    /// control port (if one is set), request expiry, sample, plan (with
+    /// discovery and enforcement), flush, checkpoint; then publishes the
+    /// live view if anything of it changed. Returns when the next thing is
+    /// due.
     pub fn tick(&mut self) -> TimestampMs {
         let now = self.clock.now_ms();
+        let mut changed = self.obey(now);
+        changed |= self.expire_requests(now);
         if now >= self.next_sample {
+            changed = true;
             self.sample(now);
             self.next_sample = advance(
                 self.next_sample,
@@ -579,6 +767,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             );
         }
         if now >= self.next_plan {
+            changed = true;
             self.discover(now);
             self.plan(now);
             self.enforce(now);
@@ -609,6 +798,9 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 now,
             );
         }
+        if changed {
+            self.publish(now);
+        }
         self.next_sample
             .min(self.next_plan)
             .min(self.next_checkpoint)
@@ -618,7 +810,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
     /// Runs until a stop is asked for or `until` (ms since the epoch) is
     /// reached: [`Agent::start`], [`Agent::tick`]s, then
     /// [`Agent::shutdown`]. On a reload request, `reload` is called for
-    /// the new configuration (see [`Agent::reload`]).
+    /// the new configuration (see [`Agent::reload`]). With a control port,
+    /// commands are looked for every [`COMMAND_POLL_MS`].
     pub fn run(
         &mut self,
         signals: &Signals,
@@ -640,6 +833,11 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             let mut wake = self.tick();
             if let Some(u) = until {
                 wake = wake.min(u);
+            }
+            if self.control.is_some() {
+                // Commands are answered within this, not at the next
+                // sample.
+                wake = wake.min(self.clock.now_ms() + COMMAND_POLL_MS);
             }
             self.clock.wait_until(wake, signals);
         }
@@ -671,7 +869,15 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             log::warn!("reload: [cgroup] changes take a restart; kept");
             new.cgroup = old.cgroup.clone();
         }
-        if new.agent.mode != old.agent.mode {
+        if let Some(by) = &self.mode_set_by {
+            log::info!(
+                "reload: keeping mode {}, set at run time by {} (the file says {})",
+                self.mode,
+                who(by),
+                new.agent.mode
+            );
+            new.agent.mode = self.mode;
+        } else if new.agent.mode != old.agent.mode {
             log::warn!(
                 "reload: a mode change takes a restart; kept {}",
                 old.agent.mode
@@ -691,7 +897,13 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let policy_changed = new.agent.policy != old.agent.policy;
         let now = self.clock.now_ms();
         self.outbox.set_max_samples(new.store.max_buffered_samples);
+        let alerts_changed = new.alerts != self.config.alerts;
         self.config = new;
+        if alerts_changed {
+            self.alerts.set_rules(&self.config.alerts.rules);
+            // The old sender delivers what it has queued before it stops.
+            self.webhook = webhook_of(&self.config);
+        }
         if step_changed {
             // Forecasters learn at one step; a new step starts them afresh.
             self.checkpoint(now);
@@ -724,16 +936,14 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
     pub fn shutdown(&mut self) -> RunSummary {
         let now = self.clock.now_ms();
         // Close the open rollup buckets so the last samples are learnt.
-        for s in self.series.values_mut() {
-            if let Some((b, sum, n, max)) = s.bucket.take() {
-                let v = if s.key.resource == Resource::Memory {
-                    max
-                } else {
-                    sum / f64::from(n.max(1))
-                };
-                s.forecaster.observe(b, v);
-                s.dirty = true;
-            }
+        let closed: Vec<(WorkloadId, Resource, TimestampMs, f64)> = self
+            .series
+            .iter_mut()
+            .filter_map(|((w, r), s)| s.close().map(|(b, v)| (w.clone(), *r, b, v)))
+            .collect();
+        for (w, r, b, v) in closed {
+            let alloc = self.allocation(&w, r).unwrap_or(f64::INFINITY);
+            self.learn_step(&w, r, b, v, alloc, None);
         }
         self.checkpoint(now);
         if let Some(rec) = self.reconciler.as_mut() {
@@ -768,11 +978,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         }
         RunSummary {
             host: self.host.0.clone(),
-            mode: if self.reconciler.is_some() {
-                Mode::Enforce
-            } else {
-                Mode::Recommend
-            },
+            mode: self.mode,
             started_at: self.started_at,
             stopped_at: now,
             workloads: self.workloads.keys().map(|w| w.0.clone()).collect(),
@@ -787,7 +993,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
 
     fn discover(&mut self, now: TimestampMs) {
         let t = Instant::now();
-        let group = self.reconciler.is_some();
+        let group = self.enforcing();
         let found = self.observer.discover(&self.config.workloads, group);
         self.times.record("discover", t.elapsed());
         let found = match found {
@@ -874,12 +1080,163 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             let alloc = self.allocation(&id, r).unwrap_or(f64::INFINITY);
             let cap = (r == Resource::Cpu
                 && self.config.enforce.hard_cpu
-                && self.reconciler.is_some()
+                && self.enforcing()
                 && self.reference.is_none())
             .then_some(alloc);
-            self.series_state(&id, r).push(now, v, step, alloc, cap);
+            if let Some((b, value)) = self.series_state(&id, r).push(now, v, step) {
+                self.learn_step(&id, r, b, value, alloc, cap);
+            }
         }
         self.times.record("rollup", t.elapsed());
+    }
+
+    /// A completed rollup step `b` of `w`'s `r` with `value`: scores the
+    /// forecast made for it (coverage of the SLO quantile), checks it for
+    /// anomalies, lets the effect learner see it against the forecast
+    /// without events, and teaches the forecaster (and the reference
+    /// policy, with the allocation in force `alloc`).
+    ///
+    /// What the forecaster learns: the value without the effects of the
+    /// events active then (else a recurring event becomes part of the
+    /// pattern it learns and is applied twice), an outlier clipped, and,
+    /// under a hard cap `cap`, more than was seen: usage at (or near) a
+    /// hard cap only says that demand was at least that, so the forecaster
+    /// is told [`PROBE_FACTOR`] times the cap and the next plan gives more
+    /// where there is room; without this a capped workload's forecast
+    /// would only ever follow its cap down. Reference policies see the
+    /// usage as measured, as they would on a real host.
+    fn learn_step(
+        &mut self,
+        w: &WorkloadId,
+        r: Resource,
+        b: TimestampMs,
+        value: f64,
+        alloc: f64,
+        cap: Option<f64>,
+    ) {
+        let labels = self
+            .workloads
+            .get(w)
+            .map(|t| t.found.labels.clone())
+            .unwrap_or_default();
+        let Some(s) = self.series.get_mut(&(w.clone(), r)) else {
+            return;
+        };
+        // The forecast made for this very step (not one for an earlier
+        // step, after a gap).
+        let next = s.next.take().filter(|n| n.at == b);
+        let mut one_step = None;
+        let mut baseline = f64::NAN;
+        if let Some(n) = &next {
+            if let Ok(q) = Quantiles::new(&n.levels, &n.shifted) {
+                if s.covered.len() >= COVERAGE_STEPS {
+                    s.covered.pop_front();
+                }
+                s.covered
+                    .push_back(value <= q.quantile(n.slo) * (1.0 + 1e-9) + 1e-12);
+            }
+            one_step = OneStep::from_quantiles(&n.levels, &n.shifted);
+            if let Ok(q) = Quantiles::new(&n.levels, &n.raw) {
+                baseline = q.quantile(0.5);
+            }
+        }
+        let verdict = s.detector.observe(&s.key, b, value, one_step);
+        // A non-finite baseline only closes the windows that ended.
+        for u in self
+            .learner
+            .observe(&mut self.calendar, &s.key, &labels, b, value, baseline)
+        {
+            log::info!("{u}");
+            self.calendar_dirty = true;
+        }
+        let learnt = match cap {
+            Some(c) if c.is_finite() && value >= CAPPED_SHARE * c => value.max(c) * PROBE_FACTOR,
+            _ => verdict.learn,
+        };
+        let learnt = self.calendar.without_events(&s.key, &labels, b, learnt);
+        s.forecaster.observe(b, learnt);
+        if let Some(rs) = &mut s.reference {
+            rs.state.observe(b, value, &[alloc]);
+        }
+        s.dirty = true;
+        if let Some(since) = verdict.reset_since {
+            // prescient-forecast has no way to make a forecaster forget:
+            // its ensemble forgets exponentially and its calibration
+            // adapts, which is how it follows the new level.
+            log::info!(
+                "{}: level shift since {since}: the ensemble re-weights toward the models that follow it",
+                s.key
+            );
+        }
+        for a in verdict.anomalies {
+            log::warn!(
+                "anomaly: {} {} of {}: {}",
+                a.kind.as_str(),
+                a.key.resource,
+                a.key.workload,
+                a.reason
+            );
+            if self.anomalies.len() >= MAX_ANOMALIES {
+                self.anomalies.pop_front();
+            }
+            self.anomalies.push_back(AnomalyView {
+                at: a.ts,
+                workload: a.key.workload.0.clone(),
+                resource: a.key.resource,
+                kind: a.kind.as_str().to_string(),
+                reason: a.reason,
+            });
+        }
+        self.refresh_next(w, r);
+    }
+
+    /// Makes the forecast of the series' next rollup step and what the
+    /// view shows of its forecaster (none before it learnt anything).
+    fn refresh_next(&mut self, w: &WorkloadId, r: Resource) {
+        let slo = self
+            .workloads
+            .get(w)
+            .and_then(|t| self.config.workloads.get(t.config))
+            .map_or(0.95, |wc| self.policy_for(w, wc, r).slo_quantile);
+        let labels = self.workloads.get(w).map(|t| &t.found.labels);
+        let Some(s) = self.series.get_mut(&(w.clone(), r)) else {
+            return;
+        };
+        let Some(last) = s.forecaster.last_ts() else {
+            s.next = None;
+            return;
+        };
+        let step = s.forecaster.context().step_ms;
+        let at = last.saturating_add(step);
+        let mut levels: Vec<f64> = DEFAULT_LEVELS.to_vec();
+        if slo > 0.0 && slo < 1.0 && !levels.contains(&slo) {
+            levels.push(slo);
+            levels.sort_by(f64::total_cmp);
+        }
+        let mut raw = vec![0.0; levels.len()];
+        s.forecaster.one_step(&levels, &mut raw);
+        let mut shifted = raw.clone();
+        let empty = BTreeMap::new();
+        if let Err(e) = self.calendar.apply(
+            &s.key,
+            labels.unwrap_or(&empty),
+            at,
+            step,
+            1,
+            &levels,
+            &mut shifted,
+        ) {
+            log::warn!("events for {}: {e}", s.key);
+        }
+        s.next = Some(NextStep {
+            at,
+            raw,
+            shifted,
+            slo,
+            weights: step_weights(&s.forecaster),
+            calibration: calibration_view(&s.forecaster, at, &levels),
+            levels,
+        });
     }
 
     /// The series' state, resumed from the store or new.
@@ -912,7 +1269,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 self.counters.resumed_forecasters += 1;
             }
             let reference = self.reference_state(w, r);
-            let forecaster = resumed.unwrap_or_else(|| {
+            let mut forecaster = resumed.unwrap_or_else(|| {
                 SeriesForecaster::new(
                     SeriesContext {
                         step_ms: step,
@@ -921,6 +1278,15 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     &[],
                 )
             });
+            // Calibrate the workload's SLO quantile one step ahead too (a
+            // no-op for one of the fixed levels).
+            if let Some(wc) = self
+                .workloads
+                .get(w)
+                .and_then(|t| self.config.workloads.get(t.config))
+            {
+                forecaster.track_level(self.policy_for(w, wc, r).slo_quantile);
+            }
             self.series.insert(
                 k.clone(),
                 SeriesState {
@@ -934,22 +1300,27 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     last: None,
                     dirty: false,
                     reference,
+                    detector: SeriesAnomalyDetector::new(r, &self.anomaly_config),
+                    next: None,
+                    covered: VecDeque::new(),
                 },
             );
+            self.refresh_next(w, r);
         }
         self.series.get_mut(&k).expect("inserted above")
     }
 
     /// The tracked workloads in the pool of workload `w`.
     fn pool_workloads(&self, w: &WorkloadId) -> (Option<usize>, usize) {
-        let pool_of = |t: &Tracked| self.config.pool_index(&self.config.workloads[t.config]);
-        let Some(pool) = self.workloads.get(w).and_then(pool_of) else {
+        let pool_of =
+            |id: &WorkloadId, t: &Tracked| self.pool_for(id, &self.config.workloads[t.config]);
+        let Some(pool) = self.workloads.get(w).and_then(|t| pool_of(w, t)) else {
             return (None, self.workloads.len().max(1));
         };
         let n = self
             .workloads
-            .values()
-            .filter(|t| pool_of(t) == Some(pool))
+            .iter()
+            .filter(|(id, t)| pool_of(id, t) == Some(pool))
             .count();
         (Some(pool), n.max(1))
     }
@@ -1124,9 +1495,11 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .collect();
         let mut profiles = Vec::new();
         let mut forecasts = BTreeMap::new();
+        // The events that shifted each series' forecast, for the reasons.
+        let mut shifted_by: BTreeMap<(WorkloadId, Resource), Vec<Applied>> = BTreeMap::new();
         for (id, tr) in &self.workloads {
             let wc = &self.config.workloads[tr.config];
-            let Some(pool) = self.config.pool_index(wc) else {
+            let Some(pool) = self.pool_for(id, wc) else {
                 continue;
             };
             let mut resources = Vec::new();
@@ -1134,16 +1507,10 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 let Some(s) = self.series.get(&(id.clone(), r)) else {
                     continue;
                 };
-                let demand = if s.forecaster.observations() > 0 {
+                let learnt = s.forecaster.observations() > 0;
+                let mut demand = if learnt {
                     match s.forecaster.forecast(start, horizon, &self.levels) {
-                        Ok(p) => {
-                            if let Some(q) = p.step(0) {
-                                forecasts.insert((id.clone(), r), q.quantile(0.5));
-                            }
-                            let d = Demand::from_profile(&p);
-                            profiles.push((s.key.clone(), p));
-                            d
-                        }
+                        Ok(p) => Demand::from_profile(&p),
                         Err(e) => {
                             log::warn!("forecast of {}: {e}", s.key);
                             continue;
@@ -1160,10 +1527,40 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 } else {
                     continue;
                 };
+                // Known events shift the forecast while they are active.
+                match self.calendar.apply(
+                    &s.key,
+                    &tr.found.labels,
+                    demand.start,
+                    demand.step_ms,
+                    horizon,
+                    &demand.levels,
+                    &mut demand.values,
+                ) {
+                    Ok(applied) if !applied.is_empty() => {
+                        shifted_by.insert((id.clone(), r), applied);
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::warn!("events for {}: {e}", s.key),
+                }
+                if let Ok(q) = Quantiles::new(&demand.levels, first_row(&demand)) {
+                    forecasts.insert((id.clone(), r), q.quantile(0.5));
+                }
+                if learnt {
+                    match DemandProfile::new(
+                        demand.start,
+                        demand.step_ms,
+                        demand.levels.to_vec(),
+                        demand.values.clone(),
+                    ) {
+                        Ok(p) => profiles.push((s.key.clone(), p)),
+                        Err(e) => log::warn!("profile of {}: {e}", s.key),
+                    }
+                }
                 resources.push(WorkloadResource {
                     resource: r,
                     demand,
-                    policy: wc.policy(r),
+                    policy: self.policy_for(id, wc, r),
                     current: current.get(&(id, r)).copied().filter(|c| c.is_finite()),
                     current_tier: None,
                 });
@@ -1184,11 +1581,41 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         if problem.workloads.is_empty() {
             return;
         }
+        let asked = self.requests_into(&mut problem);
         let t = Instant::now();
         let solved = if self.reference.is_some() {
             Ok(self.reference_plans(now, &problem))
         } else {
-            prescient_solver::solve(&problem).map(|sol| sol.plans(&problem))
+            let mut solved = prescient_solver::solve(&problem);
+            if let Err(e) = &solved
+                && !problem.requests.is_empty()
+            {
+                // Validated when made, so this should not happen; if it
+                // does, plan without them rather than not at all.
+                let why = format!("the solver refused the requests: {e}");
+                log::error!("{why}; planning without them");
+                for id in &asked {
+                    if let Some(r) = self.requests.get_mut(id) {
+                        r.view.state = RequestState::Queued;
+                        r.view.granted = None;
+                        r.view.reason = why.clone();
+                    }
+                }
+                problem.requests.clear();
+                solved = prescient_solver::solve(&problem);
+            }
+            solved.map(|sol| {
+                self.record_outcomes(&sol, &problem, &asked);
+                let mut plans = sol.plans(&problem);
+                for p in &mut plans {
+                    for e in &mut p.entries {
+                        if let Some(applied) = shifted_by.get(&(e.workload.clone(), e.resource)) {
+                            e.reason.push_str(&events_reason(applied, horizon));
+                        }
+                    }
+                }
+                plans
+            })
         };
         self.times.record("solve", t.elapsed());
         match solved {
@@ -1223,7 +1650,96 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         }
     }
 
+    /// Puts the open requests whose workload and resource are in
+    /// `problem` into its requests; returns their ids, in the problem's
+    /// order. The others are marked queued, with why.
+    fn requests_into(&mut self, problem: &mut Problem) -> Vec<u64> {
+        let mut asked = Vec::new();
+        if self.reference.is_some() {
+            return asked;
+        }
+        for (id, r) in self.requests.iter_mut().filter(|(_, r)| r.active()) {
+            let q = &r.view.request;
+            let planned = problem.workloads.iter().any(|w| {
+                w.name.0 == q.workload && w.resources.iter().any(|x| x.resource == q.resource)
+            });
+            if planned {
+                problem.requests.push(prescient_solver::Request {
+                    workload: WorkloadId(q.workload.clone()),
+                    resource: q.resource,
+                    amount: q.amount,
+                    priority: q.priority,
+                    justification: q.justification.clone(),
+                });
+                asked.push(*id);
+            } else {
+                r.view.state = RequestState::Queued;
+                r.view.granted = None;
+                r.view.reason = format!(
+                    "workload '{}' has no {} forecast in this plan (gone, or not sampled yet): queued until it has",
+                    q.workload, q.resource
+                );
+            }
+        }
+        asked
+    }
+
+    /// Records what the solve made of each request asked (`asked[i]` is
+    /// the id of the problem's request `i`).
+    fn record_outcomes(
+        &mut self,
+        sol: &prescient_solver::Solution,
+        problem: &Problem,
+        asked: &[u64],
+    ) {
+        for o in &sol.requests {
+            let Some(r) = asked
+                .get(o.request)
+                .and_then(|id| self.requests.get_mut(id))
+            else {
+                continue;
+            };
+            let res = r.view.request.resource;
+            r.view.state = match o.status {
+                RequestStatus::Granted => RequestState::Granted,
+                RequestStatus::Partial => RequestState::Partial,
+                RequestStatus::Queued => RequestState::Queued,
+            };
+            r.view.granted = Some(o.granted);
+            let mut why = format!(
+                "{} of {} asked ({} without the request)",
+                fmt_amount(res, o.granted),
+                fmt_amount(res, o.asked),
+                fmt_amount(res, o.without)
+            );
+            if o.from_free > 0.0 {
+                why.push_str(&format!(
+                    "; {} from free capacity",
+                    fmt_amount(res, o.from_free)
+                ));
+            }
+            if !o.borrowed.is_empty() {
+                let lenders: Vec<String> = o
+                    .borrowed
+                    .iter()
+                    .map(|(w, x)| {
+                        let name = problem.workloads.get(*w).map_or("?", |w| w.name.0.as_str());
+                        format!("{name} ({})", fmt_amount(res, *x))
+                    })
+                    .collect();
+                why.push_str(&format!("; lent by {}", lenders.join(", ")));
+            }
+            if let Some(q) = &o.queued_because {
+                why.push_str(&format!("; rest queued: {q}"));
+            }
+            r.view.reason = why;
+        }
+    }
+
     fn enforce(&mut self, now: TimestampMs) {
+        if self.mode != Mode::Enforce {
+            return;
+        }
         let Some(rec) = self.reconciler.as_mut() else {
             return;
         };
@@ -1334,6 +1850,17 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             self.outbox
                 .push(Record::State(k, u32::from(STATE_VERSION), b));
         }
+        if self.calendar_dirty {
+            // What was learned of the events' effects survives a restart.
+            match serde_json::to_vec(&self.calendar) {
+                Ok(blob) => {
+                    self.calendar_dirty = false;
+                    self.outbox
+                        .push(Record::State(self.calendar_key(), CALENDAR_VERSION, blob));
+                }
+                Err(e) => log::warn!("saving the calendar: {e}"),
+            }
+        }
         self.times.record("checkpoint", t.elapsed());
     }
 
@@ -1342,6 +1869,738 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let _ = self.outbox.flush(&mut self.sink);
         self.times.record("flush", t.elapsed());
     }
+}
+
+/// The live view and the commands: what the API server sees and asks.
+impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
+    /// Carries out the commands sent since the last pass; whether there
+    /// were any.
+    fn obey(&mut self, now: TimestampMs) -> bool {
+        let commands = match &self.control {
+            Some(port) => port.drain(),
+            None => return false,
+        };
+        let any = !commands.is_empty();
+        for c in commands {
+            match c {
+                Command::Replan { by } => {
+                    log::info!("replan asked by {}", who(&by));
+                    self.audit(
+                        audit_by(now, &by, "plan.replan", &self.host.0)
+                            .because("plan and enforce at once"),
+                    );
+                    self.next_plan = now;
+                }
+                Command::SetMode { mode, by, reply } => {
+                    let r = self.set_mode(mode, &by, now);
+                    if let Err(e) = &r {
+                        log::warn!("mode change to {mode} asked by {} refused: {e}", who(&by));
+                    }
+                    // The asker may have given up waiting: nothing to do then.
+                    let _ = reply.send(r);
+                }
+                Command::EventsChanged { by } => {
+                    log::info!("events changed by {}: reading them again", who(&by));
+                    self.load_events(now);
+                }
+                Command::Request { request, by, reply } => {
+                    let r = self.open_request(request, &by, now);
+                    if let Err(e) = &r {
+                        log::info!("request by {} refused: {e}", who(&by));
+                    }
+                    let _ = reply.send(r);
+                }
+                Command::CancelRequest { id, by, reply } => {
+                    let _ = reply.send(self.cancel_request(id, &by, now));
+                }
+            }
+        }
+        any
+    }
+
+    fn audit(&mut self, record: AuditRecord) {
+        self.outbox.push(Record::Audit(record));
+    }
+
+    /// Switches between recommend and enforce: see [`Command::SetMode`].
+    fn set_mode(&mut self, mode: Mode, by: &Caller, now: TimestampMs) -> Result<Mode, String> {
+        let before = self.mode;
+        if mode == before {
+            return Ok(mode);
+        }
+        match mode {
+            Mode::Enforce => {
+                if self.reconciler.is_none() {
+                    return Err(format!(
+                        "cannot enforce: no cgroup writer ({})",
+                        self.no_enforcer
+                            .as_deref()
+                            .unwrap_or("none was given to the agent")
+                    ));
+                }
+            }
+            Mode::Recommend => {
+                // Stop writing; put back what was changed when configured
+                // to (else the limits stay as they are).
+                let actions = self
+                    .reconciler
+                    .as_mut()
+                    .map(|rec| rec.shutdown(now))
+                    .unwrap_or_default();
+                let mut restored = 0;
+                for a in actions {
+                    if let Some(audit) = a.audit() {
+                        restored += 1;
+                        self.audit(audit.clone());
+                    }
+                }
+                if restored > 0 {
+                    log::info!("restored {restored} original limit(s) on leaving enforce mode");
+                }
+                self.counters.restored += restored;
+                self.outbox.push(Record::State(
+                    self.originals_key(),
+                    ORIGINALS_VERSION,
+                    b"[]".to_vec(),
+                ));
+            }
+        }
+        self.mode = mode;
+        self.config.agent.mode = mode;
+        self.mode_set_by = Some(by.clone());
+        let mut record = audit_by(now, by, "agent.mode", &self.host.0)
+            .because(&format!("mode {before} -> {mode}"));
+        record.before = Some(before.to_string());
+        record.after = Some(mode.to_string());
+        self.audit(record);
+        log::info!("mode {before} -> {mode}, set by {}", who(by));
+        if mode == Mode::Enforce {
+            // Process selectors are grouped into cgroups only while
+            // enforcing; then the plan in force goes to the cgroups.
+            self.discover(now);
+            self.enforce(now);
+        }
+        Ok(mode)
+    }
+
+    /// Validates and records a request: see [`Command::Request`].
+    fn open_request(
+        &mut self,
+        request: NewRequest,
+        by: &Caller,
+        now: TimestampMs,
+    ) -> Result<RequestView, String> {
+        if self.reference.is_some() {
+            return Err(format!(
+                "requests cannot be honoured: agent.policy is '{}', a reference policy that sizes the workloads without prescient's solver",
+                self.policy()
+            ));
+        }
+        if !self
+            .workloads
+            .contains_key(&WorkloadId(request.workload.clone()))
+        {
+            let known: Vec<&str> = self.workloads.keys().map(|w| w.0.as_str()).collect();
+            return Err(format!(
+                "workload: unknown workload '{}' (tracked: {})",
+                request.workload,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        if !PLANNED.contains(&request.resource) {
+            return Err(format!(
+                "resource: {} is not planned (requests are for {})",
+                request.resource,
+                PLANNED.map(|r| r.as_str()).join(" or ")
+            ));
+        }
+        if !(request.amount.is_finite() && request.amount > 0.0) {
+            return Err(format!(
+                "amount: {} must be a finite number > 0 ({})",
+                request.amount,
+                if request.resource == Resource::Cpu {
+                    "cores"
+                } else {
+                    "bytes"
+                }
+            ));
+        }
+        if request.duration_s == 0 {
+            return Err("duration_s: must be > 0 seconds".into());
+        }
+        let duration_ms = i64::try_from(request.duration_s)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let view = RequestView {
+            id,
+            requested_by: by.clone(),
+            created_at: now,
+            until: now.saturating_add(duration_ms),
+            state: RequestState::Waiting,
+            granted: None,
+            reason: "waiting for the next plan".into(),
+            request,
+        };
+        let mut record = audit_by(now, by, "request.create", &format!("request/{id}"))
+            .because(&view.request.justification);
+        record.after = serde_json::to_string(&view.request).ok();
+        self.audit(record);
+        log::info!(
+            "request {id} by {}: {} of {} for {} until {} ({})",
+            who(by),
+            fmt_amount(view.request.resource, view.request.amount),
+            view.request.resource,
+            view.request.workload,
+            crate::logger::utc(view.until),
+            view.request.justification
+        );
+        self.requests.insert(
+            id,
+            OpenRequest {
+                view: view.clone(),
+                ended_at: None,
+            },
+        );
+        // An explicit ask is planned at once, not at the next interval.
+        self.next_plan = now;
+        Ok(view)
+    }
+
+    /// Cancels a request: see [`Command::CancelRequest`].
+    fn cancel_request(
+        &mut self,
+        id: u64,
+        by: &Caller,
+        now: TimestampMs,
+    ) -> Result<RequestView, String> {
+        let r = match self.requests.get_mut(&id) {
+            None => return Err(format!("no request with id {id}")),
+            Some(r) if !r.active() => {
+                return Err(format!(
+                    "request {id} has already ended ({})",
+                    serde_json::to_value(r.view.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ));
+            }
+            Some(r) => r,
+        };
+        r.view.state = RequestState::Cancelled;
+        r.view.granted = None;
+        r.view.reason = format!("cancelled by {}", by.name);
+        r.ended_at = Some(now);
+        let view = r.view.clone();
+        self.audit(
+            audit_by(now, by, "request.cancel", &format!("request/{id}")).because("cancelled"),
+        );
+        log::info!("request {id} cancelled by {}", who(by));
+        // Its allocation goes back at once.
+        self.next_plan = now;
+        Ok(view)
+    }
+
+    /// Ends the requests whose time ran out, and forgets those that ended
+    /// long enough ago; whether anything changed.
+    fn expire_requests(&mut self, now: TimestampMs) -> bool {
+        let mut changed = false;
+        let mut expired = Vec::new();
+        for (id, r) in self.requests.iter_mut() {
+            if r.active() && now >= r.view.until {
+                r.view.state = RequestState::Expired;
+                r.view.granted = None;
+                r.view.reason = format!("expired at {}", crate::logger::utc(r.view.until));
+                r.ended_at = Some(now);
+                expired.push(*id);
+            }
+        }
+        for id in expired {
+            changed = true;
+            log::info!("request {id} expired");
+            let record = AuditRecord {
+                ts: now,
+                actor: "agent".into(),
+                action: "request.expire".into(),
+                target: format!("request/{id}"),
+                before: None,
+                after: None,
+                reason: "its duration ran out".into(),
+            };
+            self.audit(record);
+            self.next_plan = now;
+        }
+        let before = self.requests.len();
+        self.requests
+            .retain(|_, r| r.ended_at.is_none_or(|t| now < t + ENDED_REQUEST_KEEP_MS));
+        changed || self.requests.len() != before
+    }
+
+    fn calendar_key(&self) -> String {
+        format!("agent/calendar/{}", self.host)
+    }
+
+    /// Resumes what was learned of events' effects.
+    fn load_calendar(&mut self) {
+        let key = self.calendar_key();
+        match self.sink.load_state(&key) {
+            Ok(Some((CALENDAR_VERSION, blob))) => match serde_json::from_slice::<Calendar>(&blob) {
+                Ok(c) => self.calendar = c,
+                Err(e) => {
+                    log::warn!("saved calendar ({key}) does not decode: {e}; starting afresh")
+                }
+            },
+            Ok(Some((v, _))) => {
+                log::info!("saved calendar ({key}) is of version {v}; starting afresh")
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("reading the saved calendar: {e}"),
+        }
+    }
+
+    /// Reads the events from the store again into the calendar (keeping
+    /// what was learned of those whose effect is unchanged); a store that
+    /// cannot be read keeps the calendar as it is.
+    fn load_events(&mut self, now: TimestampMs) {
+        let stored = match self.sink.events() {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!(
+                    "reading the events: {e}; keeping the {} known",
+                    self.calendar.events().count()
+                );
+                return;
+            }
+        };
+        let ids: Vec<i64> = stored.iter().map(|e| e.id.0).collect();
+        let gone: Vec<i64> = self
+            .calendar
+            .events()
+            .map(|e| e.id)
+            .filter(|id| !ids.contains(id))
+            .collect();
+        for id in gone {
+            self.calendar.remove(id);
+        }
+        for e in &stored {
+            let row = StoredEvent {
+                kind: e.event.kind.clone(),
+                selector: e.event.selector.clone(),
+                start: e.event.start,
+                end: e.event.end,
+                effect: e.event.effect.clone(),
+            };
+            match prescient_forecast::events::Event::from_stored(e.id.0, &row, e.cancelled_at)
+                .and_then(|ev| self.calendar.insert(ev))
+            {
+                Ok(_) => {}
+                Err(err) => {
+                    log::warn!("event {} is not used: {err}", e.id);
+                    self.calendar.remove(e.id.0);
+                }
+            }
+        }
+        self.calendar.prune(now.saturating_sub(EVENT_KEEP_MS));
+        let selects = |ev: &prescient_forecast::events::Event| {
+            self.workloads.iter().any(|(w, t)| {
+                PLANNED.iter().any(|&r| {
+                    let key = SeriesKey {
+                        host: self.host.clone(),
+                        workload: w.clone(),
+                        resource: r,
+                    };
+                    ev.selects(&key, &t.found.labels)
+                })
+            })
+        };
+        for ev in self.calendar.events() {
+            if !selects(ev) {
+                log::info!(
+                    "event {} '{}' ({}) selects no workload tracked now",
+                    ev.id,
+                    ev.name,
+                    ev.selector.as_str()
+                );
+            }
+        }
+        log::info!(
+            "{} event(s) in the calendar",
+            self.calendar.events().count()
+        );
+        // The next step's forecasts change with the events.
+        let keys: Vec<(WorkloadId, Resource)> = self.series.keys().cloned().collect();
+        for (w, r) in keys {
+            self.refresh_next(&w, r);
+        }
+    }
+
+    /// Evaluates the alert rules over the live view, acts on what fired
+    /// or resolved, and publishes the view when a control port is
+    /// connected.
+    fn publish(&mut self, now: TimestampMs) {
+        let rules = !self.config.alerts.rules.is_empty();
+        if self.control.is_none() && !rules {
+            return;
+        }
+        let mut view = self.live_view(now);
+        if rules {
+            let t = Instant::now();
+            let transitions = self.alerts.evaluate(&view, now);
+            view.alerts = self.alerts.alerts();
+            self.times.record("alerts", t.elapsed());
+            for tr in transitions {
+                self.on_alert(tr, now);
+            }
+        }
+        if let Some(port) = &self.control {
+            port.publish(view);
+        }
+    }
+
+    /// Logs an alert that fired or resolved, sends it to the webhook, and
+    /// (in enforce mode) applies its remediation.
+    fn on_alert(&mut self, tr: Transition, now: TimestampMs) {
+        let a = &tr.alert;
+        if tr.fired() {
+            match a.severity.as_str() {
+                "info" => log::info!("alert {} firing ({}): {}", a.id, a.severity, a.message),
+                _ => log::warn!("alert {} firing ({}): {}", a.id, a.severity, a.message),
+            }
+        } else {
+            log::info!("alert {} resolved", a.id);
+        }
+        if let Some(w) = &self.webhook {
+            w.send(Notification {
+                status: a.state,
+                host: self.host.0.clone(),
+                alert: a.clone(),
+            });
+        }
+        let Some(action) = tr.remediation else {
+            return;
+        };
+        if self.mode != Mode::Enforce {
+            log::info!(
+                "alert {}: remediation {action:?} not applied: the agent is in recommend mode",
+                a.id
+            );
+            return;
+        }
+        let by = Caller {
+            name: format!("alert:{}", a.rule),
+            address: "agent".into(),
+        };
+        match action {
+            Remediation::Replan => {
+                self.audit(
+                    audit_by(now, &by, "alert.replan", &self.host.0)
+                        .because(&format!("alert {}: {}", a.id, a.message)),
+                );
+                self.next_plan = now;
+            }
+            Remediation::RaiseSlo {
+                workload,
+                resource,
+                step,
+                max,
+            } => {
+                let w = WorkloadId(workload);
+                let Some(wc) = self
+                    .workloads
+                    .get(&w)
+                    .and_then(|t| self.config.workloads.get(t.config))
+                else {
+                    return;
+                };
+                let before = self.policy_for(&w, wc, resource).slo_quantile;
+                let after = (before + step).min(max);
+                if after <= before {
+                    log::info!(
+                        "alert {}: the SLO quantile of {w} ({}) is already {before}, the rule's most",
+                        a.id,
+                        resource.as_str()
+                    );
+                    return;
+                }
+                self.slo_overrides.insert((w.clone(), resource), after);
+                if let Some(s) = self.series.get_mut(&(w.clone(), resource)) {
+                    s.forecaster.track_level(after);
+                }
+                let mut record = audit_by(
+                    now,
+                    &by,
+                    "alert.raise_slo",
+                    &format!("{w}/{}", resource.as_str()),
+                )
+                .because(&format!("alert {}: {}", a.id, a.message));
+                record.before = Some(before.to_string());
+                record.after = Some(after.to_string());
+                self.audit(record);
+                log::info!(
+                    "alert {}: SLO quantile of {w} ({}) raised {before} -> {after}",
+                    a.id,
+                    resource.as_str()
+                );
+                self.next_plan = now;
+            }
+            Remediation::MoveTier { workload, pool } => {
+                let w = WorkloadId(workload);
+                let Some(wc) = self
+                    .workloads
+                    .get(&w)
+                    .and_then(|t| self.config.workloads.get(t.config))
+                else {
+                    return;
+                };
+                let before = self
+                    .pool_for(&w, wc)
+                    .and_then(|i| self.config.pools.get(i))
+                    .map(|p| p.name.clone());
+                if before.as_deref() == Some(pool.as_str())
+                    || !self.config.pools.iter().any(|p| p.name == pool)
+                {
+                    return;
+                }
+                self.pool_overrides.insert(w.clone(), pool.clone());
+                let mut record = audit_by(now, &by, "alert.move_tier", &w.0)
+                    .because(&format!("alert {}: {}", a.id, a.message));
+                record.before = before.clone();
+                record.after = Some(pool.clone());
+                self.audit(record);
+                log::info!(
+                    "alert {}: {w} moved from pool {} to {pool}",
+                    a.id,
+                    before.as_deref().unwrap_or("-")
+                );
+                self.next_plan = now;
+            }
+        }
+    }
+
+    /// Workload `w`'s policy for `r`: its configuration's, with an SLO
+    /// quantile raised by alert remediation.
+    fn policy_for(&self, w: &WorkloadId, wc: &WorkloadConfig, r: Resource) -> ResourcePolicy {
+        let mut p = wc.policy(r);
+        if let Some(&q) = self.slo_overrides.get(&(w.clone(), r)) {
+            p.slo_quantile = p.slo_quantile.max(q);
+        }
+        p
+    }
+
+    /// Workload `w`'s pool: its configuration's, or the one alert
+    /// remediation moved it to.
+    fn pool_for(&self, w: &WorkloadId, wc: &WorkloadConfig) -> Option<usize> {
+        self.pool_overrides
+            .get(w)
+            .and_then(|name| self.config.pools.iter().position(|p| &p.name == name))
+            .or_else(|| self.config.pool_index(wc))
+    }
+
+    /// What the loop knows now (see [`LiveView`]), at `now`.
+    pub fn live_view(&self, now: TimestampMs) -> LiveView {
+        let pools = self
+            .config
+            .pools
+            .iter()
+            .map(|p| {
+                let mut capacity = BTreeMap::new();
+                if let Some(c) = p.cpu {
+                    capacity.insert(Resource::Cpu, c);
+                }
+                if let Some(m) = p.memory {
+                    capacity.insert(Resource::Memory, m.0 as f64);
+                }
+                PoolView {
+                    name: p.name.clone(),
+                    parent: p.parent.clone(),
+                    capacity,
+                }
+            })
+            .collect();
+        let workloads = self
+            .workloads
+            .iter()
+            .map(|(id, tr)| {
+                let wc = self.config.workloads.get(tr.config);
+                let resources = PLANNED
+                    .iter()
+                    .filter_map(|&r| {
+                        let s = self.series.get(&(id.clone(), r))?;
+                        let next = s.next.as_ref();
+                        Some(ResourceView {
+                            resource: r,
+                            usage: s.last,
+                            allocation: self.allocation(id, r),
+                            slo_quantile: wc
+                                .map_or(0.95, |wc| self.policy_for(id, wc, r).slo_quantile),
+                            forecast: next.map_or_else(Vec::new, |n| {
+                                n.levels
+                                    .iter()
+                                    .copied()
+                                    .zip(n.shifted.iter().copied())
+                                    .collect()
+                            }),
+                            coverage: s.coverage(),
+                            observations: s.forecaster.observations(),
+                            weights: next.map_or_else(Vec::new, |n| n.weights.clone()),
+                            calibration: next.map_or_else(Vec::new, |n| n.calibration.clone()),
+                        })
+                    })
+                    .collect();
+                WorkloadView {
+                    id: id.0.clone(),
+                    selector: tr.found.selector.clone(),
+                    cgroup: tr.found.cgroup.to_string(),
+                    pool: wc
+                        .and_then(|wc| self.pool_for(id, wc))
+                        .and_then(|i| self.config.pools.get(i))
+                        .map(|p| p.name.clone()),
+                    labels: tr.found.labels.clone(),
+                    resources,
+                }
+            })
+            .collect();
+        LiveView {
+            host: self.host.0.clone(),
+            mode: self.mode,
+            policy: self.policy().to_string(),
+            started_at: self.started_at,
+            updated_at: now,
+            counters: self.counters.clone(),
+            times: self.times.clone(),
+            pools,
+            workloads,
+            plans: self.plans.clone(),
+            anomalies: self.anomalies.iter().cloned().collect(),
+            alerts: self.alerts.alerts(),
+            requests: self.requests.values().map(|r| r.view.clone()).collect(),
+            store: StoreView {
+                path: self.config.store.path.display().to_string(),
+                stored_samples: self.outbox.stored_samples,
+                buffered_samples: self.outbox.samples_len(),
+                dropped_samples: self.outbox.dropped_samples,
+                failing: self.outbox.failing.clone(),
+            },
+        }
+    }
+}
+
+/// "name (address)", for log lines.
+fn who(by: &Caller) -> String {
+    format!("{} ({})", by.name, by.address)
+}
+
+/// An audit record of something `by` asked for.
+fn audit_by(now: TimestampMs, by: &Caller, action: &str, target: &str) -> AuditRecord {
+    AuditRecord {
+        ts: now,
+        actor: by.name.clone(),
+        action: action.into(),
+        target: target.into(),
+        before: None,
+        after: None,
+        reason: format!("asked by {}", who(by)),
+    }
+}
+
+/// Adds the why to an audit record.
+trait Because {
+    fn because(self, why: &str) -> Self;
+}
+
+impl Because for AuditRecord {
+    fn because(mut self, why: &str) -> Self {
+        if !why.is_empty() {
+            self.reason = format!("{why}; {}", self.reason);
+        }
+        self
+    }
+}
+
+/// The first step's row of a demand table.
+fn first_row(d: &Demand) -> &[f64] {
+    let n = d.levels.len().min(d.values.len());
+    &d.values[..n]
+}
+
+/// What a plan entry's reason says of the events that shifted its
+/// forecast.
+fn events_reason(applied: &[Applied], horizon: usize) -> String {
+    let mut out = String::new();
+    for a in applied {
+        let steps = if a.first_step == 0 && a.last_step + 1 >= horizon {
+            "the whole horizon".to_string()
+        } else if a.first_step == a.last_step {
+            format!("step {}", a.first_step + 1)
+        } else {
+            format!("steps {}-{}", a.first_step + 1, a.last_step + 1)
+        };
+        let source = match a.source {
+            prescient_forecast::events::EffectSource::Declared => "declared".to_string(),
+            prescient_forecast::events::EffectSource::Learned { occurrences } => {
+                format!("learned from {occurrences} occurrence(s)")
+            }
+        };
+        out.push_str(&format!(
+            "; forecast shifted by event '{}' ({} {source}, {steps})",
+            a.name, a.effect
+        ));
+    }
+    out
+}
+
+/// The ensemble's one-step weight of each model, averaged over the fixed
+/// levels (each level's weights add up to 1, so the averages do too).
+fn step_weights(f: &SeriesForecaster) -> Vec<ModelWeight> {
+    let w = f.weights();
+    let Some(band) = w.bands.iter().find(|b| b.band == Band::Step) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ModelWeight> = w
+        .models
+        .iter()
+        .zip(&band.weights)
+        .map(|(m, row)| ModelWeight {
+            model: m.clone(),
+            weight: if row.is_empty() {
+                0.0
+            } else {
+                row.iter().sum::<f64>() / row.len() as f64
+            },
+        })
+        .collect();
+    let total: f64 = out.iter().map(|m| m.weight).sum();
+    if total > 0.0 && total.is_finite() {
+        for m in &mut out {
+            m.weight /= total;
+        }
+    }
+    out
+}
+
+/// The one-step calibration of each tracked level: the level the
+/// ensemble's own forecast is read at to give the calibrated quantile
+/// (its CDF at that quantile), and the realised coverage so far.
+fn calibration_view(f: &SeriesForecaster, at: TimestampMs, levels: &[f64]) -> Vec<CalibrationView> {
+    let uncalibrated = f.forecast_uncalibrated(at, 1, levels).ok();
+    let raw = uncalibrated.as_ref().and_then(|p| p.step(0));
+    f.calibration()
+        .iter()
+        .map(|t| {
+            let mut issued = [0.0];
+            f.one_step(&[t.level], &mut issued);
+            CalibrationView {
+                level: t.level,
+                adjusted_level: raw.as_ref().map_or(t.level, |q| q.cdf(issued[0])),
+                realised: (t.seen > 0).then(|| 1.0 - t.misses as f64 / t.seen as f64),
+            }
+        })
+        .collect()
 }
 
 /// The root of pool `p` of `problem`.

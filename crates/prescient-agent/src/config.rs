@@ -101,6 +101,162 @@ pub struct Config {
     /// The REST API, dashboard and metrics server.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Alert rules and where alerts go.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: where alerts go, and the rules (`[[alerts.rule]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// An http:// or https:// URL each alert is POSTed to (JSON) when it
+    /// fires and when it resolves.
+    pub webhook: Option<String>,
+    /// Tries per notification before it is dropped with a log line.
+    pub webhook_attempts: u32,
+    /// The wait before the first retry; doubled after each failure (at most
+    /// five minutes).
+    pub webhook_backoff: Interval,
+    /// How long one webhook request may take.
+    pub webhook_timeout: Interval,
+    /// The rules.
+    #[serde(rename = "rule")]
+    pub rules: Vec<AlertRule>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook: None,
+            webhook_attempts: 5,
+            webhook_backoff: Interval::secs(1),
+            webhook_timeout: Interval::secs(5),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// What an alert rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertCondition {
+    /// A pool's usage of `resource` above `above` (a share of its capacity).
+    Utilisation,
+    /// A workload's realised forecast coverage of its SLO quantile below
+    /// `below`.
+    Coverage,
+    /// A pool's plan is degraded (guarantees above capacity).
+    PlanDegraded,
+    /// Planning failed within the last `window`.
+    PlanFailed,
+    /// An anomaly (of kind `anomaly`, or any) found within the last `window`.
+    Anomaly,
+    /// At least `above` (default 1) failed limit writes within the last
+    /// `window`.
+    EnforceFailures,
+}
+
+/// How bad an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Someone should look.
+    #[default]
+    Warning,
+    /// Someone should look now.
+    Critical,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
+/// What the agent does when an alert fires (enforce mode only; audited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemediationAction {
+    /// Plan (and enforce) at once.
+    Replan,
+    /// Raise the workload's SLO quantile for the resource by `slo_step`, up
+    /// to `slo_max`.
+    RaiseSlo,
+    /// Move the workload to the pool (tier) named by `tier`.
+    MoveTier,
+}
+
+/// `[[alerts.rule]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    /// Its name (alert ids are `name/subject`).
+    pub name: String,
+    /// What it watches.
+    pub when: AlertCondition,
+    /// How bad.
+    #[serde(default)]
+    pub severity: Severity,
+    /// How long the condition must hold before the alert fires.
+    #[serde(default = "zero_interval")]
+    pub hold: Interval,
+    /// The resource (utilisation: default cpu; coverage: default all).
+    #[serde(default)]
+    pub resource: Option<Resource>,
+    /// Only this pool (utilisation, plan_degraded).
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Only workloads whose id matches this glob (coverage, anomaly).
+    #[serde(default)]
+    pub workload: Option<String>,
+    /// Threshold above which the condition holds (utilisation: a share of
+    /// capacity; enforce_failures: a count).
+    #[serde(default)]
+    pub above: Option<f64>,
+    /// Threshold below which the condition holds (coverage).
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// The anomaly kind (`memory_leak`, `level_shift`, `outlier`; default any).
+    #[serde(default)]
+    pub anomaly: Option<String>,
+    /// How long a finding (anomaly, failure) keeps the condition true.
+    #[serde(default = "ten_minutes")]
+    pub window: Interval,
+    /// What to do when it fires.
+    #[serde(default)]
+    pub action: Option<RemediationAction>,
+    /// raise_slo: the step.
+    #[serde(default = "slo_step")]
+    pub slo_step: f64,
+    /// raise_slo: the highest SLO quantile it goes to.
+    #[serde(default = "slo_max")]
+    pub slo_max: f64,
+    /// move_tier: the pool to move the workload to.
+    #[serde(default)]
+    pub tier: Option<String>,
+}
+
+fn zero_interval() -> Interval {
+    Interval::ms(0)
+}
+
+fn ten_minutes() -> Interval {
+    Interval::secs(600)
+}
+
+fn slo_step() -> f64 {
+    0.01
+}
+
+fn slo_max() -> f64 {
+    0.999
 }
 
 /// What a bearer token may do. Each role may do what the ones before it may.
@@ -586,6 +742,160 @@ impl Config {
         }
     }
 
+    /// The bad keys of `[alerts]`.
+    fn alert_issues(&self, bad: &mut impl FnMut(String, String, &str)) {
+        let a = &self.alerts;
+        if let Some(url) = &a.webhook
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad(
+                "alerts.webhook".into(),
+                format!("{url:?}"),
+                "must be an http:// or https:// URL",
+            );
+        }
+        if a.webhook_attempts == 0 {
+            bad(
+                "alerts.webhook_attempts".into(),
+                "0".into(),
+                "must be at least 1",
+            );
+        }
+        if a.webhook_timeout.0 == 0 {
+            bad(
+                "alerts.webhook_timeout".into(),
+                "\"0ms\"".into(),
+                "must be positive",
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (i, r) in a.rules.iter().enumerate() {
+            let k = format!("alerts.rule[{i}]");
+            if r.name.trim().is_empty() || r.name.contains('/') {
+                bad(
+                    format!("{k}.name"),
+                    format!("{:?}", r.name),
+                    "must be a non-empty name without '/'",
+                );
+            } else if !names.insert(r.name.as_str()) {
+                bad(
+                    format!("{k}.name"),
+                    format!("{:?}", r.name),
+                    "is used by an earlier rule",
+                );
+            }
+            let num = |v: f64| format!("{v}");
+            match r.when {
+                AlertCondition::Utilisation => match r.above {
+                    None => bad(
+                        format!("{k}.above"),
+                        "(missing)".into(),
+                        "a utilisation rule needs `above`, a share of capacity such as 0.9",
+                    ),
+                    Some(v) if !(v.is_finite() && v > 0.0) => bad(
+                        format!("{k}.above"),
+                        num(v),
+                        "must be a positive share of capacity",
+                    ),
+                    Some(_) => {}
+                },
+                AlertCondition::Coverage => match r.below {
+                    None => bad(
+                        format!("{k}.below"),
+                        "(missing)".into(),
+                        "a coverage rule needs `below`, a share in (0, 1] such as 0.9",
+                    ),
+                    Some(v) if !(v > 0.0 && v <= 1.0) => {
+                        bad(format!("{k}.below"), num(v), "must be in (0, 1]")
+                    }
+                    Some(_) => {}
+                },
+                AlertCondition::EnforceFailures => {
+                    if let Some(v) = r.above
+                        && !(v.is_finite() && v >= 1.0)
+                    {
+                        bad(
+                            format!("{k}.above"),
+                            num(v),
+                            "must be a count of at least 1",
+                        );
+                    }
+                }
+                _ => {}
+            }
+            if let Some(kind) = &r.anomaly
+                && !["memory_leak", "level_shift", "outlier"].contains(&kind.as_str())
+            {
+                bad(
+                    format!("{k}.anomaly"),
+                    format!("{kind:?}"),
+                    "unknown anomaly kind (expected memory_leak, level_shift or outlier)",
+                );
+            }
+            if let Some(glob) = &r.workload
+                && let Err(e) = prescient_linux::glob::Glob::new(glob)
+            {
+                bad(format!("{k}.workload"), format!("{glob:?}"), &e.to_string());
+            }
+            if let Some(pool) = &r.pool
+                && !self.pools.is_empty()
+                && !self.pools.iter().any(|p| &p.name == pool)
+            {
+                bad(
+                    format!("{k}.pool"),
+                    format!("{pool:?}"),
+                    "no [[pool]] has this name",
+                );
+            }
+            if !(r.slo_step > 0.0 && r.slo_step < 1.0) {
+                bad(
+                    format!("{k}.slo_step"),
+                    num(r.slo_step),
+                    "must be in (0, 1)",
+                );
+            }
+            if !(r.slo_max > 0.0 && r.slo_max < 1.0) {
+                bad(format!("{k}.slo_max"), num(r.slo_max), "must be in (0, 1)");
+            }
+            match (r.action, &r.tier) {
+                (Some(RemediationAction::MoveTier), None) => bad(
+                    format!("{k}.tier"),
+                    "(missing)".into(),
+                    "action move_tier needs `tier`, the pool to move the workload to",
+                ),
+                (Some(RemediationAction::MoveTier), Some(t))
+                    if !self.pools.iter().any(|p| &p.name == t) =>
+                {
+                    bad(
+                        format!("{k}.tier"),
+                        format!("{t:?}"),
+                        "no [[pool]] has this name",
+                    )
+                }
+                _ => {}
+            }
+            if matches!(
+                r.action,
+                Some(RemediationAction::RaiseSlo | RemediationAction::MoveTier)
+            ) && matches!(
+                r.when,
+                AlertCondition::Utilisation
+                    | AlertCondition::PlanDegraded
+                    | AlertCondition::PlanFailed
+                    | AlertCondition::EnforceFailures
+            ) {
+                bad(
+                    format!("{k}.action"),
+                    match r.action {
+                        Some(RemediationAction::RaiseSlo) => "\"raise_slo\"".into(),
+                        _ => "\"move_tier\"".into(),
+                    },
+                    "raise_slo and move_tier act on a workload: use them with coverage or anomaly rules",
+                );
+            }
+        }
+    }
+
     /// Every bad key, in file order.
     pub fn issues(&self) -> Vec<Issue> {
         let mut out = Vec::new();
@@ -966,6 +1276,8 @@ impl Config {
             }
         }
 
+        self.alert_issues(&mut bad);
+
         let api = &self.api;
         if api.listen.parse::<std::net::SocketAddr>().is_err() {
             bad(
@@ -992,7 +1304,11 @@ impl Config {
         let mut names = BTreeSet::new();
         for (i, t) in api.tokens.iter().enumerate() {
             if t.name.trim().is_empty() {
-                bad(format!("api.token[{i}].name"), "\"\"".into(), "must not be empty");
+                bad(
+                    format!("api.token[{i}].name"),
+                    "\"\"".into(),
+                    "must not be empty",
+                );
             } else if !names.insert(t.name.as_str()) {
                 bad(
                     format!("api.token[{i}].name"),
@@ -1246,7 +1562,59 @@ mod tests {
         assert_eq!(c.store, d.store);
         assert_eq!(c.cgroup, d.cgroup);
         assert_eq!(c.enforce, d.enforce);
+        assert_eq!(c.api, d.api, "[api] of the example must be the defaults");
+        assert_eq!(
+            c.alerts, d.alerts,
+            "[alerts] of the example must be the defaults"
+        );
         assert!(!c.workloads.is_empty());
+        // The commented-out rules are valid when uncommented.
+        let rules: String = EXAMPLE
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[alerts.rule]]"))
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+            .collect();
+        let c = parse(&rules).unwrap();
+        assert_eq!(c.alerts.rules.len(), 3, "{rules}");
+        assert_eq!(c.issues(), vec![]);
+    }
+
+    #[test]
+    fn bad_api_and_alert_keys_are_named() {
+        let keys =
+            |text: &str| -> Vec<String> { issues(text).into_iter().map(|i| i.key).collect() };
+        assert_eq!(
+            keys("[api]\nlisten = \"localhost\"\ntls_cert = \"/c.pem\"\n"),
+            vec!["api.listen", "api.tls_cert"]
+        );
+        assert_eq!(
+            keys(
+                "[[api.token]]\nname = \"a\"\nrole = \"admin\"\nsha256 = \"ABC\"\n\
+                 [[api.token]]\nname = \"a\"\nrole = \"viewer\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n"
+            ),
+            vec!["api.token[0].sha256", "api.token[1].name"]
+        );
+        let e = parse("[[api.token]]\nname = \"a\"\nrole = \"root\"\nsha256 = \"\"\n").unwrap_err();
+        assert!(e.to_string().contains("role"), "{e}");
+        assert_eq!(
+            keys(
+                "[alerts]\nwebhook = \"ftp://x\"\n\
+                 [[alerts.rule]]\nname = \"u\"\nwhen = \"utilisation\"\n\
+                 [[alerts.rule]]\nname = \"c\"\nwhen = \"coverage\"\nbelow = 1.5\naction = \"move_tier\"\n\
+                 [[alerts.rule]]\nname = \"c\"\nwhen = \"anomaly\"\nanomaly = \"leak\"\n\
+                 [[alerts.rule]]\nname = \"p\"\nwhen = \"plan_degraded\"\naction = \"raise_slo\"\n"
+            ),
+            vec![
+                "alerts.webhook",
+                "alerts.rule[0].above",
+                "alerts.rule[1].below",
+                "alerts.rule[1].tier",
+                "alerts.rule[2].name",
+                "alerts.rule[2].anomaly",
+                "alerts.rule[3].action",
+            ]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use prescient_core::{Plan, Resource, TimestampMs};
 use serde::Serialize;
@@ -318,7 +318,10 @@ impl Control {
                 view: Arc::clone(&view),
                 tx,
             },
-            ControlPort { view, rx },
+            ControlPort {
+                view,
+                rx: Arc::new(Mutex::new(rx)),
+            },
         )
     }
 }
@@ -345,11 +348,13 @@ impl ControlHandle {
     }
 }
 
-/// The loop's end: publish views, take commands.
-#[derive(Debug)]
+/// The loop's end: publish views, take commands. Clones share the view
+/// and the queue (so that [`crate::RunOptions`] can be cloned); one loop
+/// should drain it.
+#[derive(Debug, Clone)]
 pub struct ControlPort {
     view: Arc<RwLock<Arc<LiveView>>>,
-    rx: Receiver<Command>,
+    rx: Arc<Mutex<Receiver<Command>>>,
 }
 
 impl ControlPort {
@@ -365,8 +370,12 @@ impl ControlPort {
     /// The commands sent since the last call, in the order sent.
     pub fn drain(&self) -> Vec<Command> {
         let mut out = Vec::new();
+        let rx = match self.rx.lock() {
+            Ok(rx) => rx,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         loop {
-            match self.rx.try_recv() {
+            match rx.try_recv() {
                 Ok(c) => out.push(c),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return out,
             }

@@ -14,7 +14,7 @@
 //! // signals.install_handlers()?;  // SIGTERM/SIGINT stop, SIGHUP reloads
 //! let summary = prescient_agent::run(
 //!     &ConfigSource::Fixed(config),
-//!     &RunOptions { duration: Some(std::time::Duration::from_secs(5)) },
+//!     &RunOptions { duration: Some(std::time::Duration::from_secs(5)), control: None },
 //!     &signals,
 //! )?;
 //! println!("{} plans, {} samples", summary.counters.plans, summary.stored_samples);
@@ -51,19 +51,37 @@
 //!   held in memory (bounded by `max_buffered_samples`), the error is
 //!   logged once, and writes resume when the store takes them again.
 //!
+//! # Control ([`control`])
+//!
+//! With a [`control::ControlPort`] ([`RunOptions::control`],
+//! [`Agent::set_control`]) the loop publishes a [`control::LiveView`]
+//! after each pass that sampled, planned or obeyed (workloads with usage,
+//! allocation, next-step forecast, coverage, ensemble weights and
+//! calibration; plans; anomalies; requests; counters; stage times) and
+//! obeys [`control::Command`]s at the start of each pass: replan at once,
+//! switch recommend/enforce (a cgroup writer is built whenever the host
+//! allows; a reload keeps a mode set this way), read the store's events
+//! again (they shift the forecasts of the workloads they select while
+//! active, and their real effect is learned), and resource requests
+//! (validated at once, planned by the solver, expired at their end). Each
+//! is audited with who asked.
+//!
 //! I/O sits behind the traits of [`ports`] ([`Clock`], [`Observer`],
 //! [`Sink`], and prescient-linux's `Enforcer`), so the loop is tested on
 //! fakes.
 
 pub mod agent;
+pub mod alerts;
 pub mod config;
 pub mod control;
 pub mod logger;
 pub mod outbox;
 pub mod ports;
+pub mod replay;
 pub mod status;
 pub mod timing;
 pub mod units;
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -100,6 +118,10 @@ pub enum AgentError {
 pub struct RunOptions {
     /// Stop after this long (`None`: until a stop signal).
     pub duration: Option<Duration>,
+    /// The loop's end of a control channel (see [`control::Control`]): the
+    /// loop publishes its [`control::LiveView`] there and obeys the
+    /// [`control::Command`]s sent to it.
+    pub control: Option<control::ControlPort>,
 }
 
 /// The cgroup hierarchies of this machine, each based at the configured
@@ -151,9 +173,16 @@ pub fn run(
             h.base_dir().display()
         );
     }
-    let enforcer = match config.agent.mode {
-        Mode::Enforce => Some(prescient_linux::enforce::enforcer_for(&fs)?),
-        Mode::Recommend => None,
+    // A cgroup writer whenever the host allows, so that the mode can be
+    // switched to enforce at run time (a recommend-mode run writes
+    // nothing with it).
+    let (enforcer, no_enforcer) = match prescient_linux::enforce::enforcer_for(&fs) {
+        Ok(e) => (Some(e), None),
+        Err(e) if config.agent.mode == Mode::Enforce => return Err(e.into()),
+        Err(e) => {
+            log::info!("no cgroup writer ({e}): a switch to enforce mode will be refused");
+            (None, Some(e.to_string()))
+        }
     };
     let sink = StoreSink::open(&config.store.path)?;
     let observer = LinuxObserver::new(fs, ProcFs::new(Root::live()));
@@ -166,6 +195,12 @@ pub fn run(
         config.workloads.len()
     );
     let mut agent = Agent::new(config, machine, observer, sink, enforcer, SystemClock);
+    if let Some(why) = no_enforcer {
+        agent.set_no_enforcer_reason(why);
+    }
+    if let Some(port) = &options.control {
+        agent.set_control(port.clone());
+    }
     let until = options
         .duration
         .map(|d| ports::wall_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));

@@ -290,6 +290,9 @@ pub trait Sink {
         found: &Found,
         at: TimestampMs,
     ) -> Result<(), SinkError>;
+    /// Every stored event, cancelled ones included (with when they were
+    /// cancelled), for the forecasts' calendar.
+    fn events(&mut self) -> Result<Vec<prescient_store::Event>, SinkError>;
 }
 
 /// The real sink: a [`Store`].
@@ -381,6 +384,12 @@ impl Sink for StoreSink {
                 "agent",
                 at,
             )
+            .map_err(e)
+    }
+
+    fn events(&mut self) -> Result<Vec<prescient_store::Event>, SinkError> {
+        self.store
+            .events(TimestampMs::MIN, TimestampMs::MAX, true)
             .map_err(e)
     }
 }

@@ -276,6 +276,7 @@ fn run(c: Config, secs: f64) -> prescient_agent::RunSummary {
         &ConfigSource::Fixed(c),
         &RunOptions {
             duration: Some(Duration::from_secs_f64(secs)),
+            control: None,
         },
         &Signals::new(),
     )
