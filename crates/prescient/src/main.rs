@@ -18,6 +18,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Agent(cmd::agent::AgentArgs),
+    #[command(subcommand)]
+    Api(cmd::api::ApiCommand),
     Backtest(cmd::backtest::BacktestArgs),
     #[command(subcommand)]
     Config(cmd::config::ConfigCommand),
@@ -35,6 +37,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => cmd::agent::run(args),
+        Command::Api(c) => cmd::api::run(c),
         Command::Backtest(args) => cmd::backtest::run(args),
         Command::Config(c) => cmd::config::run(c),
         Command::Demo(args) => cmd::demo::run(args),

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use prescient_agent::control::Control;
+use prescient_agent::replay::ReplayOptions;
 use prescient_agent::{ConfigSource, Mode, Overrides, RunOptions, Signals, logger};
 
 /// Run the live agent: sample the workloads' cgroups, store the samples,
@@ -13,8 +15,10 @@ use prescient_agent::{ConfigSource, Mode, Overrides, RunOptions, Signals, logger
 /// the cgroups, until SIGTERM or SIGINT (or --duration). SIGHUP reloads
 /// the configuration. The configuration is the file (--config, else
 /// PRESCIENT_CONFIG, else the defaults), then PRESCIENT_* variables, then
-/// these flags; `prescient config example` prints a commented one. Logs go
-/// to stderr (PRESCIENT_LOG=debug for more).
+/// these flags; `prescient config example` prints a commented one. With
+/// `api.enabled` (the default) the REST API, the dashboard and /metrics are
+/// served on `api.listen` while the loop runs. Logs go to stderr
+/// (PRESCIENT_LOG=debug for more).
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// The configuration file (TOML).
@@ -42,6 +46,32 @@ pub struct AgentArgs {
     /// Print the run's summary as JSON on stdout when it ends.
     #[arg(long)]
     json: bool,
+
+    /// Replay this trace (the long CSV, e.g. data/sample/gcd.csv.gz)
+    /// instead of watching this machine's cgroups: each (host, workload)
+    /// of the trace is a workload, time is the trace's, nothing is
+    /// enforced, and the run ends at the trace's end. See
+    /// prescient_agent::replay for how the configuration applies.
+    #[arg(long, value_name = "TRACE")]
+    replay: Option<PathBuf>,
+
+    /// With --replay: trace time per wall time (600: ten minutes of trace
+    /// a second; inf: as fast as the loop goes).
+    #[arg(
+        long,
+        value_name = "FACTOR",
+        default_value_t = 600.0,
+        requires = "replay"
+    )]
+    speed: f64,
+
+    /// With --replay: only the first N workloads of the trace.
+    #[arg(long, value_name = "N", requires = "replay")]
+    max_workloads: Option<usize>,
+
+    /// With --replay: only the workloads of this trace host.
+    #[arg(long, value_name = "HOST", requires = "replay")]
+    trace_host: Option<String>,
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -74,7 +104,46 @@ pub fn run(args: AgentArgs) -> Result<()> {
     signals
         .install_handlers()
         .context("installing the signal handlers")?;
-    let summary = prescient_agent::run(&source, &RunOptions { duration }, &signals)?;
+    // The API server runs beside the loop, on its own thread, and stops
+    // after the loop has ended. One that cannot start (its port taken) is
+    // an error in the log, not a reason to leave the workloads unmanaged.
+    let config = source.load()?;
+    let (control, server) = if config.api.enabled {
+        let (handle, port) = Control::new();
+        match prescient_api::serve(&config, handle) {
+            Ok(server) => (Some(port), Some(server)),
+            Err(e) => {
+                log::error!("the API server did not start ({e}): running without it");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let summary = match &args.replay {
+        // --duration is wall time: that much of the trace at --speed.
+        Some(trace) => prescient_agent::replay::run(
+            &source,
+            trace,
+            &ReplayOptions {
+                speed: args.speed,
+                max_workloads: args.max_workloads,
+                host: args.trace_host.clone(),
+                span: duration
+                    .filter(|_| args.speed.is_finite())
+                    .and_then(|d| Duration::try_from_secs_f64(d.as_secs_f64() * args.speed).ok()),
+            },
+            &signals,
+            control,
+        )
+        .map_err(anyhow::Error::from),
+        None => prescient_agent::run(&source, &RunOptions { duration, control }, &signals)
+            .map_err(anyhow::Error::from),
+    };
+    if let Some(server) = server {
+        server.shutdown();
+    }
+    let summary = summary?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

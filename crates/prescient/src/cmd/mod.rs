@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod api;
 pub mod backtest;
 pub mod config;
 pub mod demo;
