@@ -30,6 +30,7 @@ use crate::control::{
     AnomalyView, CalibrationView, Caller, Command, ControlPort, LiveView, ModelWeight, NewRequest,
     PoolView, RequestState, RequestView, ResourceView, StoreView, WorkloadView,
 };
+use crate::history::{HistoryFetcher, HistorySource, Job, PrometheusHistory, fill_template};
 use crate::outbox::{Outbox, Record};
 use crate::ports::{Clock, Found, Observer, Signals, Sink, Usage};
 use crate::timing::StageTimes;
@@ -209,7 +210,14 @@ struct SeriesState {
     /// Whether each recent scored step was at or under the forecast's SLO
     /// quantile (at most [`COVERAGE_STEPS`]).
     covered: VecDeque<bool>,
+    /// While history is being fetched for this series: the steps learnt
+    /// meanwhile, replayed onto the forecaster trained on the history.
+    awaiting_history: Option<Vec<(TimestampMs, f64)>>,
 }
+
+/// Steps kept for replay while a series waits for its history; beyond
+/// this the history is dropped when it comes (it would be too stale).
+const MAX_STEPS_AWAITING_HISTORY: usize = 50_000;
 
 /// A series' forecast of its next rollup step, and what the live view
 /// shows of its forecaster (kept so that publishing the view is cheap).
@@ -357,6 +365,8 @@ pub struct Agent<O, S, E: Enforcer, C> {
     slo_overrides: BTreeMap<(WorkloadId, Resource), f64>,
     /// Pools (tiers) workloads were moved to by alert remediation.
     pool_overrides: BTreeMap<WorkloadId, String>,
+    /// Fetches the history of new series (`[history]`).
+    history: Option<HistoryFetcher>,
 }
 
 /// The reference policy `config` names (none for prescient's own; an
@@ -395,6 +405,19 @@ fn webhook_of(config: &Config) -> Option<WebhookSender> {
             None
         }
     }
+}
+
+/// The history fetcher `[history]` asks for (none without a URL; a
+/// source that cannot be set up is a log line).
+fn history_of(config: &Config) -> Option<HistoryFetcher> {
+    let h = &config.history;
+    let url = h.prometheus.as_deref()?;
+    let source = PrometheusHistory::new(url, h.timeout.as_duration())
+        .map_err(|e| log::error!("history.prometheus: {e}; new workloads start without history"))
+        .ok()?;
+    HistoryFetcher::start(Box::new(source))
+        .map_err(|e| log::error!("history: cannot start its thread: {e}"))
+        .ok()
 }
 
 fn guardrails(config: &Config, machine: &Machine) -> Guardrails {
@@ -450,6 +473,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let reference = reference_of(&config);
         let alert_rules = config.alerts.rules.clone();
         let webhook = webhook_of(&config);
+        let history = history_of(&config);
         Agent {
             outbox: Outbox::new(config.store.max_buffered_samples),
             config,
@@ -488,7 +512,105 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             webhook,
             slo_overrides: BTreeMap::new(),
             pool_overrides: BTreeMap::new(),
+            history,
         }
+    }
+
+    /// Reads the history of new series from `source` (instead of the
+    /// Prometheus of `[history]`): tests, and other sources.
+    pub fn set_history_source(&mut self, source: Box<dyn HistorySource>) {
+        self.history = HistoryFetcher::start(source)
+            .map_err(|e| log::error!("history: cannot start its thread: {e}"))
+            .ok();
+    }
+
+    /// Asks for the history of a new series, when `[history]` has a source
+    /// and a query for `r`.
+    fn ask_history(&mut self, w: &WorkloadId, r: Resource) {
+        let Some(fetcher) = &self.history else {
+            return;
+        };
+        let Some(template) = self.config.history.query(r) else {
+            return;
+        };
+        let Some(tr) = self.workloads.get(w) else {
+            return;
+        };
+        let slo = self
+            .config
+            .workloads
+            .get(tr.config)
+            .map_or(0.95, |wc| self.policy_for(w, wc, r).slo_quantile);
+        let query = fill_template(template, &w.0, &self.host.0, &tr.found.cgroup.to_string());
+        let Some(s) = self.series.get_mut(&(w.clone(), r)) else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        let job = Job {
+            workload: w.clone(),
+            resource: r,
+            query,
+            start: now - self.config.history.since.as_ms_i64(),
+            end: now,
+            context: s.forecaster.context(),
+            track_level: slo,
+        };
+        log::info!("{}: asking for its history ({})", s.key, job.query);
+        if fetcher.submit(job) {
+            s.awaiting_history = Some(Vec::new());
+        }
+    }
+
+    /// Swaps in the forecasters trained on history that are ready, with
+    /// the steps learnt meanwhile replayed onto them.
+    fn take_history(&mut self, now: TimestampMs) -> bool {
+        let Some(fetcher) = &self.history else {
+            return false;
+        };
+        let ready = fetcher.ready();
+        let any = !ready.is_empty();
+        for d in ready {
+            let k = (d.workload.clone(), d.resource);
+            let Some(s) = self.series.get_mut(&k) else {
+                continue;
+            };
+            let Some(meanwhile) = s.awaiting_history.take() else {
+                continue;
+            };
+            match d.result {
+                Ok((mut f, n)) => {
+                    let from = f.last_ts().unwrap_or(i64::MIN);
+                    let mut replayed = 0;
+                    for (b, v) in meanwhile {
+                        if b > from {
+                            f.observe(b, v);
+                            replayed += 1;
+                        }
+                    }
+                    s.forecaster = f;
+                    s.dirty = true;
+                    log::info!(
+                        "{}: learnt {n} steps of history, then the {replayed} seen since",
+                        s.key
+                    );
+                    self.audit(AuditRecord {
+                        ts: now,
+                        actor: "agent".into(),
+                        action: "forecast.history".into(),
+                        target: format!("{}/{}", d.workload, d.resource.as_str()),
+                        before: None,
+                        after: Some(format!("{n} steps")),
+                        reason: "history of a new workload read from [history]".into(),
+                    });
+                    self.refresh_next(&d.workload, d.resource);
+                }
+                Err(e) => log::warn!(
+                    "{}: no history ({e}); forecasting from what it sees from now on",
+                    s.key
+                ),
+            }
+        }
+        any
     }
 
     /// Records why there is no cgroup writer (given `None` for one): a
@@ -756,6 +878,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
     pub fn tick(&mut self) -> TimestampMs {
         let now = self.clock.now_ms();
         let mut changed = self.obey(now);
+        changed |= self.take_history(now);
         changed |= self.expire_requests(now);
         if now >= self.next_sample {
             changed = true;
@@ -1155,6 +1278,17 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         };
         let learnt = self.calendar.without_events(&s.key, &labels, b, learnt);
         s.forecaster.observe(b, learnt);
+        if let Some(buf) = &mut s.awaiting_history {
+            if buf.len() < MAX_STEPS_AWAITING_HISTORY {
+                buf.push((b, learnt));
+            } else {
+                log::warn!(
+                    "{}: history took too long to come; going on without it",
+                    s.key
+                );
+                s.awaiting_history = None;
+            }
+        }
         if let Some(rs) = &mut s.reference {
             rs.state.observe(b, value, &[alloc]);
         }
@@ -1265,7 +1399,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     None
                 }
             };
-            if resumed.is_some() {
+            let resumed_any = resumed.is_some();
+            if resumed_any {
                 self.counters.resumed_forecasters += 1;
             }
             let reference = self.reference_state(w, r);
@@ -1303,8 +1438,12 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     detector: SeriesAnomalyDetector::new(r, &self.anomaly_config),
                     next: None,
                     covered: VecDeque::new(),
+                    awaiting_history: None,
                 },
             );
+            if !resumed_any {
+                self.ask_history(w, r);
+            }
             self.refresh_next(w, r);
         }
         self.series.get_mut(&k).expect("inserted above")

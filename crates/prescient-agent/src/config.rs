@@ -104,6 +104,52 @@ pub struct Config {
     /// Alert rules and where alerts go.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Where the history of new workloads comes from.
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// `[history]`: the history of workloads the agent has not seen before,
+/// read from Prometheus so that their forecasts start from weeks of data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Prometheus's URL (`http://prometheus:9090`); unset: no history.
+    pub prometheus: Option<String>,
+    /// How far back.
+    pub since: Interval,
+    /// The query giving a workload's CPU use in cores; `{workload}`,
+    /// `{host}` and `{cgroup}` are replaced by its id, the agent's host
+    /// and its cgroup path (escaped for a PromQL string). Several series
+    /// in the answer are summed.
+    pub cpu_query: Option<String>,
+    /// The query giving a workload's memory use in bytes.
+    pub memory_query: Option<String>,
+    /// How long one request to Prometheus may take.
+    pub timeout: Interval,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            prometheus: None,
+            since: Interval::secs(14 * 86_400),
+            cpu_query: None,
+            memory_query: None,
+            timeout: Interval::secs(30),
+        }
+    }
+}
+
+impl HistoryConfig {
+    /// The query template for `r`, if any.
+    pub fn query(&self, r: Resource) -> Option<&str> {
+        match r {
+            Resource::Cpu => self.cpu_query.as_deref(),
+            Resource::Memory => self.memory_query.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// `[alerts]`: where alerts go, and the rules (`[[alerts.rule]]`).
@@ -1278,6 +1324,34 @@ impl Config {
 
         self.alert_issues(&mut bad);
 
+        let h = &self.history;
+        if let Some(url) = &h.prometheus {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bad(
+                    "history.prometheus".into(),
+                    format!("{url:?}"),
+                    "must be an http:// or https:// URL",
+                );
+            }
+            if h.cpu_query.is_none() && h.memory_query.is_none() {
+                bad(
+                    "history.prometheus".into(),
+                    format!("{url:?}"),
+                    "needs history.cpu_query or history.memory_query",
+                );
+            }
+        }
+        if h.since.0 == 0 {
+            bad("history.since".into(), "\"0ms\"".into(), "must be positive");
+        }
+        if h.timeout.0 == 0 {
+            bad(
+                "history.timeout".into(),
+                "\"0ms\"".into(),
+                "must be positive",
+            );
+        }
+
         let api = &self.api;
         if api.listen.parse::<std::net::SocketAddr>().is_err() {
             bad(
@@ -1492,6 +1566,8 @@ impl Overrides {
 
 /// Where the configuration comes from: loaded at start and again on
 /// SIGHUP.
+// One per run: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
     /// A file (or the defaults when `None`), then the environment's layer,
@@ -1566,6 +1642,10 @@ mod tests {
         assert_eq!(
             c.alerts, d.alerts,
             "[alerts] of the example must be the defaults"
+        );
+        assert_eq!(
+            c.history, d.history,
+            "[history] of the example must be the defaults"
         );
         assert!(!c.workloads.is_empty());
         // The commented-out rules are valid when uncommented.

@@ -74,6 +74,7 @@ pub mod agent;
 pub mod alerts;
 pub mod config;
 pub mod control;
+pub mod history;
 pub mod logger;
 pub mod outbox;
 pub mod ports;

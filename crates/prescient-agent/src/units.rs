@@ -8,7 +8,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A time interval, written with a unit: `ms`, `s`, `m` or `h`
-/// (`"100ms"`, `"1.5s"`). Kept in whole milliseconds.
+/// (`"100ms"`, `"1.5s"`), or `d` (days). Kept in whole milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Interval(pub u64);
 
@@ -53,9 +53,10 @@ impl Interval {
             "s" => 1e3,
             "m" | "min" => 60e3,
             "h" => 3600e3,
+            "d" => 86_400e3,
             u => {
                 return Err(format!(
-                    "{s:?}: unknown unit {u:?} (expected ms, s, m or h)"
+                    "{s:?}: unknown unit {u:?} (expected ms, s, m, h or d)"
                 ));
             }
         };
@@ -73,7 +74,9 @@ impl Interval {
 impl fmt::Display for Interval {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
-        if ms != 0 && ms.is_multiple_of(3_600_000) {
+        if ms != 0 && ms.is_multiple_of(86_400_000) {
+            write!(f, "{}d", ms / 86_400_000)
+        } else if ms != 0 && ms.is_multiple_of(3_600_000) {
             write!(f, "{}h", ms / 3_600_000)
         } else if ms != 0 && ms.is_multiple_of(60_000) {
             write!(f, "{}m", ms / 60_000)
