@@ -1303,7 +1303,15 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             );
         }
         for a in verdict.anomalies {
-            log::warn!(
+            // Outliers are frequent and already clipped out of what is
+            // learnt: the log notes them quietly; leaks and shifts warn.
+            let level = if a.kind.as_str() == "outlier" {
+                log::Level::Info
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
                 "anomaly: {} {} of {}: {}",
                 a.kind.as_str(),
                 a.key.resource,

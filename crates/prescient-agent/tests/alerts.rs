@@ -198,3 +198,87 @@ fn in_enforce_mode_a_coverage_alert_raises_the_slo_quantile_and_is_audited() {
         }
     }
 }
+
+#[test]
+fn in_enforce_mode_a_rule_can_move_a_workload_to_another_tier() {
+    let text = r#"
+[agent]
+mode = "enforce"
+host = "h1"
+sample_interval = "1s"
+forecast_step = "5s"
+plan_interval = "10s"
+plan_steps = 2
+[store]
+path = "/nonexistent/unused.db"
+flush_interval = "5s"
+[[pool]]
+name = "host"
+cpu = 2
+memory = "4GiB"
+[[pool]]
+name = "burst"
+cpu = 4
+memory = "4GiB"
+[[workload]]
+name = "busy"
+cgroup = "/busy"
+[[workload]]
+name = "idle"
+cgroup = "/idle"
+[[alerts.rule]]
+name = "covered"
+when = "coverage"
+resource = "cpu"
+workload = "busy"
+below = 0.999
+action = "move_tier"
+tier = "burst"
+"#;
+    let c = prescient_agent::resolve(
+        Config::from_toml(text, Path::new("t.toml")).unwrap(),
+        &MACHINE,
+    )
+    .unwrap();
+    let (handle, port) = Control::new();
+    let sink = FakeSink::default();
+    let observer = FakeObserver::with_usage(|cg, ts| match cg {
+        "/busy" if ts < T0 + 60_000 => (0.3, GIB as f64),
+        "/busy" => (1.8, GIB as f64),
+        _ => (0.1, 256.0 * 1048576.0),
+    });
+    let mut a = Agent::new(
+        c,
+        MACHINE,
+        observer,
+        sink.clone(),
+        Some(fake_enforcer()),
+        clock(),
+    );
+    a.set_control(port);
+    a.start();
+    drive(&mut a, T0 + 120_000);
+    let v = handle.view();
+    let busy = v.workloads.iter().find(|w| w.id == "busy").unwrap();
+    assert_eq!(busy.pool.as_deref(), Some("burst"), "{:?}", v.alerts);
+    let idle = v.workloads.iter().find(|w| w.id == "idle").unwrap();
+    assert_eq!(idle.pool.as_deref(), Some("host"));
+    let burst_plan = v.plans.iter().find(|p| p.pool.0 == "burst").unwrap();
+    assert!(burst_plan.entries.iter().any(|e| e.workload.0 == "busy"));
+    let moves: Vec<_> = sink
+        .0
+        .borrow()
+        .audit
+        .iter()
+        .filter(|r| r.action == "alert.move_tier")
+        .map(|r| (r.target.clone(), r.before.clone(), r.after.clone()))
+        .collect();
+    assert_eq!(
+        moves,
+        [(
+            "busy".to_string(),
+            Some("host".to_string()),
+            Some("burst".to_string())
+        )]
+    );
+}
