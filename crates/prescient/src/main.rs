@@ -25,6 +25,7 @@ enum Command {
     Config(cmd::config::ConfigCommand),
     Demo(cmd::demo::DemoArgs),
     Import(cmd::import::ImportArgs),
+    Kube(cmd::kube::KubeArgs),
     Loadgen(cmd::loadgen::LoadgenArgs),
     #[command(name = "loadgen-worker", hide = true)]
     LoadgenWorker(cmd::loadgen::LoadgenWorkerArgs),
@@ -42,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Config(c) => cmd::config::run(c),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Import(args) => cmd::import::run(args),
+        Command::Kube(args) => cmd::kube::run(args),
         Command::Loadgen(args) => cmd::loadgen::run(args),
         Command::LoadgenWorker(args) => cmd::loadgen::run_worker(args),
         Command::Plan(args) => cmd::plan::run(args),

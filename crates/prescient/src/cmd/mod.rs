@@ -6,6 +6,7 @@ pub mod backtest;
 pub mod config;
 pub mod demo;
 pub mod import;
+pub mod kube;
 pub mod loadgen;
 pub mod plan;
 pub mod replay;

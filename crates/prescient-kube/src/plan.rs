@@ -1,0 +1,967 @@
+//! The pure core: from a [`NodeSnapshot`] and what the planner has learnt
+//! (a [`SeriesForecaster`] per container and resource, the resizes done),
+//! a [`NodePlan`]: per managed container the requests (and limits, keeping
+//! the pod's limit/request ratio) the solver chose, why, and whether the
+//! pod may be resized now.
+//!
+//! Per node, the solver gets one pool whose capacity is the node's
+//! allocatable minus what unmanaged pods (and managed ones not planned this
+//! cycle) request, and whose whole capacity is kept as a reserve: requests
+//! go up to each container's SLO quantile of forecast usage when the node
+//! has room, and by priority class when it has not — never beyond the SLO,
+//! since a request is a reservation the scheduler honours, not a cap.
+//!
+//! A pod is resized only when a request moves by more than the dead band
+//! ([`PlannerConfig::min_change_fraction`]), at most once per
+//! [`PlannerConfig::min_resize_interval_ms`], never to a memory request
+//! under its usage plus headroom, never while a resize is in progress, not
+//! again to a target the kubelet found infeasible, and, for a resource whose
+//! `resizePolicy` is `RestartContainer`, only when its PodDisruptionBudget
+//! allows a disruption.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prescient_core::{Resource, ResourcePolicy, TimestampMs, WorkloadId};
+use prescient_forecast::{DEFAULT_LEVELS, ModelKind, SeriesContext, SeriesForecaster};
+use prescient_solver::{Demand, Pool, Problem, Solver, Workload, WorkloadResource, fmt_amount};
+use rayon::prelude::*;
+
+use crate::crd::Mode;
+use crate::quantity::{rounded_cpu, rounded_memory};
+use crate::snapshot::{NodeSnapshot, OptIn, PodSnapshot, ResourceState, UsageMap};
+
+/// How the planner plans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannerConfig {
+    /// The controller's mode: in recommend mode nothing is ever resized.
+    pub mode: Mode,
+    /// Time between usage samples (the controller's interval).
+    pub step_ms: i64,
+    /// Steps of forecast a plan covers (1: the next interval, read from the
+    /// forecasters' precomputed next step, the cheap path).
+    pub horizon_steps: usize,
+    /// At most one resize per pod in this long.
+    pub min_resize_interval_ms: i64,
+    /// Memory requests stay at least this share above current usage...
+    pub memory_headroom_fraction: f64,
+    /// ...and at least this many bytes above it.
+    pub memory_headroom_min_bytes: f64,
+    /// A request moving by less than this share of it is left alone.
+    pub min_change_fraction: f64,
+    /// Samples a series needs before it is planned.
+    pub min_observations: u64,
+    /// The forecasting models of each series (all classic ones if empty).
+    pub models: Vec<ModelKind>,
+    /// The solver's CPU step, cores.
+    pub cpu_unit: f64,
+    /// The solver's memory step, bytes.
+    pub memory_unit: f64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            mode: Mode::Recommend,
+            step_ms: 60_000,
+            horizon_steps: 1,
+            min_resize_interval_ms: 5 * 60_000,
+            memory_headroom_fraction: 0.1,
+            memory_headroom_min_bytes: 32.0 * 1_048_576.0,
+            min_change_fraction: 0.05,
+            min_observations: 3,
+            // The decaying histogram (what the VPA uses) and the recent
+            // level: a few KiB a series, so 100,000 containers fit in a few
+            // hundred MiB.
+            models: vec![ModelKind::Histogram, ModelKind::Recent],
+            cpu_unit: 0.01,
+            memory_unit: 4.0 * 1_048_576.0,
+        }
+    }
+}
+
+impl PlannerConfig {
+    /// The smallest memory request allowed for a container using `usage`
+    /// bytes: usage plus headroom.
+    pub fn memory_floor(&self, usage: f64) -> f64 {
+        usage + (usage * self.memory_headroom_fraction).max(self.memory_headroom_min_bytes)
+    }
+}
+
+/// A container of a pod: (namespace, pod, container).
+pub type ContainerKey = (String, String, String);
+
+/// The planned change of one resource of one container.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// The request now (spec).
+    pub current_request: f64,
+    /// The request planned (rounded as it will be written).
+    pub request: f64,
+    /// The limit now.
+    pub current_limit: Option<f64>,
+    /// The limit planned: the request times the current limit/request ratio.
+    pub limit: Option<f64>,
+    /// Whether it differs from the current request by more than the dead band.
+    pub changed: bool,
+}
+
+/// The plan of one container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerPlan {
+    /// The container.
+    pub name: String,
+    /// CPU (cores), when planned.
+    pub cpu: Option<Target>,
+    /// Memory (bytes), when planned.
+    pub memory: Option<Target>,
+    /// Why, in words (the solver's reasons and the planner's notes).
+    pub reason: String,
+}
+
+/// What to do with a pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Resize it now (enforce mode).
+    Resize,
+    /// Write the recommendation (recommend mode).
+    Recommend,
+    /// Its requests are where the plan wants them.
+    NoChange,
+    /// A change is planned but may not be applied now: why.
+    Hold(String),
+    /// Not planned: why (bad policy, not enough usage yet).
+    Skip(String),
+}
+
+/// The plan of one managed pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodPlan {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The resourceVersion planned from.
+    pub resource_version: Option<String>,
+    /// The PrescientPolicy that manages it, if one does.
+    pub policy: Option<String>,
+    /// The effective mode.
+    pub mode: Mode,
+    /// Per container.
+    pub containers: Vec<ContainerPlan>,
+    /// What to do.
+    pub action: Action,
+}
+
+/// The plan of one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePlan {
+    /// The node.
+    pub node: String,
+    /// CPU left to managed pods, cores.
+    pub capacity_cpu: f64,
+    /// Memory left to managed pods, bytes.
+    pub capacity_memory: f64,
+    /// Per managed pod.
+    pub pods: Vec<PodPlan>,
+    /// Problems met (from the snapshot, and a solve that failed).
+    pub problems: Vec<String>,
+    /// The managed pods' minimums exceed the capacity left: some were cut.
+    pub degraded: bool,
+}
+
+/// A container's planned requests: (name, CPU, memory).
+type ContainerRequests = (String, Option<f64>, Option<f64>);
+
+/// Forecasters of one container: CPU and memory.
+#[derive(Debug, Clone)]
+struct ContainerSeries {
+    cpu: SeriesForecaster,
+    memory: SeriesForecaster,
+}
+
+/// The planner: forecasters and resize history, and the planning itself.
+#[derive(Debug)]
+pub struct Planner {
+    config: PlannerConfig,
+    series: HashMap<ContainerKey, ContainerSeries>,
+    /// Per pod (namespace, name): when it was last resized (accepted).
+    last_resize: HashMap<(String, String), TimestampMs>,
+    /// Per pod: the targets the kubelet found infeasible, and when.
+    infeasible: HashMap<(String, String), (Vec<ContainerRequests>, TimestampMs)>,
+    levels: Arc<[f64]>,
+}
+
+impl Planner {
+    /// A planner with nothing learnt yet.
+    pub fn new(config: PlannerConfig) -> Self {
+        Planner {
+            config,
+            series: HashMap::new(),
+            last_resize: HashMap::new(),
+            infeasible: HashMap::new(),
+            levels: Arc::from(DEFAULT_LEVELS.as_slice()),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &PlannerConfig {
+        &self.config
+    }
+
+    /// Number of containers with forecasters.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Learns the usage sampled at `ts` of every container in `usage`
+    /// (forecasters are created on first sight), in parallel.
+    pub fn observe(&mut self, usage: &UsageMap, ts: TimestampMs) {
+        let config = &self.config;
+        let make = |resource| {
+            SeriesForecaster::new(
+                SeriesContext {
+                    step_ms: config.step_ms,
+                    resource,
+                },
+                &config.models,
+            )
+        };
+        for key in usage.keys() {
+            if !self.series.contains_key(key) {
+                self.series.insert(
+                    key.clone(),
+                    ContainerSeries {
+                        cpu: make(Resource::Cpu),
+                        memory: make(Resource::Memory),
+                    },
+                );
+            }
+        }
+        self.series.par_iter_mut().for_each(|(key, s)| {
+            if let Some(u) = usage.get(key) {
+                if let Some(v) = u.cpu {
+                    s.cpu.observe(ts, v);
+                }
+                if let Some(v) = u.memory {
+                    s.memory.observe(ts, v);
+                }
+            }
+        });
+    }
+
+    /// Learns one sample of one container (history from Prometheus, say).
+    pub fn observe_one(&mut self, key: &ContainerKey, resource: Resource, ts: TimestampMs, v: f64) {
+        let config = &self.config;
+        let s = self.series.entry(key.clone()).or_insert_with(|| {
+            let make = |resource| {
+                SeriesForecaster::new(
+                    SeriesContext {
+                        step_ms: config.step_ms,
+                        resource,
+                    },
+                    &config.models,
+                )
+            };
+            ContainerSeries {
+                cpu: make(Resource::Cpu),
+                memory: make(Resource::Memory),
+            }
+        });
+        match resource {
+            Resource::Cpu => s.cpu.observe(ts, v),
+            Resource::Memory => s.memory.observe(ts, v),
+            _ => {}
+        }
+    }
+
+    /// Drops what was learnt of containers `keep` does not accept (pods
+    /// gone), and their resize history.
+    pub fn retain(&mut self, keep: impl Fn(&ContainerKey) -> bool) {
+        self.series.retain(|k, _| keep(k));
+        let live: std::collections::HashSet<(String, String)> = self
+            .series
+            .keys()
+            .map(|(ns, pod, _)| (ns.clone(), pod.clone()))
+            .collect();
+        self.last_resize.retain(|k, _| live.contains(k));
+        self.infeasible.retain(|k, _| live.contains(k));
+    }
+
+    /// Records that pod `namespace/pod` was resized at `at`.
+    pub fn record_resize(&mut self, namespace: &str, pod: &str, at: TimestampMs) {
+        self.last_resize
+            .insert((namespace.to_string(), pod.to_string()), at);
+    }
+
+    /// When pod `namespace/pod` was last resized.
+    pub fn last_resize(&self, namespace: &str, pod: &str) -> Option<TimestampMs> {
+        self.last_resize
+            .get(&(namespace.to_string(), pod.to_string()))
+            .copied()
+    }
+
+    /// Records that the kubelet found the resize of `plan` infeasible at
+    /// `at`: the same targets are not tried again.
+    pub fn record_infeasible(&mut self, plan: &PodPlan, at: TimestampMs) {
+        self.infeasible.insert(
+            (plan.namespace.clone(), plan.name.clone()),
+            (targets_of(plan), at),
+        );
+    }
+
+    /// Plans every node, in parallel over nodes.
+    pub fn plan_nodes(&self, nodes: &[NodeSnapshot], now: TimestampMs) -> Vec<NodePlan> {
+        nodes
+            .par_iter()
+            .map_init(
+                || {
+                    let mut s = Solver::new();
+                    // Parallel over nodes already.
+                    s.set_parallel(false);
+                    s
+                },
+                |solver, node| self.plan_node_with(node, now, solver),
+            )
+            .collect()
+    }
+
+    /// Plans one node.
+    pub fn plan_node(&self, node: &NodeSnapshot, now: TimestampMs) -> NodePlan {
+        self.plan_node_with(node, now, &mut Solver::new())
+    }
+
+    fn demand(&self, f: &SeriesForecaster, now: TimestampMs) -> Option<Demand> {
+        if f.observations() < self.config.min_observations {
+            return None;
+        }
+        if self.config.horizon_steps <= 1 {
+            let mut values = vec![0.0; self.levels.len()];
+            f.one_step(&self.levels, &mut values);
+            Some(Demand {
+                start: now,
+                step_ms: self.config.step_ms,
+                levels: self.levels.clone(),
+                values,
+            })
+        } else {
+            f.forecast(now, self.config.horizon_steps, &DEFAULT_LEVELS)
+                .ok()
+                .map(|p| Demand::from_profile(&p))
+        }
+    }
+
+    fn plan_node_with(
+        &self,
+        node: &NodeSnapshot,
+        now: TimestampMs,
+        solver: &mut Solver,
+    ) -> NodePlan {
+        let cfg = &self.config;
+        let mut out = NodePlan {
+            node: node.name.clone(),
+            capacity_cpu: node.allocatable_cpu,
+            capacity_memory: node.allocatable_memory,
+            pods: Vec::new(),
+            problems: node.problems.clone(),
+            degraded: false,
+        };
+        let mut problem = Problem::new(now);
+        problem.steps = cfg.horizon_steps.max(1);
+        problem.units.insert(Resource::Cpu, cfg.cpu_unit);
+        problem.units.insert(Resource::Memory, cfg.memory_unit);
+        // Which (pod plan, container, resource) each workload resource is.
+        let mut slots: Vec<(usize, usize)> = Vec::new();
+        // Per pod plan, the index of its pod in the snapshot.
+        let mut source: Vec<usize> = Vec::new();
+        let mut used_cpu = 0.0;
+        let mut used_memory = 0.0;
+        for (si, pod) in node.pods.iter().enumerate() {
+            let fixed = |pod: &PodSnapshot, cpu: &mut f64, mem: &mut f64| {
+                for c in &pod.containers {
+                    *cpu += c.cpu.request.unwrap_or(0.0);
+                    *mem += c.memory.request.unwrap_or(0.0);
+                }
+            };
+            let Some(opt_in) = &pod.opt_in else {
+                fixed(pod, &mut used_cpu, &mut used_memory);
+                continue;
+            };
+            let policy_name = match opt_in {
+                OptIn::Policy(n) => Some(n.clone()),
+                OptIn::Label => None,
+            };
+            let mut plan = PodPlan {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                resource_version: pod.resource_version.clone(),
+                policy: policy_name,
+                mode: cfg.mode,
+                containers: Vec::new(),
+                action: Action::NoChange,
+            };
+            let policy = match &pod.policy {
+                Ok(p) => p,
+                Err(e) => {
+                    fixed(pod, &mut used_cpu, &mut used_memory);
+                    plan.action = Action::Skip(e.to_string());
+                    out.pods.push(plan);
+                    source.push(si);
+                    continue;
+                }
+            };
+            if cfg.mode == Mode::Enforce {
+                plan.mode = policy.mode.unwrap_or(Mode::Enforce);
+            }
+            let mut learning = Vec::new();
+            for (ci, c) in pod.containers.iter().enumerate() {
+                plan.containers.push(ContainerPlan {
+                    name: c.name.clone(),
+                    cpu: None,
+                    memory: None,
+                    reason: String::new(),
+                });
+                let key = (pod.namespace.clone(), pod.name.clone(), c.name.clone());
+                let series = self.series.get(&key);
+                let mut resources = Vec::new();
+                for (resource, state) in [(Resource::Cpu, &c.cpu), (Resource::Memory, &c.memory)] {
+                    let Some(request) = state.request else {
+                        // No request to resize (and in-place resize may not
+                        // change the pod's QoS class by adding one).
+                        continue;
+                    };
+                    let f = series.map(|s| match resource {
+                        Resource::Cpu => &s.cpu,
+                        _ => &s.memory,
+                    });
+                    let Some(demand) = f.and_then(|f| self.demand(f, now)) else {
+                        learning.push(format!(
+                            "{}: {} of {} {resource} samples",
+                            c.name,
+                            f.map_or(0, |f| f.observations()),
+                            cfg.min_observations
+                        ));
+                        match resource {
+                            Resource::Cpu => used_cpu += request,
+                            _ => used_memory += request,
+                        }
+                        continue;
+                    };
+                    let (min, max) = match resource {
+                        Resource::Cpu => (policy.min_cpu, policy.max_cpu),
+                        _ => (policy.min_memory, policy.max_memory),
+                    };
+                    let mut guarantee = min.unwrap_or(0.0);
+                    if resource == Resource::Memory
+                        && let Some(u) = state.usage
+                    {
+                        guarantee = guarantee.max(cfg.memory_floor(u));
+                    }
+                    if let Some(max) = max {
+                        guarantee = guarantee.min(max);
+                    }
+                    resources.push(WorkloadResource {
+                        resource,
+                        demand,
+                        policy: ResourcePolicy {
+                            guarantee,
+                            limit: max,
+                            priority: policy.priority,
+                            weight: policy.weight,
+                            slo_quantile: policy.slo_quantile,
+                            change_cost: 0.0,
+                            lendable: true,
+                        },
+                        current: Some(request),
+                        current_tier: None,
+                    });
+                    slots.push((out.pods.len(), ci));
+                }
+                if !resources.is_empty() {
+                    problem.workloads.push(Workload {
+                        name: WorkloadId(format!("{}/{}/{}", pod.namespace, pod.name, c.name)),
+                        pool: 0,
+                        resources,
+                    });
+                }
+            }
+            if slots.last().is_none_or(|&(p, _)| p != out.pods.len()) {
+                plan.action = Action::Skip(if learning.is_empty() {
+                    "no container has a CPU or memory request to resize".to_string()
+                } else {
+                    format!("learning usage ({})", learning.join(", "))
+                });
+            }
+            out.pods.push(plan);
+            source.push(si);
+        }
+        out.capacity_cpu = (node.allocatable_cpu - used_cpu).max(0.0);
+        out.capacity_memory = (node.allocatable_memory - used_memory).max(0.0);
+        if problem.workloads.is_empty() {
+            return out;
+        }
+        let capacity: prescient_solver::Amounts = [
+            (Resource::Cpu, out.capacity_cpu),
+            (Resource::Memory, out.capacity_memory),
+        ]
+        .into();
+        problem.pools.push(Pool {
+            name: node.name.clone(),
+            parent: None,
+            reserve: capacity.clone(),
+            capacity,
+            tiers: Vec::new(),
+            spare: Default::default(),
+        });
+        let solution = match solver.solve(&problem) {
+            Ok(s) => s,
+            Err(e) => {
+                out.problems.push(format!(
+                    "node {}: the plan could not be made: {e}",
+                    node.name
+                ));
+                for p in &mut out.pods {
+                    if matches!(p.action, Action::NoChange) {
+                        p.action = Action::Skip("the node's plan could not be made".into());
+                    }
+                }
+                return out;
+            }
+        };
+        out.degraded = solution.degraded();
+        // Entries come in problem order: workloads, then their resources,
+        // which is the order `slots` was filled in.
+        for (entry, &(pi, ci)) in solution.entries.iter().zip(&slots) {
+            let plan = &mut out.pods[pi];
+            let Some(state) =
+                node.pods[source[pi]]
+                    .containers
+                    .get(ci)
+                    .map(|c| match entry.resource {
+                        Resource::Cpu => c.cpu,
+                        _ => c.memory,
+                    })
+            else {
+                continue;
+            };
+            let target = self.target(entry.resource, state, entry.allocation);
+            let cp = &mut plan.containers[ci];
+            let mut reason = entry.reason_text(&problem);
+            if entry.resource == Resource::Memory
+                && target
+                    .limit
+                    .is_some_and(|l| l > target.request * ratio(state) + 1.0)
+            {
+                reason.push_str(" (limit kept: a memory limit is lowered only by a restart)");
+            }
+            if !cp.reason.is_empty() {
+                cp.reason.push_str("; ");
+            }
+            cp.reason.push_str(&format!("{}: {reason}", entry.resource));
+            match entry.resource {
+                Resource::Cpu => cp.cpu = Some(target),
+                _ => cp.memory = Some(target),
+            }
+        }
+        for (plan, &si) in out.pods.iter_mut().zip(&source) {
+            if !matches!(plan.action, Action::Skip(_)) {
+                plan.action = self.decide(plan, &node.pods[si], now);
+            }
+        }
+        out
+    }
+
+    /// The target of one resource for an allocation of `allocation`.
+    fn target(&self, resource: Resource, state: ResourceState, allocation: f64) -> Target {
+        let current = state.request.unwrap_or(0.0);
+        let round = |x: f64| match resource {
+            Resource::Cpu => rounded_cpu(x),
+            _ => rounded_memory(x),
+        };
+        let wanted = round(allocation);
+        let changed = (wanted - current).abs() > self.config.min_change_fraction * current;
+        let request = if changed { wanted } else { current };
+        let limit = state.limit.map(|l| {
+            if !changed {
+                return l;
+            }
+            let new = round(request * ratio(state)).max(request);
+            // Kubernetes 1.33 refuses to lower a memory limit in place
+            // unless the container restarts.
+            if resource == Resource::Memory && !state.restart_on_resize {
+                new.max(l)
+            } else {
+                new
+            }
+        });
+        Target {
+            current_request: current,
+            request,
+            current_limit: state.limit,
+            limit,
+            changed,
+        }
+    }
+
+    /// Whether `plan` of `pod` may be applied now, and if not, why.
+    fn decide(&self, plan: &PodPlan, pod: &PodSnapshot, now: TimestampMs) -> Action {
+        let cfg = &self.config;
+        if plan.mode == Mode::Recommend {
+            return Action::Recommend;
+        }
+        let changed = plan
+            .containers
+            .iter()
+            .any(|c| c.cpu.is_some_and(|t| t.changed) || c.memory.is_some_and(|t| t.changed));
+        if !changed {
+            return Action::NoChange;
+        }
+        if pod.resize.in_progress {
+            return Action::Hold("a resize is in progress (PodResizeInProgress)".into());
+        }
+        let key = (pod.namespace.clone(), pod.name.clone());
+        if let Some(&at) = self.last_resize.get(&key)
+            && now - at < cfg.min_resize_interval_ms
+        {
+            return Action::Hold(format!(
+                "resized {} ago: at most one resize per pod every {}",
+                fmt_duration(now - at),
+                fmt_duration(cfg.min_resize_interval_ms)
+            ));
+        }
+        for (c, snap) in plan.containers.iter().zip(&pod.containers) {
+            if let (Some(t), Some(u)) = (c.memory, snap.memory.usage) {
+                let floor = cfg.memory_floor(u);
+                if t.changed && t.request < floor {
+                    return Action::Hold(format!(
+                        "container {}: memory {} would be under its usage {} plus headroom ({})",
+                        c.name,
+                        fmt_amount(Resource::Memory, t.request),
+                        fmt_amount(Resource::Memory, u),
+                        fmt_amount(Resource::Memory, floor)
+                    ));
+                }
+            }
+            for (resource, t, state) in
+                [("cpu", c.cpu, snap.cpu), ("memory", c.memory, snap.memory)]
+            {
+                if t.is_some_and(|t| t.changed) && state.restart_on_resize {
+                    match &pod.pdb {
+                        Some(pdb) if pdb.disruptions_allowed <= 0 => {
+                            return Action::Hold(format!(
+                                "resizing {resource} restarts container {} (resizePolicy RestartContainer) \
+                                 and PodDisruptionBudget {} allows no disruption now",
+                                c.name, pdb.name
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if let Some((targets, at)) = self.infeasible.get(&key)
+            && *targets == targets_of(plan)
+        {
+            return Action::Hold(format!(
+                "the kubelet found this resize Infeasible {} ago: not retried for the same target",
+                fmt_duration(now - at)
+            ));
+        }
+        Action::Resize
+    }
+}
+
+/// A resource's limit/request ratio (1 without both).
+fn ratio(state: ResourceState) -> f64 {
+    match (state.request, state.limit) {
+        (Some(r), Some(l)) if r > 0.0 => l / r,
+        _ => 1.0,
+    }
+}
+
+/// What a pod plan asks for, to compare with a refused one.
+fn targets_of(plan: &PodPlan) -> Vec<ContainerRequests> {
+    plan.containers
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.cpu.map(|t| t.request),
+                c.memory.map(|t| t.request),
+            )
+        })
+        .collect()
+}
+
+/// "4m30s", "45s".
+pub fn fmt_duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PodPolicy;
+    use crate::snapshot::{ContainerSnapshot, PdbState, ResizeStatus, Usage};
+
+    const GI: f64 = 1_073_741_824.0;
+    const T0: TimestampMs = 1_700_000_000_000;
+
+    fn pod(name: &str, cpu: (f64, f64), mem: (f64, f64), usage: (f64, f64)) -> PodSnapshot {
+        PodSnapshot {
+            namespace: "ns".into(),
+            name: name.into(),
+            resource_version: Some("7".into()),
+            opt_in: Some(OptIn::Label),
+            policy: Ok(PodPolicy::default()),
+            containers: vec![ContainerSnapshot {
+                name: "app".into(),
+                cpu: ResourceState {
+                    request: Some(cpu.0),
+                    limit: Some(cpu.1),
+                    restart_on_resize: false,
+                    usage: Some(usage.0),
+                },
+                memory: ResourceState {
+                    request: Some(mem.0),
+                    limit: Some(mem.1),
+                    restart_on_resize: false,
+                    usage: Some(usage.1),
+                },
+            }],
+            pdb: None,
+            resize: ResizeStatus::default(),
+        }
+    }
+
+    fn node(pods: Vec<PodSnapshot>) -> NodeSnapshot {
+        NodeSnapshot {
+            name: "n1".into(),
+            allocatable_cpu: 8.0,
+            allocatable_memory: 32.0 * GI,
+            pods,
+            problems: Vec::new(),
+        }
+    }
+
+    /// A planner that has seen `n` minutes of the pods' usage (steady, with
+    /// a little noise), the last sample at `T0`.
+    fn learnt(mode: Mode, node: &NodeSnapshot, n: i64) -> Planner {
+        let mut p = Planner::new(PlannerConfig {
+            mode,
+            ..Default::default()
+        });
+        for i in (0..n).rev() {
+            let mut usage = UsageMap::new();
+            for pod in &node.pods {
+                for c in &pod.containers {
+                    let wobble = 1.0 + 0.02 * ((i % 5) as f64 - 2.0);
+                    usage.insert(
+                        (pod.namespace.clone(), pod.name.clone(), c.name.clone()),
+                        Usage {
+                            cpu: c.cpu.usage.map(|u| u * wobble),
+                            memory: c.memory.usage.map(|u| u * wobble),
+                        },
+                    );
+                }
+            }
+            p.observe(&usage, T0 - i * 60_000);
+        }
+        p
+    }
+
+    #[test]
+    fn sizes_requests_to_usage_and_keeps_the_limit_ratio() {
+        let n = node(vec![pod(
+            "web",
+            (2.0, 4.0),
+            (4.0 * GI, 8.0 * GI),
+            (0.5, GI),
+        )]);
+        let planner = learnt(Mode::Enforce, &n, 120);
+        let plan = planner.plan_node(&n, T0 + 60_000);
+        let p = &plan.pods[0];
+        assert_eq!(p.action, Action::Resize, "{p:?}");
+        let cpu = p.containers[0].cpu.unwrap();
+        assert!(cpu.changed);
+        assert!(cpu.request > 0.5 && cpu.request < 0.7, "{cpu:?}");
+        assert!(
+            (cpu.limit.unwrap() / cpu.request - 2.0).abs() < 0.02,
+            "{cpu:?}"
+        );
+        let mem = p.containers[0].memory.unwrap();
+        // Down from 4 GiB, never under usage plus headroom.
+        assert!(mem.request < 2.0 * GI && mem.request >= GI * 1.1, "{mem:?}");
+        // A memory limit is not lowered in place (resizePolicy NotRequired).
+        assert_eq!(mem.limit, Some(8.0 * GI));
+        assert!(
+            p.containers[0].reason.contains("cpu:"),
+            "{}",
+            p.containers[0].reason
+        );
+    }
+
+    #[test]
+    fn capacity_is_what_unmanaged_pods_leave() {
+        let mut other = pod("batch", (6.0, 6.0), (8.0 * GI, 8.0 * GI), (6.0, GI));
+        other.opt_in = None;
+        let n = node(vec![
+            pod("web", (1.0, 1.0), (2.0 * GI, 2.0 * GI), (3.0, GI)),
+            other,
+        ]);
+        let planner = learnt(Mode::Enforce, &n, 60);
+        let plan = planner.plan_node(&n, T0 + 60_000);
+        assert_eq!(plan.capacity_cpu, 2.0);
+        assert_eq!(plan.pods.len(), 1, "unmanaged pods are not planned");
+        let cpu = plan.pods[0].containers[0].cpu.unwrap();
+        // Wants ~3 cores, gets what is left: 2.
+        assert!((cpu.request - 2.0).abs() < 0.011, "{cpu:?}");
+    }
+
+    #[test]
+    fn at_most_one_resize_per_interval() {
+        let n = node(vec![pod(
+            "web",
+            (2.0, 2.0),
+            (2.0 * GI, 2.0 * GI),
+            (0.5, GI),
+        )]);
+        let mut planner = learnt(Mode::Enforce, &n, 60);
+        planner.record_resize("ns", "web", T0 - 60_000);
+        let plan = planner.plan_node(&n, T0 + 60_000);
+        match &plan.pods[0].action {
+            Action::Hold(why) => {
+                assert!(why.contains("at most one resize per pod every 5m"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let plan = planner.plan_node(&n, T0 + 5 * 60_000);
+        assert_eq!(plan.pods[0].action, Action::Resize);
+    }
+
+    #[test]
+    fn memory_never_under_usage_plus_headroom() {
+        let mut p = pod("web", (1.0, 1.0), (4.0 * GI, 4.0 * GI), (0.5, 3.0 * GI));
+        // A cap under usage: the plan obeys it, the resize does not happen.
+        p.policy = Ok(PodPolicy {
+            max_memory: Some(GI),
+            ..Default::default()
+        });
+        let n = node(vec![p]);
+        let planner = learnt(Mode::Enforce, &n, 60);
+        let plan = planner.plan_node(&n, T0 + 60_000);
+        match &plan.pods[0].action {
+            Action::Hold(why) => assert!(why.contains("under its usage"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn restart_needs_a_disruption_budget() {
+        let mut p = pod("db", (2.0, 2.0), (2.0 * GI, 2.0 * GI), (0.5, GI));
+        p.containers[0].cpu.restart_on_resize = true;
+        p.pdb = Some(PdbState {
+            name: "db-pdb".into(),
+            disruptions_allowed: 0,
+        });
+        let mut n = node(vec![p]);
+        let planner = learnt(Mode::Enforce, &n, 60);
+        match &planner.plan_node(&n, T0 + 60_000).pods[0].action {
+            Action::Hold(why) => {
+                assert!(why.contains("RestartContainer"), "{why}");
+                assert!(why.contains("db-pdb allows no disruption"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        n.pods[0].pdb.as_mut().unwrap().disruptions_allowed = 1;
+        assert_eq!(
+            planner.plan_node(&n, T0 + 60_000).pods[0].action,
+            Action::Resize
+        );
+    }
+
+    #[test]
+    fn bad_policy_and_learning_pods_are_skipped_and_counted() {
+        let mut bad = pod("bad", (1.0, 1.0), (GI, GI), (0.5, GI));
+        bad.policy = PodPolicy::resolve(
+            "ns",
+            "bad",
+            None,
+            &[("prescient.io/slo-quantile".to_string(), "2".to_string())].into(),
+        );
+        let n = node(vec![bad.clone()]);
+        let planner = Planner::new(PlannerConfig::default());
+        let plan = planner.plan_node(&n, T0);
+        match &plan.pods[0].action {
+            Action::Skip(why) => assert!(why.contains("prescient.io/slo-quantile"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(plan.capacity_cpu, 7.0);
+        let n = node(vec![pod("new", (1.0, 1.0), (GI, GI), (0.5, GI))]);
+        match &planner.plan_node(&n, T0).pods[0].action {
+            Action::Skip(why) => assert!(why.contains("learning usage"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn recommend_mode_and_infeasible_targets() {
+        let n = node(vec![pod(
+            "web",
+            (2.0, 2.0),
+            (2.0 * GI, 2.0 * GI),
+            (0.5, GI),
+        )]);
+        let planner = learnt(Mode::Recommend, &n, 60);
+        assert_eq!(planner.plan_node(&n, T0).pods[0].action, Action::Recommend);
+        let mut planner = learnt(Mode::Enforce, &n, 60);
+        let plan = planner.plan_node(&n, T0);
+        planner.record_infeasible(&plan.pods[0], T0);
+        match &planner.plan_node(&n, T0 + 60_000).pods[0].action {
+            Action::Hold(why) => assert!(why.contains("Infeasible"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parallel_plans_equal_serial_ones() {
+        let nodes: Vec<NodeSnapshot> = (0..6)
+            .map(|i| {
+                let mut n = node(vec![pod(
+                    &format!("p{i}"),
+                    (1.0, 2.0),
+                    (GI, 2.0 * GI),
+                    (0.1 * (i + 1) as f64, 0.3 * GI),
+                )]);
+                n.name = format!("n{i}");
+                n
+            })
+            .collect();
+        let mut planner = Planner::new(PlannerConfig::default());
+        for t in 0..10 {
+            let mut usage = UsageMap::new();
+            for (i, n) in nodes.iter().enumerate() {
+                usage.insert(
+                    ("ns".into(), n.pods[0].name.clone(), "app".into()),
+                    Usage {
+                        cpu: Some(0.1 * (i + 1) as f64),
+                        memory: Some(0.3 * GI),
+                    },
+                );
+            }
+            planner.observe(&usage, T0 + t * 60_000);
+        }
+        let all = planner.plan_nodes(&nodes, T0 + 600_000);
+        for (n, p) in nodes.iter().zip(&all) {
+            assert_eq!(&planner.plan_node(n, T0 + 600_000), p);
+        }
+        assert_eq!(planner.series_count(), 6);
+        planner.retain(|k| k.1 != "p0");
+        assert_eq!(planner.series_count(), 5);
+    }
+}

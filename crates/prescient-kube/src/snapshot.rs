@@ -1,0 +1,463 @@
+//! What the planner sees of one node: its allocatable capacity and its
+//! pods, each with containers (requests, limits, resize policy, usage),
+//! opt-in, policy, PodDisruptionBudget and resize conditions. Built from
+//! Kubernetes objects by [`node_snapshot`], or directly (tests, benches).
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::crd::PrescientPolicy;
+use crate::policy::{MANAGED_LABEL, PodPolicy, PolicyError};
+use crate::quantity::parse_quantity;
+
+/// Latest usage of one container: CPU in cores, memory in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// CPU, cores.
+    pub cpu: Option<f64>,
+    /// Memory (working set), bytes.
+    pub memory: Option<f64>,
+}
+
+/// Usage per container, keyed by (namespace, pod, container).
+pub type UsageMap = HashMap<(String, String, String), Usage>;
+
+/// One node and its pods.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeSnapshot {
+    /// The node's name.
+    pub name: String,
+    /// Allocatable CPU, cores.
+    pub allocatable_cpu: f64,
+    /// Allocatable memory, bytes.
+    pub allocatable_memory: f64,
+    /// Every pod bound to the node that still holds its requests.
+    pub pods: Vec<PodSnapshot>,
+    /// What was wrong with pods or objects while building the snapshot
+    /// (each names the object): those pods were left out of planning.
+    pub problems: Vec<String>,
+}
+
+/// Why a pod is managed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptIn {
+    /// It carries `prescient.io/managed=true`.
+    Label,
+    /// A PrescientPolicy of its namespace selects it.
+    Policy(String),
+}
+
+/// The PodDisruptionBudget that covers a pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PdbState {
+    /// Its name.
+    pub name: String,
+    /// `status.disruptionsAllowed` (0 when it has no status yet).
+    pub disruptions_allowed: i32,
+}
+
+/// What the kubelet says of the pod's last resize (its conditions).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResizeStatus {
+    /// `PodResizePending`: its reason (`Deferred`, `Infeasible`) and message.
+    pub pending: Option<(String, String)>,
+    /// `PodResizeInProgress` is true.
+    pub in_progress: bool,
+}
+
+impl ResizeStatus {
+    /// Reads the resize conditions of `pod`.
+    pub fn of(pod: &Pod) -> ResizeStatus {
+        let mut s = ResizeStatus::default();
+        let conditions = pod.status.as_ref().and_then(|st| st.conditions.as_ref());
+        for c in conditions.into_iter().flatten() {
+            if c.status != "True" {
+                continue;
+            }
+            match c.type_.as_str() {
+                "PodResizePending" => {
+                    s.pending = Some((
+                        c.reason.clone().unwrap_or_default(),
+                        c.message.clone().unwrap_or_default(),
+                    ))
+                }
+                "PodResizeInProgress" => s.in_progress = true,
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+/// A pod on the node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSnapshot {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.resourceVersion`, sent with resizes so that a pod changed
+    /// meanwhile answers 409 Conflict rather than being resized blindly.
+    pub resource_version: Option<String>,
+    /// Why it is managed (`None`: it is not, and its requests are simply
+    /// taken off the node's capacity).
+    pub opt_in: Option<OptIn>,
+    /// Its policy, or why it cannot be read (the pod is then skipped).
+    pub policy: Result<PodPolicy, PolicyError>,
+    /// Its containers (not init containers).
+    pub containers: Vec<ContainerSnapshot>,
+    /// The PDB that covers it, if any (the tightest when several do).
+    pub pdb: Option<PdbState>,
+    /// Its resize conditions.
+    pub resize: ResizeStatus,
+}
+
+/// One resource of one container.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ResourceState {
+    /// Its request (`spec`), in the base unit.
+    pub request: Option<f64>,
+    /// Its limit.
+    pub limit: Option<f64>,
+    /// Whether resizing it restarts the container (`resizePolicy`
+    /// `RestartContainer`).
+    pub restart_on_resize: bool,
+    /// Latest usage.
+    pub usage: Option<f64>,
+}
+
+/// A container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSnapshot {
+    /// Its name.
+    pub name: String,
+    /// CPU, cores.
+    pub cpu: ResourceState,
+    /// Memory, bytes.
+    pub memory: ResourceState,
+}
+
+/// Whether `selector` selects `labels` (matchLabels and matchExpressions;
+/// an empty selector selects everything, as in Kubernetes).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expr = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            // An operator Kubernetes does not know selects nothing.
+            _ => false,
+        }
+    });
+    by_labels && by_expr
+}
+
+/// Whether a pod still holds its requests on its node (not finished).
+pub fn pod_is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+fn quantity_of(
+    map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    key: &str,
+    what: &str,
+) -> Result<Option<f64>, String> {
+    match map.and_then(|m| m.get(key)) {
+        None => Ok(None),
+        Some(q) => parse_quantity(&q.0)
+            .map(Some)
+            .map_err(|e| format!("{what} {key}: {e}")),
+    }
+}
+
+fn container_snapshot(c: &Container, usage: Usage) -> Result<ContainerSnapshot, String> {
+    let res = c.resources.as_ref();
+    let requests = res.and_then(|r| r.requests.as_ref());
+    let limits = res.and_then(|r| r.limits.as_ref());
+    let restart = |resource: &str| {
+        c.resize_policy
+            .iter()
+            .flatten()
+            .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
+    };
+    let what = format!("container {}: resources", c.name);
+    let mut cpu = ResourceState {
+        request: quantity_of(requests, "cpu", &format!("{what}.requests"))?,
+        limit: quantity_of(limits, "cpu", &format!("{what}.limits"))?,
+        restart_on_resize: restart("cpu"),
+        usage: usage.cpu,
+    };
+    let mut memory = ResourceState {
+        request: quantity_of(requests, "memory", &format!("{what}.requests"))?,
+        limit: quantity_of(limits, "memory", &format!("{what}.limits"))?,
+        restart_on_resize: restart("memory"),
+        usage: usage.memory,
+    };
+    // A limit without a request: Kubernetes defaults the request to it.
+    for r in [&mut cpu, &mut memory] {
+        if r.request.is_none() {
+            r.request = r.limit;
+        }
+    }
+    Ok(ContainerSnapshot {
+        name: c.name.clone(),
+        cpu,
+        memory,
+    })
+}
+
+/// The policy that selects `pod`, if any: the first by name of those of its
+/// namespace whose selector matches.
+pub fn policy_for<'a>(pod: &Pod, policies: &[&'a PrescientPolicy]) -> Option<&'a PrescientPolicy> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let mut matching: Vec<&PrescientPolicy> = policies
+        .iter()
+        .copied()
+        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == ns)
+        .filter(|p| {
+            p.spec
+                .selector
+                .match_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .collect();
+    matching.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    matching.first().copied()
+}
+
+/// The snapshot of `node` with `pods` (those bound to it), the PDBs and
+/// policies of the cluster and the latest usage. Pods that cannot be read
+/// are left out and named in [`NodeSnapshot::problems`]; a node without
+/// allocatable CPU or memory is an error naming it.
+pub fn node_snapshot(
+    node: &Node,
+    pods: &[&Pod],
+    pdbs: &[&PodDisruptionBudget],
+    policies: &[&PrescientPolicy],
+    usage: &UsageMap,
+) -> Result<NodeSnapshot, String> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let read = |key: &str| -> Result<f64, String> {
+        quantity_of(allocatable, key, "status.allocatable")
+            .and_then(|v| v.ok_or_else(|| format!("status.allocatable has no {key}")))
+            .map_err(|e| format!("node {name}: {e}"))
+    };
+    let mut snap = NodeSnapshot {
+        allocatable_cpu: read("cpu")?,
+        allocatable_memory: read("memory")?,
+        name: name.clone(),
+        ..Default::default()
+    };
+    for pod in pods.iter().filter(|p| pod_is_active(p)) {
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        let policy = policy_for(pod, policies);
+        let opt_in = if let Some(p) = policy {
+            Some(OptIn::Policy(p.metadata.name.clone().unwrap_or_default()))
+        } else if labels.get(MANAGED_LABEL).map(String::as_str) == Some("true") {
+            Some(OptIn::Label)
+        } else {
+            None
+        };
+        let resolved = PodPolicy::resolve(
+            &ns,
+            &pod_name,
+            policy.map(|p| (p.metadata.name.as_deref().unwrap_or(""), &p.spec)),
+            &annotations,
+        );
+        let mut containers = Vec::new();
+        let mut bad = None;
+        for c in pod.spec.iter().flat_map(|s| &s.containers) {
+            let u = usage
+                .get(&(ns.clone(), pod_name.clone(), c.name.clone()))
+                .copied()
+                .unwrap_or_default();
+            match container_snapshot(c, u) {
+                Ok(cs) => containers.push(cs),
+                Err(e) => bad = Some(e),
+            }
+        }
+        if let Some(e) = bad {
+            // Its requests cannot be read, so neither planned nor counted.
+            snap.problems
+                .push(format!("pod {ns}/{pod_name}: {e}; the pod is skipped"));
+            continue;
+        }
+        let pdb = pdbs
+            .iter()
+            .filter(|b| b.metadata.namespace.as_deref().unwrap_or("default") == ns)
+            .filter(|b| {
+                b.spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .is_some_and(|sel| selector_matches(sel, &labels))
+            })
+            .map(|b| PdbState {
+                name: b.metadata.name.clone().unwrap_or_default(),
+                disruptions_allowed: b.status.as_ref().map_or(0, |s| s.disruptions_allowed),
+            })
+            .min_by_key(|b| b.disruptions_allowed);
+        snap.pods.push(PodSnapshot {
+            namespace: ns,
+            name: pod_name,
+            resource_version: pod.metadata.resource_version.clone(),
+            opt_in,
+            policy: resolved,
+            containers,
+            pdb,
+            resize: ResizeStatus::of(pod),
+        });
+    }
+    Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn reads_pods_pdbs_policies_and_usage() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi"}}
+        }))
+        .unwrap();
+        let web = pod(json!({
+            "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"},
+                         "annotations": {"prescient.io/priority": "5"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c",
+                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1"}},
+                "resizePolicy": [{"resourceName": "memory", "restartPolicy": "RestartContainer"}]}]},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "PodResizePending", "status": "True", "reason": "Deferred", "message": "node full"}]}
+        }));
+        let labelled = pod(json!({
+            "metadata": {"name": "db", "namespace": "shop", "labels": {"prescient.io/managed": "true"}},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "2Gi"}}}]}
+        }));
+        let other = pod(json!({
+            "metadata": {"name": "x", "namespace": "shop"},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "bad"}}}]}
+        }));
+        let done = pod(json!({
+            "metadata": {"name": "job", "namespace": "shop"},
+            "spec": {"containers": [{"name": "c"}]},
+            "status": {"phase": "Succeeded"}
+        }));
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": "web-pdb", "namespace": "shop"},
+            "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}},
+            "status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}
+        }))
+        .unwrap();
+        let policy: PrescientPolicy = serde_json::from_value(json!({
+            "apiVersion": "prescient.io/v1alpha1", "kind": "PrescientPolicy",
+            "metadata": {"name": "web-policy", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "sloQuantile": 0.9}
+        }))
+        .unwrap();
+        let mut usage = UsageMap::new();
+        usage.insert(
+            ("shop".into(), "web".into(), "c".into()),
+            Usage {
+                cpu: Some(0.3),
+                memory: Some(5e8),
+            },
+        );
+        let snap = node_snapshot(
+            &node,
+            &[&web, &labelled, &other, &done],
+            &[&pdb],
+            &[&policy],
+            &usage,
+        )
+        .unwrap();
+        assert_eq!(snap.allocatable_cpu, 4.0);
+        assert_eq!(snap.allocatable_memory, 8.0 * 1_073_741_824.0);
+        assert_eq!(snap.pods.len(), 2, "{:?}", snap.pods);
+        assert_eq!(snap.problems.len(), 1);
+        assert!(
+            snap.problems[0].contains("pod shop/x"),
+            "{:?}",
+            snap.problems
+        );
+        let w = &snap.pods[0];
+        assert_eq!(w.opt_in, Some(OptIn::Policy("web-policy".into())));
+        let p = w.policy.as_ref().unwrap();
+        assert_eq!((p.slo_quantile, p.priority), (0.9, 5));
+        assert_eq!(w.containers[0].cpu.request, Some(0.5));
+        assert_eq!(w.containers[0].cpu.limit, Some(1.0));
+        assert_eq!(w.containers[0].cpu.usage, Some(0.3));
+        assert!(w.containers[0].memory.restart_on_resize);
+        assert!(!w.containers[0].cpu.restart_on_resize);
+        assert_eq!(w.pdb.as_ref().unwrap().disruptions_allowed, 0);
+        assert_eq!(w.resize.pending.as_ref().unwrap().0, "Deferred");
+        let db = &snap.pods[1];
+        assert_eq!(db.opt_in, Some(OptIn::Label));
+        assert_eq!(db.containers[0].memory.request, Some(2.0 * 1_073_741_824.0));
+        assert!(db.pdb.is_none());
+    }
+
+    #[test]
+    fn node_without_allocatable_is_named() {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "bare"}})).unwrap();
+        let err = node_snapshot(&node, &[], &[], &[], &UsageMap::new()).unwrap_err();
+        assert!(err.contains("node bare"), "{err}");
+    }
+
+    #[test]
+    fn selector_operators() {
+        let sel: LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"a": "1"},
+            "matchExpressions": [
+                {"key": "b", "operator": "NotIn", "values": ["x"]},
+                {"key": "c", "operator": "Exists"},
+                {"key": "d", "operator": "DoesNotExist"}
+            ]
+        }))
+        .unwrap();
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(selector_matches(&sel, &labels(&[("a", "1"), ("c", "")])));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[("a", "1"), ("c", ""), ("b", "x")])
+        ));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[("a", "1"), ("c", ""), ("d", "")])
+        ));
+        assert!(!selector_matches(&sel, &labels(&[("a", "2"), ("c", "")])));
+        assert!(selector_matches(&LabelSelector::default(), &labels(&[])));
+    }
+}
