@@ -3,7 +3,7 @@
 // SVG drawn here. Pages are chosen by the URL's hash:
 //   #/                          overview
 //   #/workload/ID?range=6h      one workload (6h, 1d, 7d)
-//   #/audit?page=N              the audit trail, newest first
+//   #/audit[?before=ID|after=ID] the audit trail, newest first, paged by id
 //   #/operate                   forms: events, intents, requests
 // Times are the agent's (a replayed trace runs on trace time): "now" is the
 // status's updated_at, never the browser's clock.
@@ -205,7 +205,7 @@ async function render(background = false) {
     lastStatus = await api('/status');
     updateClock();
     if (parts[0] === 'workload' && parts[1]) page = await workloadPage(parts[1], params.get('range') || '1d');
-    else if (parts[0] === 'audit') page = await auditPage(Number(params.get('page') || 0));
+    else if (parts[0] === 'audit') page = await auditPage(params.get('before'), params.get('after'));
     else if (parts[0] === 'operate') page = await operatePage();
     else page = await overviewPage();
     if (seq !== renderSeq) return; // a newer render started meanwhile
@@ -573,17 +573,12 @@ function tickLabel(t, span) {
 
 // ------------------------------------------------------------------ audit
 
-async function auditPage(page) {
-  // The API answers oldest first from `since`; the newest entries are read
-  // by walking back from the agent's now in widening windows until a page
-  // is full or the log is exhausted.
-  const all = await auditNewest((page + 1) * AUDIT_PAGE + 1);
-  const rows = all.slice(page * AUDIT_PAGE, (page + 1) * AUDIT_PAGE);
-  const more = all.length > (page + 1) * AUDIT_PAGE;
+async function auditPage(before, after) {
+  const { rows, newer, older } = await auditRows(before, after);
   const pager = () => h('div', { class: 'pager' },
-    h('a', { href: page > 0 ? `#/audit?page=${page - 1}` : null, class: page > 0 ? null : 'muted', 'data-page': 'newer' }, '← newer'),
-    h('span', { class: 'muted' }, `page ${page + 1}`),
-    h('a', { href: more ? `#/audit?page=${page + 1}` : null, class: more ? null : 'muted', 'data-page': 'older' }, 'older →'));
+    h('a', { href: newer !== null ? `#/audit?after=${newer}` : null, class: newer !== null ? null : 'muted', 'data-page': 'newer' }, '← newer'),
+    h('span', { class: 'muted' }, rows.length ? `entries ${rows[rows.length - 1].id}–${rows[0].id}` : ''),
+    h('a', { href: older !== null ? `#/audit?before=${older}` : null, class: older !== null ? null : 'muted', 'data-page': 'older' }, 'older →'));
   return h('div', { id: 'audit' },
     h('h1', {}, 'Audit trail'),
     h('p', { class: 'muted' }, 'Every change the agent and its operators made, newest first.'),
@@ -598,38 +593,39 @@ async function auditPage(page) {
     pager());
 }
 
-/** The API's largest `limit` for /audit. */
-const AUDIT_MAX = 10000;
+/** An audit id from the URL, or null. */
+function auditId(text) {
+  return text !== null && /^\d+$/.test(text) ? text : null;
+}
 
 /**
- * At least `want` of the newest audit entries (fewer if the log is
- * shorter), newest first. /audit answers oldest first from `since`, so the
- * window [now - span, ...) is widened until it holds enough entries, and
- * narrowed again when an answer is cut at the limit (it would then hold
- * the window's oldest entries, not its newest).
+ * One page of the audit trail, newest first, paged exactly by entry id:
+ * the newest AUDIT_PAGE entries; those just older than entry `before`
+ * (`order=desc&before=`); or those just newer than entry `after`
+ * (`after=`, oldest first, shown reversed). One more than a page is asked
+ * for, to know whether there is a page beyond. Returns the rows and the
+ * cursors of the pages either side (null when there is none).
  */
-async function auditNewest(want) {
-  const now = lastStatus?.updated_at ?? Date.now();
-  let span = 3600e3;
-  let lo = 0; // widest span known to fit under the limit
-  let hi = Infinity; // narrowest span known to overflow it
-  let best = [];
-  for (let round = 0; round < 60; round++) {
-    const since = Math.floor(now - span);
-    const got = list(await api(`/audit?since=${since}&limit=${AUDIT_MAX}`), 'entries', 'audit');
-    if (got.length >= AUDIT_MAX) {
-      hi = span;
-      span = lo > 0 ? (lo + hi) / 2 : span / 8;
-      if (hi - lo < 1) break;
-      continue;
+async function auditRows(before, after) {
+  before = auditId(before);
+  after = auditId(after);
+  const more = AUDIT_PAGE + 1;
+  if (after !== null && before === null) {
+    const got = list(await api(`/audit?after=${after}&limit=${more}`), 'entries', 'audit');
+    // Fewer than a page newer: that is the newest page, shown whole.
+    if (got.length > AUDIT_PAGE) {
+      const rows = got.slice(0, AUDIT_PAGE).reverse();
+      return { rows, newer: rows[0].id, older: rows[rows.length - 1].id };
     }
-    best = got;
-    lo = span;
-    // Enough, or the window already reaches back past any entry.
-    if (got.length >= want || since < -1e15 || hi - lo < 1) break;
-    span = hi === Infinity ? span * 16 : (lo + hi) / 2;
   }
-  return best.slice().sort((a, b) => (b.ts - a.ts) || ((b.id ?? 0) - (a.id ?? 0)));
+  const q = before !== null ? `&before=${before}` : '';
+  const got = list(await api(`/audit?order=desc&limit=${more}${q}`), 'entries', 'audit');
+  const rows = got.slice(0, AUDIT_PAGE);
+  return {
+    rows,
+    newer: before !== null && rows.length ? rows[0].id : null,
+    older: got.length > AUDIT_PAGE ? rows[rows.length - 1].id : null,
+  };
 }
 
 // ---------------------------------------------------------------- operate

@@ -1,31 +1,39 @@
-//! An open-loop load generator against the server: 500 requests/s of mixed
-//! reads (workloads, series, plans, status, metrics) for 20 s over a pool of
-//! connections, against a store holding 200 workloads with a day of data
-//! and a view republished every second (from a thread standing in for the
-//! agent loop, with views shaped as an agent managing 200 workloads would
-//! publish). Reports the achieved rate, p50/p99 latency (from each
-//! request's scheduled time, so a stall is not hidden) and errors.
+//! An open-loop load generator against the server beside a real agent:
+//! `prescient_agent::replay::run` replays 200 workloads of the PlanetLab
+//! trace (the full one in `../shared/traces/` when present, else the
+//! committed sample, which has fewer: the count is printed) fast enough
+//! that the loop samples, forecasts, plans and writes to the store
+//! throughout, and the server runs on its control handle and store. After a
+//! warm-up (until the loop has made a few plans and stored samples), it
+//! offers 500 requests/s of mixed reads (workloads, a one-day series at
+//! 1-minute resolution, plans, status, metrics, the newest audit page) for
+//! 20 s over a pool of connections. Reports the achieved rate, p50/p99/max
+//! latency (from each request's scheduled time, so a stall is not hidden),
+//! errors, and the agent's own counters over the run (plans made, samples
+//! stored, trace time covered) to show that it was working meanwhile.
 //! Target: p99 < 50 ms, no errors.
 //!
-//! `cargo bench -p prescient-api --bench load` (`LOAD_SECS`, `LOAD_RATE`
-//! and `LOAD_CONNECTIONS` override the defaults).
+//! `cargo bench -p prescient-api --bench load` (`LOAD_SECS`, `LOAD_RATE`,
+//! `LOAD_CONNECTIONS`, `LOAD_SPEED` (trace time per wall time, default
+//! 1200: a 5-minute trace step every 0.25 s) and `LOAD_TRACE` (a trace
+//! file) override the defaults).
 
-use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use prescient_agent::config::Config;
-use prescient_agent::control::{Control, LiveView, PoolView, ResourceView, WorkloadView};
-use prescient_core::{
-    DemandProfile, HostId, Plan, PlanEntry, Resource, Sample, SeriesKey, WorkloadId,
-};
-use prescient_store::Store;
+use prescient_agent::config::{Config, ConfigSource};
+use prescient_agent::control::{Control, ControlHandle, LiveView};
+use prescient_agent::ports::Signals;
+use prescient_agent::replay::{LoadedTrace, ReplayOptions};
 
-const DAY: i64 = 86_400_000;
-const T0: i64 = 1_700_006_400_000;
+/// Workloads the agent manages.
 const WORKLOADS: usize = 200;
-const RESOURCES: [Resource; 2] = [Resource::Cpu, Resource::Memory];
+/// Plans the loop makes before the load starts.
+const WARM_UP_PLANS: u64 = 3;
+const DAY: i64 = 86_400_000;
+/// The requests, in the order the load cycles through them.
+const KINDS: [&str; 6] = ["workloads", "series", "plans", "status", "metrics", "audit"];
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -34,142 +42,129 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn name(w: usize) -> String {
-    format!("w{w:03}")
+/// The trace to replay: `LOAD_TRACE`, else the full PlanetLab trace, else
+/// the committed sample (saying so).
+fn trace() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOAD_TRACE") {
+        return PathBuf::from(p);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.join("../..");
+    let root = root.canonicalize().unwrap_or(root);
+    let full = root.join("../shared/traces/planetlab.csv.gz");
+    if full.is_file() {
+        return full;
+    }
+    let sample = root.join("data/sample/planetlab.csv.gz");
+    println!(
+        "load: the full PlanetLab trace is absent ({}): falling back to the committed sample {}",
+        full.display(),
+        sample.display()
+    );
+    sample
 }
 
-fn fill(path: &std::path::Path) {
-    let mut s = Store::open(path).unwrap();
-    let mut batch = Vec::new();
-    for w in 0..WORKLOADS {
-        for r in RESOURCES {
-            let id = s.series_id(&SeriesKey::new("h", name(w), r)).unwrap();
-            // A sample a minute for a day.
-            for m in 0..1440 {
-                let v = match r {
-                    Resource::Memory => 1e9 + (m % 90) as f64 * 1e6,
-                    _ => 0.5 + (m % 60) as f64 / 60.0,
-                };
-                batch.push((id, Sample::new(T0 + m * 60_000, v)));
-            }
-            for k in 0..48 {
-                let made = T0 + DAY - (k + 1) * 600_000;
-                let p = DemandProfile::new(
-                    made + 60_000,
-                    60_000,
-                    vec![0.5, 0.9, 0.95, 0.99],
-                    vec![1.0, 1.2, 1.3, 1.5],
-                )
-                .unwrap();
-                s.save_profile(id, made, &p).unwrap();
-            }
+/// What the agent had done by one moment.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    plans: u64,
+    samples: u64,
+    stored: u64,
+    trace_ms: i64,
+}
+
+impl Progress {
+    fn of(view: &LiveView) -> Progress {
+        Progress {
+            plans: view.counters.plans,
+            samples: view.counters.samples,
+            stored: view.store.stored_samples,
+            trace_ms: view.updated_at,
         }
-        if batch.len() > 100_000 {
-            s.ingest(&batch).unwrap();
-            batch.clear();
-        }
-    }
-    s.ingest(&batch).unwrap();
-    // A plan every 10 minutes for a day, of all 200 workloads.
-    for k in 0..144 {
-        let made_at = T0 + k * 600_000;
-        let entries = (0..WORKLOADS)
-            .flat_map(|w| {
-                RESOURCES.map(|r| PlanEntry {
-                    workload: WorkloadId(name(w)),
-                    resource: r,
-                    allocation: if r == Resource::Cpu {
-                        1.0 + (k % 4) as f64 * 0.25
-                    } else {
-                        2e9
-                    },
-                    coverage: 0.95,
-                    expected_unmet: 0.0,
-                    reason: "forecast p95 plus headroom".into(),
-                })
-            })
-            .collect();
-        s.save_plan(&Plan {
-            made_at,
-            pool: HostId("host".into()),
-            degraded: false,
-            entries,
-        })
-        .unwrap();
     }
 }
 
-fn view(now: i64) -> LiveView {
-    let workloads = (0..WORKLOADS)
-        .map(|w| WorkloadView {
-            id: name(w),
-            selector: "svc-*".into(),
-            cgroup: format!("/svc/{}", name(w)),
-            pool: Some("host".into()),
-            labels: BTreeMap::from([("tier".to_string(), "web".to_string())]),
-            resources: RESOURCES
-                .iter()
-                .map(|&r| ResourceView {
-                    resource: r,
-                    usage: Some(1.0),
-                    allocation: Some(1.5),
-                    slo_quantile: 0.95,
-                    forecast: vec![(0.5, 1.0), (0.9, 1.2), (0.95, 1.3), (0.99, 1.5)],
-                    coverage: Some(0.96),
-                    observations: 1440,
-                    weights: Vec::new(),
-                    calibration: Vec::new(),
-                })
-                .collect(),
-        })
-        .collect();
-    LiveView {
-        host: "h".into(),
-        policy: "prescient".into(),
-        started_at: T0,
-        updated_at: now,
-        pools: vec![PoolView {
-            name: "host".into(),
-            parent: None,
-            capacity: BTreeMap::from([(Resource::Cpu, 64.0), (Resource::Memory, 512e9)]),
-        }],
-        workloads,
-        ..LiveView::default()
+/// Waits (up to `limit`) for `ready` to hold of the loop's view.
+fn wait_for(handle: &ControlHandle, limit: Duration, ready: impl Fn(&LiveView) -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ready(&handle.view()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    false
 }
 
 fn main() {
     let secs = env("LOAD_SECS", 20);
     let rate = env("LOAD_RATE", 500);
     let connections = env("LOAD_CONNECTIONS", 16) as usize;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("load.db");
-    let t = Instant::now();
-    fill(&path);
+    let speed = env("LOAD_SPEED", 1200) as f64;
+    let path = trace();
+    let loaded = LoadedTrace::load(&path, None, Some(WORKLOADS))
+        .unwrap_or_else(|e| panic!("load: reading {}: {e}", path.display()));
     println!(
-        "load: store of {WORKLOADS} workloads x 2 resources, a day each, filled in {:.1} s",
-        t.elapsed().as_secs_f64()
+        "load: replaying {} workloads of {} ({} trace hosts, step {} s) at {speed}x{}",
+        loaded.workloads.len(),
+        path.display(),
+        loaded.hosts().len(),
+        loaded.step_ms / 1000,
+        if loaded.workloads.len() < WORKLOADS {
+            format!(" (fewer than {WORKLOADS}: the trace has no more)")
+        } else {
+            String::new()
+        }
     );
+    let workloads: Vec<String> = loaded.workloads.iter().map(|w| w.id.0.clone()).collect();
+    drop(loaded);
 
+    let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.store.path = path;
+    config.store.path = dir.path().join("load.db");
     config.api.listen = "127.0.0.1:0".into();
     config.api.rate_limit = 0;
     let (handle, port) = Control::new();
-    port.publish(view(T0 + DAY - 1));
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let stop = Arc::clone(&stop);
+    let signals = Signals::new();
+    let agent = {
+        let (signals, source, path) = (
+            signals.clone(),
+            ConfigSource::Fixed(config.clone()),
+            path.clone(),
+        );
+        let options = ReplayOptions {
+            speed,
+            max_workloads: Some(WORKLOADS),
+            ..ReplayOptions::default()
+        };
         std::thread::spawn(move || {
-            let mut now = T0 + DAY - 1;
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(1));
-                now += 1000;
-                port.publish(view(now));
-            }
+            prescient_agent::replay::run(&source, &path, &options, &signals, Some(port))
         })
     };
-    let server = prescient_api::serve(&config, handle).unwrap();
+    let t = Instant::now();
+    let warm = wait_for(&handle, Duration::from_secs(300), |v| {
+        v.counters.plans >= WARM_UP_PLANS && v.store.stored_samples > 0
+    });
+    if !warm {
+        signals.stop();
+        let why = match agent.join() {
+            Ok(Ok(s)) => format!("it stopped at trace time {} ms", s.stopped_at),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "it panicked".into(),
+        };
+        panic!("load: the agent made no {WARM_UP_PLANS} plans within 300 s: {why}");
+    }
+    let before = Progress::of(&handle.view());
+    println!(
+        "load: warmed up in {:.1} s: {} plans, {} samples stored, trace time {} s",
+        t.elapsed().as_secs_f64(),
+        before.plans,
+        before.stored,
+        before.trace_ms / 1000
+    );
+
+    // The agent made the store; the server opens its own connections.
+    let server = prescient_api::serve(&config, handle.clone()).unwrap();
     let base = server.url();
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -178,16 +173,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (latencies, errors, took, sent) = rt.block_on(async move {
+    let workloads = Arc::new(workloads);
+    let (latencies, failures, took, sent) = rt.block_on(async move {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(connections)
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();
         // Warm-up: the plan history cache and the connections.
-        for w in 0..4 {
+        for w in workloads.iter().take(4) {
             let _ = client
-                .get(format!("{base}/api/v1/workloads/{}/series", name(w)))
+                .get(format!("{base}/api/v1/workloads/{w}/series?resolution=1m"))
                 .send()
                 .await;
         }
@@ -199,51 +195,90 @@ fn main() {
         for i in 0..total {
             let due = start + interval * i as u32;
             tokio::time::sleep_until(due).await;
-            let path = match i % 5 {
+            let kind = (i % 6) as usize;
+            let path = match kind {
                 0 => "/api/v1/workloads".to_string(),
+                // The default range is the day up to the view's time.
                 1 => format!(
-                    "/api/v1/workloads/{}/series?resource={}",
-                    name((i as usize * 7) % WORKLOADS),
-                    if i % 2 == 0 { "cpu" } else { "memory" }
+                    "/api/v1/workloads/{}/series?resource=cpu&resolution=1m",
+                    workloads[(i as usize * 7) % workloads.len()]
                 ),
                 2 => "/api/v1/plans".to_string(),
                 3 => "/api/v1/status".to_string(),
-                _ => "/metrics".to_string(),
+                4 => "/metrics".to_string(),
+                _ => "/api/v1/audit?order=desc&limit=50".to_string(),
             };
             let (client, url, limit) =
                 (client.clone(), format!("{base}{path}"), Arc::clone(&limit));
             tasks.push(tokio::spawn(async move {
                 // At most `connections` requests in flight (one per connection).
                 let _permit = limit.acquire_owned().await.unwrap();
-                let ok = match client.get(&url).send().await {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
+                let failure = match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => None,
+                        Err(e) => Some(format!("{path}: reading the body: {e}")),
+                    },
+                    Ok(r) => Some(format!("{path}: {}", r.status())),
+                    Err(e) => Some(format!("{path}: {e}")),
                 };
-                (due.elapsed(), ok)
+                (kind, due.elapsed(), failure)
             }));
         }
         let mut latencies = Vec::with_capacity(tasks.len());
-        let mut errors = 0u64;
+        let mut failures = Vec::new();
         for t in tasks {
-            let (d, ok) = t.await.unwrap();
-            latencies.push(d);
-            if !ok {
-                errors += 1;
-            }
+            let (kind, d, failure) = t.await.unwrap();
+            latencies.push((kind, d));
+            failures.extend(failure);
         }
-        (latencies, errors, start.elapsed(), total)
+        (latencies, failures, start.elapsed(), total)
     });
-    stop.store(true, Ordering::Relaxed);
-    let _ = publisher.join();
+    let after = Progress::of(&handle.view());
     server.shutdown();
-    let mut l = latencies;
+    signals.stop();
+    let ended = match agent.join() {
+        Ok(Ok(s)) => format!("ran until trace time {} s", s.stopped_at / 1000),
+        Ok(Err(e)) => format!("failed: {e}"),
+        Err(_) => "panicked".into(),
+    };
+
+    let pct =
+        |l: &[Duration], p: f64| l[((l.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
+    let mut by_kind = String::new();
+    for (k, name) in KINDS.iter().enumerate() {
+        let mut l: Vec<Duration> = latencies
+            .iter()
+            .filter(|(kind, _)| *kind == k)
+            .map(|&(_, d)| d)
+            .collect();
+        l.sort();
+        if !l.is_empty() {
+            by_kind.push_str(&format!(" {name} {:.1}/{:.1}", pct(&l, 0.99), pct(&l, 1.0)));
+        }
+    }
+    let mut l: Vec<Duration> = latencies.into_iter().map(|(_, d)| d).collect();
     l.sort();
-    let pct = |p: f64| l[((l.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
+    let pct = |p: f64| pct(&l, p);
     println!(
-        "load: {sent} requests at {rate}/s offered over {connections} connections: achieved {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} errors (target p99 < 50 ms, no errors)",
+        "load: {sent} requests at {rate}/s offered over {connections} connections: achieved {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors (target p99 < 50 ms, no errors)",
         sent as f64 / took.as_secs_f64(),
         pct(0.5),
         pct(0.99),
         pct(1.0),
+        failures.len(),
+    );
+    println!("load: p99/max ms by request:{by_kind}");
+    for f in failures.iter().take(5) {
+        println!("load: error: {f}");
+    }
+    let trace_s = (after.trace_ms - before.trace_ms) / 1000;
+    println!(
+        "load: the agent during the load ({:.1} s): {} plans made, {} samples taken, {} samples stored, {trace_s} s of trace ({:.1} h of the {:.0} h one-day series window filled); it {ended}",
+        took.as_secs_f64(),
+        after.plans - before.plans,
+        after.samples - before.samples,
+        after.stored.saturating_sub(before.stored),
+        after.trace_ms as f64 / 3.6e6,
+        DAY as f64 / 3.6e6,
     );
 }

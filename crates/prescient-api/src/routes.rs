@@ -320,10 +320,14 @@ pub async fn alerts(State(state): State<AppState>) -> Json<Vec<AlertDto>> {
 /// Most audit entries one query returns.
 pub const MAX_AUDIT: usize = 10_000;
 
-/// The audit log from `since`, oldest first.
+/// The audit log, a page at a time: oldest first from `since` (the
+/// default), or newest first (`order=desc`), paging back with `before`.
 #[utoipa::path(get, path = "/api/v1/audit", tag = TAG,
     params(
-        ("since" = Option<i64>, Query, description = "ms; entries at or after (default: all)"),
+        ("order" = Option<String>, Query, description = "`asc` (default): oldest first, by time then id; `desc`: newest first, by id (the order entries were appended in)"),
+        ("since" = Option<i64>, Query, description = "ms; only entries at or after (default: all)"),
+        ("before" = Option<i64>, Query, description = "With `order=desc`: only entries with a smaller id. The next page back is `before` = the last id of this one"),
+        ("after" = Option<i64>, Query, description = "With `order=asc`: only entries with a larger id, by id: the page just newer than entry `after`"),
         ("limit" = Option<usize>, Query, description = "At most this many (default 100, maximum 10000)")),
     responses((status = 200, body = Vec<AuditDto>), (status = 400, body = ErrorBody)))]
 pub async fn audit_log(
@@ -331,11 +335,44 @@ pub async fn audit_log(
     RawQuery(q): RawQuery,
 ) -> Result<Json<Vec<AuditDto>>, ApiError> {
     let mut p = params(q)?;
+    let newest_first = match p.take("order").as_deref().map(str::trim) {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "order",
+                format!(
+                    "query parameter order={:?}: expected asc or desc",
+                    clip(other)
+                ),
+            ));
+        }
+    };
     let since = p.ms("since")?.unwrap_or(i64::MIN);
+    let before = audit_id(&mut p, "before")?;
+    let after = audit_id(&mut p, "after")?;
     let limit = p.count("limit", MAX_AUDIT)?.unwrap_or(100);
     p.finish()?;
+    if newest_first && after.is_some() {
+        return Err(ApiError::bad(
+            "after",
+            "query parameter after pages oldest first: use it with order=asc (or use before with order=desc)",
+        ));
+    }
+    if !newest_first && before.is_some() {
+        return Err(ApiError::bad(
+            "before",
+            "query parameter before pages newest first: add order=desc (or use after with order=asc)",
+        ));
+    }
     let rows = state
-        .with_store(move |s| Ok(s.audit_since(since, limit)?))
+        .with_store(move |s| {
+            Ok(match (newest_first, after) {
+                (true, _) => s.audit_before(before, since, limit)?,
+                (false, Some(after)) => s.audit_after(after, since, limit)?,
+                (false, None) => s.audit_since(since, limit)?,
+            })
+        })
         .await?;
     Ok(Json(
         rows.into_iter()
@@ -351,6 +388,22 @@ pub async fn audit_log(
             })
             .collect(),
     ))
+}
+
+/// Takes an audit entry id (an integer >= 0).
+fn audit_id(p: &mut Params, name: &str) -> Result<Option<i64>, ApiError> {
+    p.take(name)
+        .map(|v| match v.trim().parse::<i64>() {
+            Ok(id) if id >= 0 => Ok(id),
+            _ => Err(ApiError::bad(
+                name,
+                format!(
+                    "query parameter {name}={:?}: expected an audit entry id (an integer >= 0)",
+                    clip(&v)
+                ),
+            )),
+        })
+        .transpose()
 }
 
 /// The configuration in force, token hashes redacted.

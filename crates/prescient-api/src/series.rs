@@ -5,7 +5,8 @@
 //!   rollups (1 min, 1 h): the mean of each bucket for CPU and I/O, the
 //!   peak for memory;
 //! - forecast: the first step of each stored demand profile, at that
-//!   step's time;
+//!   step's time (the store keeps every recent profile, then one per
+//!   5 minutes for 7 days, so a day's chart has a band across the day);
 //! - allocation: from the stored plans, as a step function: the value in
 //!   force at `from`, then each change. Plans hold every workload of a
 //!   pool, so reading a day of them for each query would parse hundreds of
@@ -19,7 +20,7 @@ use axum::extract::{Path, RawQuery, State};
 use prescient_agent::control::LiveView;
 use prescient_core::{Resource, ResourcePolicy, SeriesKey, TimestampMs};
 use prescient_forecast::events::{Event, StoredEvent};
-use prescient_store::{PROFILE_HISTORY, Resolution, SeriesId, Store};
+use prescient_store::{Resolution, SeriesId, Store};
 
 use crate::dto::{ForecastSeries, Series, SeriesAnomaly, SeriesEvent};
 use crate::error::{ApiError, ErrorBody};
@@ -252,8 +253,14 @@ fn actual(
     Ok(out)
 }
 
+/// How long before its first step a profile may have been made: the agent
+/// makes one for the step after its plan's time, so within one forecast
+/// step; this allows for steps up to an hour.
+const PROFILE_LEAD_MS: i64 = 3_600_000;
+
 /// The first step of each stored profile of `series` whose step starts in
-/// `[from, to)`, at the newest profile's levels.
+/// `[from, to)` (the last of each bucket of `width`), at the levels of the
+/// newest of them.
 fn forecast(
     store: &Store,
     series: SeriesId,
@@ -261,25 +268,34 @@ fn forecast(
     to: TimestampMs,
     width: Option<i64>,
 ) -> Result<ForecastSeries, ApiError> {
-    let history = store.profile_history(series, PROFILE_HISTORY)?;
-    let Some((_, newest)) = history.first() else {
+    let made = store.profiles_between(
+        series,
+        from.saturating_sub(PROFILE_LEAD_MS),
+        to,
+        MAX_POINTS as usize,
+    )?;
+    let mut steps: Vec<(TimestampMs, &[f64], Vec<f64>)> = made
+        .iter()
+        .filter(|(_, p)| p.start >= from && p.start < to)
+        .filter_map(|(_, p)| {
+            p.step(0)
+                .map(|q| (p.start, p.levels(), q.values().to_vec()))
+        })
+        .collect();
+    // Oldest made first from the store; by step time, the newest made last
+    // on a tie (a stable sort).
+    steps.sort_by_key(|(t, _, _)| *t);
+    let Some(levels) = steps.last().map(|(_, l, _)| l.to_vec()) else {
         return Ok(ForecastSeries {
             levels: Vec::new(),
             points: Vec::new(),
         });
     };
-    let levels = newest.levels().to_vec();
-    let mut steps: Vec<(TimestampMs, Vec<f64>)> = history
-        .iter()
-        .filter(|(_, p)| p.levels() == levels.as_slice() && p.start >= from && p.start < to)
-        .filter_map(|(_, p)| p.step(0).map(|q| (p.start, q.values().to_vec())))
-        .collect();
-    // Newest first from the store; by time, the newest last on a tie.
-    steps.reverse();
-    steps.sort_by_key(|(t, _)| *t);
     let mut points = Vec::with_capacity(steps.len());
-    for p in steps {
-        push_bucketed(&mut points, p, width);
+    for (t, l, v) in steps {
+        if l == levels.as_slice() {
+            push_bucketed(&mut points, (t, v), width);
+        }
     }
     Ok(ForecastSeries { levels, points })
 }

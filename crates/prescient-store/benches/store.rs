@@ -1,8 +1,8 @@
 //! Ingest throughput and range-query latency of the store, with reference
 //! figures from the same run (a bare rusqlite table: no key, no rollups).
 //!
-//! `cargo bench -p prescient-store` (add `-- ingest` or `-- range` to run one
-//! group). Data: the real traces in /work/shared/traces (or
+//! `cargo bench -p prescient-store` (add `-- ingest`, `-- range` or
+//! `-- profiles` to run one group). Data: the real traces in /work/shared/traces (or
 //! `PRESCIENT_TRACES=dir`), else synthetic data of the same shapes.
 
 use std::io::{BufRead, BufReader};
@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use prescient_core::{Resource, Sample, SeriesKey};
-use prescient_store::{Resolution, SeriesId, Store};
+use prescient_core::{DemandProfile, Resource, Sample, SeriesKey};
+use prescient_store::{PROFILE_BUCKET_MS, Resolution, SeriesId, Store};
 use rusqlite::Connection;
 
 /// Samples per ingest batch.
@@ -291,5 +291,89 @@ fn range(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest, range);
+/// A profile as the agent saves one by default: 3 steps of 10 s, 7 levels.
+fn bench_profile(made_at: i64) -> DemandProfile {
+    let levels = vec![0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95];
+    let values = (0..3)
+        .flat_map(|h| (0..7).map(move |i| 1.0 + h as f64 * 0.1 + i as f64 * 0.05))
+        .collect();
+    DemandProfile::new(made_at + 10_000, 10_000, levels, values).expect("profile")
+}
+
+/// The cost of saving a demand profile, with and without the thinning of
+/// older ones, on a series already holding a day of thinned history (a
+/// profile every 10 s, as the agent saves them).
+///
+/// - `plain`: a save that does not start a new 5-minute bucket (no
+///   thinning: 29 saves in 30 at 10 s);
+/// - `crossing`: a save that starts one, and so thins the 30 profiles that
+///   left the newest 48 meanwhile (timed alone, the 29 saves between two
+///   of them untimed);
+/// - `every_10s`: the mean over saves every 10 s, as the agent pays it.
+fn profiles(c: &mut Criterion) {
+    const STEP: i64 = 10_000;
+    let per_bucket = PROFILE_BUCKET_MS / STEP;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path().join("store.db")).expect("open");
+    let series = store
+        .series_id(&SeriesKey::new("bench", "profiles", Resource::Cpu))
+        .expect("series");
+    let mut t = 0;
+    while t <= DAY_MS {
+        store
+            .save_profile(series, t, &bench_profile(t))
+            .expect("save");
+        t += STEP;
+    }
+    let save = |store: &mut Store, t: &mut i64| {
+        store
+            .save_profile(series, *t, &bench_profile(*t))
+            .expect("save");
+        *t += STEP;
+    };
+    let mut group = c.benchmark_group("profiles");
+    group.sample_size(30);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("save/plain", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                // Never the first save of a bucket.
+                if t.rem_euclid(PROFILE_BUCKET_MS) == 0 {
+                    save(&mut store, &mut t);
+                }
+                let start = Instant::now();
+                save(&mut store, &mut t);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.bench_function("save/crossing", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                while t.rem_euclid(PROFILE_BUCKET_MS) != 0 {
+                    save(&mut store, &mut t);
+                }
+                let start = Instant::now();
+                save(&mut store, &mut t);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.bench_function("save/every_10s", |b| b.iter(|| save(&mut store, &mut t)));
+    group.finish();
+    let stored = store
+        .profile_history(series, usize::MAX)
+        .expect("history")
+        .len();
+    eprintln!(
+        "profiles: {stored} stored after saving up to {} ms ({per_bucket} saves per bucket)",
+        t - STEP
+    );
+}
+
+criterion_group!(benches, ingest, range, profiles);
 criterion_main!(benches);

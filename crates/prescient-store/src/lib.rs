@@ -16,7 +16,7 @@
 //! | `samples` | `(series_id, ts)`, `WITHOUT ROWID` | `value` (`REAL`, finite, in the resource's unit) | raw samples, clustered by series then time, so a range query reads one contiguous run |
 //! | `rollup_1m`, `rollup_1h` | `(series_id, ts_bucket)`, `WITHOUT ROWID` | `count`, `sum`, `min`, `max` of the raw values whose `ts` falls in `[ts_bucket, ts_bucket + 60 000)` (resp. `3 600 000`) | long history at coarser resolution |
 //! | `retention` | `level` (`raw`, `1m`, `1h`) | `keep_ms` (how long rows are kept), `cutoff_ms` (the cutoff of the last [`Store::apply_retention`], `NULL` before the first) | retention policy per level |
-//! | `profiles` | `id`; index `(series_id, made_at)` | `series_id` → `series`, `made_at`, `start`, `step_ms`, `body` (the [`DemandProfile`](prescient_core::DemandProfile) as JSON) | forecasts; the last [`PROFILE_HISTORY`] per series are kept |
+//! | `profiles` | `id`; index `(series_id, made_at)` | `series_id` → `series`, `made_at`, `start`, `step_ms`, `body` (the [`DemandProfile`](prescient_core::DemandProfile) as JSON) | forecasts: per series the newest [`PROFILE_HISTORY`], then the newest of each 5-minute bucket for 7 days ([`Store::save_profile`]) |
 //! | `plans` | `id`; indexes `(pool, made_at)`, `(made_at)` | `pool`, `made_at`, `degraded` (0/1), `body` (the [`Plan`](prescient_core::Plan) as JSON) | the solver's decisions |
 //! | `events` | `id`; index `(start_ms)` | `kind`, `selector` (which workloads), `start_ms`, `end_ms` (≥ `start_ms`), `effect` (JSON), `created_by`, `created_at`, `cancelled_at` (`NULL` while active) | known future changes (a release, a sale, maintenance) the forecast should take into account |
 //! | `audit` | `id` (order of appending); index `(ts)` | `ts`, `actor`, `action`, `target`, `before`, `after` (text, often JSON, `NULL` when there is none), `reason` | every change the system makes; triggers refuse `UPDATE` and `DELETE` |
@@ -84,7 +84,10 @@ use prescient_core::{HostId, Resource, SeriesKey, TimestampMs, WorkloadId};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 pub use error::{Result, StoreError};
-pub use records::{AuditEntry, Event, EventId, NewEvent, PROFILE_HISTORY, PlanId, Workload};
+pub use records::{
+    AuditEntry, Event, EventId, NewEvent, PROFILE_BUCKET_MS, PROFILE_HISTORY, PROFILE_KEEP_MS,
+    PlanId, Workload,
+};
 pub use samples::{
     Bucket, IngestReport, Resolution, RetentionPolicy, RetentionReport, StoreSummary,
 };

@@ -9,9 +9,27 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{Result, SeriesId, Store, StoreError};
 
-/// How many demand profiles are kept per series: saving one more deletes
-/// the oldest.
+/// How many of a series' newest demand profiles are all kept. Older ones
+/// are thinned to one per [`PROFILE_BUCKET_MS`] for [`PROFILE_KEEP_MS`]
+/// (see [`Store::save_profile`]).
 pub const PROFILE_HISTORY: usize = 48;
+
+/// The width of the buckets older profiles are thinned to (5 minutes):
+/// beyond the newest [`PROFILE_HISTORY`], a series keeps the newest profile
+/// of each bucket.
+pub const PROFILE_BUCKET_MS: i64 = 300_000;
+
+/// How far back thinned profiles are kept (7 days, the newest bucket
+/// included); older ones are dropped, except that the newest
+/// [`PROFILE_HISTORY`] are always kept.
+pub const PROFILE_KEEP_MS: i64 = 7 * 86_400_000;
+
+/// The start of the profile bucket holding `t`.
+fn profile_bucket(t: TimestampMs) -> TimestampMs {
+    // Saturating: a time within one bucket of i64::MIN has no bucket start.
+    t.div_euclid(PROFILE_BUCKET_MS)
+        .saturating_mul(PROFILE_BUCKET_MS)
+}
 
 /// A workload and its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,8 +241,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Saves a demand profile of `series`, made at `made_at`, and drops the
-    /// series' profiles beyond the newest [`PROFILE_HISTORY`].
+    /// Saves a demand profile of `series`, made at `made_at`, and thins the
+    /// series' history:
+    ///
+    /// - the newest [`PROFILE_HISTORY`] profiles are all kept;
+    /// - older ones are thinned to the newest of each [`PROFILE_BUCKET_MS`]
+    ///   bucket (5 minutes);
+    /// - those of buckets more than [`PROFILE_KEEP_MS`] (7 days) older than
+    ///   the newest profile's are dropped.
+    ///
+    /// Thinning runs only when a save crosses into a new bucket for the
+    /// series (or is older than its newest profile), over the few profiles
+    /// that left the newest [`PROFILE_HISTORY`] since the last crossing: a
+    /// range scan of the `(series_id, made_at)` index. So between two
+    /// crossings up to one bucket's worth of profiles wait to be thinned: a
+    /// series holds at most `PROFILE_HISTORY` + 2016 (7 days of buckets) +
+    /// the number saved since its newest bucket began.
     pub fn save_profile(
         &mut self,
         series: SeriesId,
@@ -243,19 +275,52 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
-        tx.execute(
+        let newest: Option<TimestampMs> = tx
+            .prepare_cached("SELECT max(made_at) FROM profiles WHERE series_id = ?1")
+            .and_then(|mut s| s.query_row([series.0], |r| r.get(0)))
+            .map_err(&err)?;
+        // Profiles made since the newest bucket began, before this one.
+        let in_newest_bucket = |tx: &rusqlite::Transaction<'_>, newest: TimestampMs| {
+            tx.prepare_cached(
+                "SELECT count(*) FROM profiles WHERE series_id = ?1 AND made_at >= ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row((series.0, profile_bucket(newest)), |r| r.get::<_, i64>(0))
+            })
+        };
+        // Where thinning must start (`None`: no need to thin).
+        let thin_from = match newest {
+            None => None,
+            Some(newest) if made_at >= newest => {
+                if profile_bucket(made_at) > profile_bucket(newest) {
+                    // A new bucket: the profiles that left the newest
+                    // PROFILE_HISTORY since the last crossing are those of
+                    // the bucket just ended (ranks 49.. after this insert).
+                    Some((in_newest_bucket(&tx, newest).map_err(&err)?, None))
+                } else {
+                    None
+                }
+            }
+            // Out of order (a backfill): it may push a profile out of the
+            // newest PROFILE_HISTORY, or land among the thinned ones.
+            Some(newest) => Some((in_newest_bucket(&tx, newest).map_err(&err)?, Some(made_at))),
+        };
+        tx.prepare_cached(
             "INSERT INTO profiles (series_id, made_at, start, step_ms, body)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            (series.0, made_at, profile.start, profile.step_ms, &body),
         )
+        .and_then(|mut s| s.execute((series.0, made_at, profile.start, profile.step_ms, &body)))
         .map_err(&err)?;
-        tx.execute(
-            "DELETE FROM profiles WHERE series_id = ?1 AND id NOT IN
-                 (SELECT id FROM profiles WHERE series_id = ?1
-                  ORDER BY made_at DESC, id DESC LIMIT ?2)",
-            (series.0, PROFILE_HISTORY as i64),
-        )
-        .map_err(&err)?;
+        if let Some((recent, also)) = thin_from {
+            thin_profiles(
+                &tx,
+                series,
+                recent,
+                also,
+                made_at.max(newest.unwrap_or(made_at)),
+            )
+            .map_err(&err)?;
+        }
         tx.commit().map_err(&err)
     }
 
@@ -270,16 +335,25 @@ impl Store {
         series: SeriesId,
         limit: usize,
     ) -> Result<Vec<(TimestampMs, DemandProfile)>> {
+        self.read_profiles(
+            "SELECT id, made_at, body FROM profiles WHERE series_id = ?1
+             ORDER BY made_at DESC, id DESC LIMIT ?2",
+            (series.0, clamp_limit(limit)),
+            series,
+        )
+    }
+
+    /// Runs a query of `(id, made_at, body)` rows of profiles of `series`.
+    fn read_profiles(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        series: SeriesId,
+    ) -> Result<Vec<(TimestampMs, DemandProfile)>> {
         let err = self.sql("read demand profiles");
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, made_at, body FROM profiles WHERE series_id = ?1
-                 ORDER BY made_at DESC, id DESC LIMIT ?2",
-            )
-            .map_err(&err)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
         let rows = stmt
-            .query_map((series.0, clamp_limit(limit)), |r| {
+            .query_map(params, |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
@@ -297,6 +371,25 @@ impl Store {
             out.push((made_at, p));
         }
         Ok(out)
+    }
+
+    /// Up to `limit` profiles of `series` made in `[from, to)`, oldest
+    /// first (a range scan of the `(series_id, made_at)` index). See
+    /// [`Store::save_profile`] for which are kept.
+    pub fn profiles_between(
+        &self,
+        series: SeriesId,
+        from: TimestampMs,
+        to: TimestampMs,
+        limit: usize,
+    ) -> Result<Vec<(TimestampMs, DemandProfile)>> {
+        self.read_profiles(
+            "SELECT id, made_at, body FROM profiles
+             WHERE series_id = ?1 AND made_at >= ?2 AND made_at < ?3
+             ORDER BY made_at, id LIMIT ?4",
+            (series.0, from, to, clamp_limit(limit)),
+            series,
+        )
     }
 
     /// Saves a plan, returning its id.
@@ -538,19 +631,58 @@ impl Store {
         append_audit_in(&self.conn, entry).map_err(self.sql("append to the audit log"))
     }
 
-    /// Up to `limit` audit entries with `ts >= since`, oldest first, with
-    /// their ids.
+    /// Up to `limit` audit entries with `ts >= since`, oldest first (by
+    /// time, then id), with their ids.
     pub fn audit_since(&self, since: TimestampMs, limit: usize) -> Result<Vec<(i64, AuditEntry)>> {
+        self.read_audit(
+            "SELECT id, ts, actor, action, target, before, after, reason
+             FROM audit WHERE ts >= ?1 ORDER BY ts, id LIMIT ?2",
+            (since, clamp_limit(limit)),
+        )
+    }
+
+    /// Up to `limit` audit entries with an id below `before` (all, when
+    /// `None`) and `ts >= since`, newest first: by id, the order they were
+    /// appended in. Paging back through the log is calling it again with
+    /// the last id returned.
+    pub fn audit_before(
+        &self,
+        before: Option<i64>,
+        since: TimestampMs,
+        limit: usize,
+    ) -> Result<Vec<(i64, AuditEntry)>> {
+        self.read_audit(
+            "SELECT id, ts, actor, action, target, before, after, reason
+             FROM audit WHERE id < ?1 AND ts >= ?2 ORDER BY id DESC LIMIT ?3",
+            (before.unwrap_or(i64::MAX), since, clamp_limit(limit)),
+        )
+    }
+
+    /// Up to `limit` audit entries with an id above `after` and
+    /// `ts >= since`, oldest first by id (the order they were appended in):
+    /// the entries just newer than entry `after`.
+    pub fn audit_after(
+        &self,
+        after: i64,
+        since: TimestampMs,
+        limit: usize,
+    ) -> Result<Vec<(i64, AuditEntry)>> {
+        self.read_audit(
+            "SELECT id, ts, actor, action, target, before, after, reason
+             FROM audit WHERE id > ?1 AND ts >= ?2 ORDER BY id LIMIT ?3",
+            (after, since, clamp_limit(limit)),
+        )
+    }
+
+    fn read_audit(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<(i64, AuditEntry)>> {
         let err = self.sql("read the audit log");
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, ts, actor, action, target, before, after, reason
-                 FROM audit WHERE ts >= ?1 ORDER BY ts, id LIMIT ?2",
-            )
-            .map_err(&err)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
         let rows = stmt
-            .query_map((since, clamp_limit(limit)), |r| {
+            .query_map(params, |r| {
                 Ok((
                     r.get(0)?,
                     AuditEntry {
@@ -603,6 +735,71 @@ impl Store {
         })
         .transpose()
     }
+}
+
+/// Thins the profiles of `series` after a save (in its transaction): of
+/// those beyond the newest [`PROFILE_HISTORY`], keeps the newest of each
+/// [`PROFILE_BUCKET_MS`] bucket, and drops those older than
+/// [`PROFILE_KEEP_MS`] before the bucket of `newest`.
+///
+/// `recent` is how many profiles the series' newest bucket held before the
+/// save: after the last thinning only the profiles that have left the
+/// newest `PROFILE_HISTORY` since (at most `recent + 1`, the newest of them
+/// at rank `PROFILE_HISTORY + 1`) can share a bucket with another kept one,
+/// so thinning starts at the bucket of the profile at rank
+/// `PROFILE_HISTORY + recent + 1` (one more than needed, for safety), or
+/// at the bucket of `also` (an out-of-order save) if that is older.
+fn thin_profiles(
+    tx: &Connection,
+    series: SeriesId,
+    recent: i64,
+    also: Option<TimestampMs>,
+    newest: TimestampMs,
+) -> rusqlite::Result<()> {
+    let history = PROFILE_HISTORY as i64;
+    let nth = |offset: i64| {
+        tx.prepare_cached(
+            "SELECT made_at, id FROM profiles WHERE series_id = ?1
+             ORDER BY made_at DESC, id DESC LIMIT 1 OFFSET ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row((series.0, offset), |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()
+        })
+    };
+    // The oldest of the newest PROFILE_HISTORY: it and everything newer are
+    // kept as they are. With no more than that, there is nothing to thin.
+    let Some((cut_at, cut_id)) = nth(history - 1)? else {
+        return Ok(());
+    };
+    let from = match nth(history + recent)? {
+        Some((at, _)) => profile_bucket(at.min(also.unwrap_or(at))),
+        // Fewer profiles than that: thin all of them.
+        None => i64::MIN,
+    };
+    // Row values compare (made_at, id) as the history orders them.
+    tx.prepare_cached(
+        "DELETE FROM profiles WHERE id IN (
+             SELECT id FROM (
+                 SELECT id, row_number() OVER (
+                     PARTITION BY made_at - ((made_at % ?4) + ?4) % ?4
+                     ORDER BY made_at DESC, id DESC) AS rank
+                 FROM profiles
+                 WHERE series_id = ?1 AND made_at >= ?5 AND (made_at, id) < (?2, ?3))
+             WHERE rank > 1)",
+    )?
+    .execute((series.0, cut_at, cut_id, PROFILE_BUCKET_MS, from))?;
+    let keep_from = profile_bucket(newest)
+        .saturating_add(PROFILE_BUCKET_MS)
+        .saturating_sub(PROFILE_KEEP_MS);
+    tx.prepare_cached(
+        "DELETE FROM profiles
+         WHERE series_id = ?1 AND made_at < ?4 AND (made_at, id) < (?2, ?3)",
+    )?
+    .execute((series.0, cut_at, cut_id, keep_from))?;
+    Ok(())
 }
 
 /// A `usize` limit as SQLite's `LIMIT` (which is signed).

@@ -1004,23 +1004,30 @@ fn profiles_keep_the_newest_and_a_bounded_history() {
     let mut store = Store::open(&path).unwrap();
     let s = store.series_id(&key("a", Resource::Cpu)).unwrap();
     assert_eq!(store.latest_profile(s).unwrap(), None);
-    for i in 0..(PROFILE_HISTORY as i64 + 5) {
+    // 53 profiles in one 5-minute bucket, then one in the next.
+    let n = PROFILE_HISTORY as i64 + 5;
+    for i in 0..n {
         let p = DemandProfile::new(i * 1000, 300_000, vec![0.5], vec![i as f64]).unwrap();
         store.save_profile(s, i * 1000, &p).unwrap();
     }
+    assert_eq!(
+        store.profile_history(s, 1000).unwrap().len(),
+        n as usize,
+        "thinning waits for the next bucket"
+    );
+    let p = DemandProfile::new(PROFILE_BUCKET_MS, 300_000, vec![0.5], vec![99.0]).unwrap();
+    store.save_profile(s, PROFILE_BUCKET_MS, &p).unwrap();
     let (made_at, latest) = store.latest_profile(s).unwrap().unwrap();
-    assert_eq!(made_at, (PROFILE_HISTORY as i64 + 4) * 1000);
-    assert_eq!(
-        latest.step(0).unwrap().values(),
-        [PROFILE_HISTORY as f64 + 4.0]
-    );
+    assert_eq!(made_at, PROFILE_BUCKET_MS);
+    assert_eq!(latest.step(0).unwrap().values(), [99.0]);
     let history = store.profile_history(s, 1000).unwrap();
-    assert_eq!(history.len(), PROFILE_HISTORY);
-    assert_eq!(
-        history.last().unwrap().0,
-        5000,
-        "the oldest five were dropped"
-    );
+    let times: Vec<i64> = history.iter().map(|(t, _)| *t).collect();
+    // The newest 48 (47 of the first bucket and the new one), then the
+    // newest of the first bucket's other six.
+    let mut expected: Vec<i64> = vec![PROFILE_BUCKET_MS];
+    expected.extend((n - 47..n).rev().map(|i| i * 1000));
+    expected.push((n - 48) * 1000);
+    assert_eq!(times, expected);
     assert!(matches!(
         store.save_profile(SeriesId(999), 0, &profile()),
         Err(StoreError::UnknownSeries { .. })
@@ -1033,6 +1040,166 @@ fn profiles_keep_the_newest_and_a_bounded_history() {
     let err = store.latest_profile(s).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("profiles row"), "{err}");
+}
+
+/// Saves a one-level profile of `series` made at `t` (value: `t` in s).
+fn save_at(store: &mut Store, series: SeriesId, t: i64) {
+    let p = DemandProfile::new(t + 10_000, 10_000, vec![0.5], vec![(t / 1000) as f64]).unwrap();
+    store.save_profile(series, t, &p).unwrap();
+}
+
+/// The `made_at` of every stored profile of `series`, oldest first.
+fn profile_times(store: &Store, series: SeriesId) -> Vec<i64> {
+    let mut stmt = store
+        .conn
+        .prepare("SELECT made_at FROM profiles WHERE series_id = ?1 ORDER BY made_at, id")
+        .unwrap();
+    stmt.query_map([series.0], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// What thinning should keep of profiles made at `times` (increasing):
+/// the newest PROFILE_HISTORY, and the newest of each bucket of the rest.
+fn thinned(times: &[i64]) -> Vec<i64> {
+    let split = times.len().saturating_sub(PROFILE_HISTORY);
+    let (old, newest) = times.split_at(split);
+    let mut kept: Vec<i64> = Vec::new();
+    for &t in old {
+        if kept
+            .last()
+            .is_some_and(|&k| k.div_euclid(PROFILE_BUCKET_MS) == t.div_euclid(PROFILE_BUCKET_MS))
+        {
+            kept.pop();
+        }
+        kept.push(t);
+    }
+    kept.extend_from_slice(newest);
+    kept
+}
+
+#[test]
+fn a_day_of_profiles_every_10_s_is_thinned_to_one_per_5_minutes() {
+    let (_dir, path) = temp();
+    let mut store = Store::open(&path).unwrap();
+    let a = store.series_id(&key("a", Resource::Cpu)).unwrap();
+    let b = store.series_id(&key("b", Resource::Cpu)).unwrap();
+    let step = 10_000;
+    let per_bucket = (PROFILE_BUCKET_MS / step) as usize;
+    let bound = PROFILE_HISTORY + 288 * 7;
+    let mut times = Vec::new();
+    // A day and one step: the last save starts a new bucket.
+    for i in 0..=(DAY / step) {
+        let t = i * step;
+        save_at(&mut store, a, t);
+        times.push(t);
+        if i % 7 == 0 {
+            // Series b every 70 s: thinning one series leaves the other be.
+            save_at(&mut store, b, t);
+        }
+        if i % 500 == 0 {
+            let n = profile_times(&store, a).len();
+            // Between two crossings, at most one bucket's worth waits.
+            assert!(n <= bound + per_bucket, "{n} profiles after {i} saves");
+        }
+    }
+    let kept = profile_times(&store, a);
+    assert!(kept.len() <= bound, "{} > {bound}", kept.len());
+    assert_eq!(
+        kept,
+        thinned(&times),
+        "the newest 48, then the newest of each bucket"
+    );
+    // Every 5 minutes of the day holds exactly one of the older profiles,
+    // its newest.
+    let old = &kept[..kept.len() - PROFILE_HISTORY];
+    assert_eq!(
+        old.len(),
+        288 - 1,
+        "every bucket but those of the newest 48"
+    );
+    for (j, t) in old.iter().enumerate() {
+        // The last bucket's newest profiles are among the newest 48.
+        let newest = (j as i64 + 1) * PROFILE_BUCKET_MS - step;
+        assert_eq!(*t, newest.min(DAY - PROFILE_HISTORY as i64 * step));
+    }
+    let mut b_times: Vec<i64> = (0..=(DAY / step)).step_by(7).map(|i| i * step).collect();
+    // Its last save did not start a bucket: the profiles that left its
+    // newest 48 since the last one that did are still there.
+    let waiting = profile_times(&store, b);
+    assert!(waiting.len() > thinned(&b_times).len());
+    assert!(thinned(&b_times).iter().all(|t| waiting.contains(t)));
+    save_at(&mut store, b, DAY);
+    b_times.push(DAY);
+    assert_eq!(profile_times(&store, b), thinned(&b_times));
+
+    // The range read: oldest first, bounded, and the profiles themselves.
+    let hour = store.profiles_between(a, 2 * HOUR, 3 * HOUR, 1000).unwrap();
+    assert_eq!(hour.len(), 12);
+    assert!(hour.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(hour[0].0, 2 * HOUR + PROFILE_BUCKET_MS - step);
+    assert_eq!(hour[0].1.start, hour[0].0 + 10_000);
+    assert_eq!(
+        hour[0].1.step(0).unwrap().values(),
+        [(hour[0].0 / 1000) as f64]
+    );
+    let day = store.profiles_between(a, 0, 2 * DAY, 1000).unwrap();
+    assert_eq!(day.len(), kept.len());
+    assert_eq!(store.profiles_between(a, 0, 2 * DAY, 5).unwrap().len(), 5);
+    assert!(store.profiles_between(a, DAY, 0, 10).unwrap().is_empty());
+}
+
+#[test]
+fn profiles_older_than_7_days_are_dropped_but_never_the_newest_48() {
+    let (_dir, path) = temp();
+    let mut store = Store::open(&path).unwrap();
+    let s = store.series_id(&key("a", Resource::Cpu)).unwrap();
+    // Eight days, one profile every 150 s (two per bucket).
+    let step = 150_000;
+    let mut times = Vec::new();
+    for i in 0..=(8 * DAY / step) {
+        save_at(&mut store, s, i * step);
+        times.push(i * step);
+    }
+    let newest = *times.last().unwrap();
+    let keep_from = newest.div_euclid(PROFILE_BUCKET_MS) * PROFILE_BUCKET_MS + PROFILE_BUCKET_MS
+        - PROFILE_KEEP_MS;
+    let kept = profile_times(&store, s);
+    let expected: Vec<i64> = thinned(&times)
+        .into_iter()
+        .filter(|&t| t >= keep_from)
+        .collect();
+    assert_eq!(kept, expected);
+    assert!(kept.len() <= PROFILE_HISTORY + 288 * 7, "{}", kept.len());
+    assert_eq!(kept.len(), PROFILE_HISTORY + 2016 - PROFILE_HISTORY / 2);
+
+    // After a long pause, the newest 48 stay however old they are.
+    let later = newest + 30 * DAY;
+    save_at(&mut store, s, later);
+    let kept = profile_times(&store, s);
+    assert_eq!(kept.len(), PROFILE_HISTORY);
+    assert_eq!(kept[..47], times[times.len() - 47..]);
+    assert_eq!(kept[47], later);
+}
+
+#[test]
+fn an_out_of_order_profile_is_thinned_into_its_bucket() {
+    let (_dir, path) = temp();
+    let mut store = Store::open(&path).unwrap();
+    let s = store.series_id(&key("a", Resource::Cpu)).unwrap();
+    let mut times = Vec::new();
+    for i in 0..=360 {
+        save_at(&mut store, s, i * 10_000);
+        times.push(i * 10_000);
+    }
+    // Late profiles: one newer than its bucket's kept one, one older.
+    for t in [5_000, 295_005, 3_595_000] {
+        save_at(&mut store, s, t);
+        times.push(t);
+    }
+    times.sort_unstable();
+    assert_eq!(profile_times(&store, s), thinned(&times));
 }
 
 #[test]
@@ -1148,6 +1315,59 @@ fn the_audit_log_is_append_only() {
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
     assert_eq!(store.audit_since(0, 10).unwrap().len(), 3);
+}
+
+#[test]
+fn the_audit_log_pages_by_id_both_ways() {
+    let (_dir, path) = temp();
+    let mut store = Store::open(&path).unwrap();
+    let entry = |ts: i64| AuditEntry {
+        ts,
+        actor: "agent".into(),
+        action: "cgroup.write".into(),
+        target: format!("t{ts}"),
+        before: None,
+        after: None,
+        reason: String::new(),
+    };
+    // Times not in append order: paging follows the ids.
+    let ts = [50, 10, 40, 30, 20, 60, 70];
+    let ids: Vec<i64> = ts
+        .iter()
+        .map(|&t| store.append_audit(&entry(t)).unwrap())
+        .collect();
+    let got = |rows: Vec<(i64, AuditEntry)>| rows.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(
+        got(store.audit_before(None, i64::MIN, 3).unwrap()),
+        [ids[6], ids[5], ids[4]]
+    );
+    assert_eq!(
+        got(store.audit_before(Some(ids[4]), i64::MIN, 3).unwrap()),
+        [ids[3], ids[2], ids[1]]
+    );
+    assert_eq!(
+        got(store.audit_before(Some(ids[1]), i64::MIN, 3).unwrap()),
+        [ids[0]]
+    );
+    assert!(
+        store
+            .audit_before(Some(ids[0]), i64::MIN, 3)
+            .unwrap()
+            .is_empty()
+    );
+    // `since` filters by time.
+    assert_eq!(
+        got(store.audit_before(None, 45, 10).unwrap()),
+        [ids[6], ids[5], ids[0]]
+    );
+    assert_eq!(
+        got(store.audit_after(ids[1], i64::MIN, 2).unwrap()),
+        [ids[2], ids[3]]
+    );
+    assert_eq!(got(store.audit_after(ids[4], 65, 10).unwrap()), [ids[6]]);
+    assert!(store.audit_after(ids[6], i64::MIN, 10).unwrap().is_empty());
+    let (id, e) = &store.audit_before(Some(ids[1]), i64::MIN, 1).unwrap()[0];
+    assert_eq!((*id, e), (ids[0], &entry(50)));
 }
 
 #[test]

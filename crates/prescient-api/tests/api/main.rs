@@ -4,6 +4,7 @@
 mod fixture;
 
 mod access;
+mod audit;
 mod input;
 mod openapi;
 mod series;

@@ -2,6 +2,9 @@
 //! series at the resolution asked for; and the other reads return the
 //! view and the store.
 
+use prescient_core::{DemandProfile, Resource, SeriesKey};
+use prescient_store::Store;
+
 use crate::fixture::*;
 
 fn pairs(v: &serde_json::Value) -> Vec<(i64, f64)> {
@@ -219,4 +222,64 @@ fn reads_return_the_view_and_the_store() {
             .starts_with("application/openmetrics-text")
     );
     assert!(metrics.text().unwrap().contains("prescient_"));
+}
+
+#[test]
+fn a_one_day_series_has_forecasts_across_the_day() {
+    let f = Fixture::new();
+    const DAY: i64 = 86_400_000;
+    const EVERY: i64 = 10_000;
+    // A day of profiles of db's CPU, one every 10 s up to the view's time,
+    // as the agent saves them: the store thins the older ones.
+    let from = NOW - DAY;
+    {
+        let mut s = Store::open(f._dir.path().join("api.db")).unwrap();
+        let sid = s
+            .series_id(&SeriesKey::new(HOST, "db", Resource::Cpu))
+            .unwrap();
+        let mut made = from;
+        while made <= NOW {
+            let v = 1.0 + ((made - from) / 60_000) as f64 * 0.001;
+            let p =
+                DemandProfile::new(made + EVERY, EVERY, vec![0.5, 0.9], vec![v, v * 2.0]).unwrap();
+            s.save_profile(sid, made, &p).unwrap();
+            made += EVERY;
+        }
+    }
+    let s = f.get_json(&format!(
+        "/api/v1/workloads/db/series?resource=cpu&from={from}&to={}&resolution=1m",
+        NOW + 1
+    ));
+    assert_eq!(s["forecast"]["levels"], serde_json::json!([0.5, 0.9]));
+    let points: Vec<i64> = s["forecast"]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_i64().unwrap())
+        .collect();
+    // At most one per minute, by time, within the range.
+    assert!(
+        points
+            .windows(2)
+            .all(|w| w[0].div_euclid(60_000) < w[1].div_euclid(60_000))
+    );
+    assert!(points.iter().all(|&t| t >= from && t <= NOW + 1));
+    // Across the whole day: a point in every 5 minutes (the store keeps
+    // one profile per 5 minutes beyond the newest 48), and one a minute
+    // over the last few.
+    for k in 0..288 {
+        let bucket = from + k * 300_000;
+        assert!(
+            points
+                .iter()
+                .any(|&t| t >= bucket && t < bucket + 300_000 + EVERY),
+            "no forecast point in the 5 minutes from {bucket} ({} points)",
+            points.len()
+        );
+    }
+    assert!(points[0] < from + 300_000 + EVERY, "first at {}", points[0]);
+    let last_7_min = points.iter().filter(|&&t| t > NOW - 420_000).count();
+    assert!(last_7_min >= 7, "{last_7_min} points in the last 7 minutes");
+    // One per 5 minutes before the newest 48 (~8 minutes at one a minute).
+    assert!(points.len() <= 289 + 10, "{}", points.len());
 }
