@@ -1069,27 +1069,10 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             self.learn_step(&w, r, b, v, alloc, None);
         }
         self.checkpoint(now);
-        if let Some(rec) = self.reconciler.as_mut() {
+        if self.reconciler.is_some() {
             let t = Instant::now();
-            let actions = rec.shutdown(now);
+            self.restore_originals(now, "");
             self.times.record("enforce", t.elapsed());
-            let mut restored = 0;
-            for a in &actions {
-                if let Some(audit) = a.audit() {
-                    restored += 1;
-                    self.outbox.push(Record::Audit(audit.clone()));
-                }
-            }
-            if restored > 0 {
-                log::info!("restored {restored} original limit(s)");
-            }
-            self.counters.restored += restored;
-            // A clean stop leaves nothing to restore after a restart.
-            self.outbox.push(Record::State(
-                self.originals_key(),
-                ORIGINALS_VERSION,
-                b"[]".to_vec(),
-            ));
         }
         self.flush();
         if self.outbox.samples_len() > 0 {
@@ -2089,27 +2072,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             Mode::Recommend => {
                 // Stop writing; put back what was changed when configured
                 // to (else the limits stay as they are).
-                let actions = self
-                    .reconciler
-                    .as_mut()
-                    .map(|rec| rec.shutdown(now))
-                    .unwrap_or_default();
-                let mut restored = 0;
-                for a in actions {
-                    if let Some(audit) = a.audit() {
-                        restored += 1;
-                        self.audit(audit.clone());
-                    }
-                }
-                if restored > 0 {
-                    log::info!("restored {restored} original limit(s) on leaving enforce mode");
-                }
-                self.counters.restored += restored;
-                self.outbox.push(Record::State(
-                    self.originals_key(),
-                    ORIGINALS_VERSION,
-                    b"[]".to_vec(),
-                ));
+                self.restore_originals(now, " on leaving enforce mode");
             }
         }
         self.mode = mode;
@@ -2128,6 +2091,33 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             self.enforce(now);
         }
         Ok(mode)
+    }
+
+    /// Stops the reconciler: restores the original limits it changed (when
+    /// `cgroup.restore_on_exit`), audits each, and clears the saved
+    /// originals so that a restart has nothing to restore. `when` ends the
+    /// log line.
+    fn restore_originals(&mut self, now: TimestampMs, when: &str) {
+        let Some(rec) = self.reconciler.as_mut() else {
+            return;
+        };
+        let actions = rec.shutdown(now);
+        let mut restored = 0;
+        for a in &actions {
+            if let Some(audit) = a.audit() {
+                restored += 1;
+                self.outbox.push(Record::Audit(audit.clone()));
+            }
+        }
+        if restored > 0 {
+            log::info!("restored {restored} original limit(s){when}");
+        }
+        self.counters.restored += restored;
+        self.outbox.push(Record::State(
+            self.originals_key(),
+            ORIGINALS_VERSION,
+            b"[]".to_vec(),
+        ));
     }
 
     /// Validates and records a request: see [`Command::Request`].
