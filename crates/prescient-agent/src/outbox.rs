@@ -152,6 +152,52 @@ impl Outbox {
             wrote_samples = true;
         }
         while let Some(r) = self.records.front() {
+            // A run of profiles or of audit records goes in one
+            // transaction; if the store refuses the run, it is written
+            // record by record below, so that one bad record cannot hold
+            // up the others.
+            let run = match r {
+                Record::Profile(..) | Record::Audit(..) => self
+                    .records
+                    .iter()
+                    .take_while(|x| std::mem::discriminant(*x) == std::mem::discriminant(r))
+                    .count(),
+                _ => 1,
+            };
+            if run > 1 {
+                let batch = self.records.range(..run);
+                let res = match r {
+                    Record::Profile(..) => {
+                        let items: Vec<_> = batch
+                            .filter_map(|x| match x {
+                                Record::Profile(k, at, p) => Some((k.clone(), *at, p.clone())),
+                                _ => None,
+                            })
+                            .collect();
+                        sink.save_profiles(&items)
+                    }
+                    _ => {
+                        let items: Vec<_> = batch
+                            .filter_map(|x| match x {
+                                Record::Audit(a) => Some(a.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        sink.append_audits(&items)
+                    }
+                };
+                match res {
+                    Ok(()) => {
+                        self.records.drain(..run);
+                        continue;
+                    }
+                    // The store is down: keep everything and retry later.
+                    Err(e) if !wrote_samples => return Err(e),
+                    // The store takes writes but not this run: one by one.
+                    Err(_) => {}
+                }
+            }
+            let r = &self.records[0];
             let res = match r {
                 Record::Plan(p) => sink.save_plan(p),
                 Record::Audit(a) => sink.append_audit(a),
@@ -174,5 +220,134 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prescient_core::{Resource, WorkloadId};
+
+    /// Records which calls reached it; refuses profiles of workload `bad`.
+    #[derive(Default)]
+    struct Calls(Vec<String>);
+
+    impl Sink for Calls {
+        fn ingest(&mut self, batch: &[(SeriesKey, Sample)]) -> Result<(), SinkError> {
+            self.0.push(format!("ingest {}", batch.len()));
+            Ok(())
+        }
+        fn save_plan(&mut self, _: &Plan) -> Result<(), SinkError> {
+            self.0.push("plan".into());
+            Ok(())
+        }
+        fn append_audit(&mut self, _: &AuditRecord) -> Result<(), SinkError> {
+            self.0.push("audit".into());
+            Ok(())
+        }
+        fn append_audits(&mut self, r: &[AuditRecord]) -> Result<(), SinkError> {
+            self.0.push(format!("audits {}", r.len()));
+            Ok(())
+        }
+        fn save_profile(
+            &mut self,
+            k: &SeriesKey,
+            _: TimestampMs,
+            _: &DemandProfile,
+        ) -> Result<(), SinkError> {
+            if k.workload.0 == "bad" {
+                return Err(SinkError("no such series".into()));
+            }
+            self.0.push("profile".into());
+            Ok(())
+        }
+        fn save_profiles(
+            &mut self,
+            b: &[(SeriesKey, TimestampMs, DemandProfile)],
+        ) -> Result<(), SinkError> {
+            if b.iter().any(|(k, ..)| k.workload.0 == "bad") {
+                return Err(SinkError("no such series".into()));
+            }
+            self.0.push(format!("profiles {}", b.len()));
+            Ok(())
+        }
+        fn save_state(&mut self, _: &str, _: u32, _: &[u8]) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn load_state(&mut self, _: &str) -> Result<Option<(u32, Vec<u8>)>, SinkError> {
+            Ok(None)
+        }
+        fn latest_plan(&mut self, _: &HostId) -> Result<Option<Plan>, SinkError> {
+            Ok(None)
+        }
+        fn set_workload_meta(
+            &mut self,
+            _: &HostId,
+            _: &Found,
+            _: TimestampMs,
+        ) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn events(&mut self) -> Result<Vec<prescient_store::Event>, SinkError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn key(w: &str) -> SeriesKey {
+        SeriesKey {
+            host: HostId("h".into()),
+            workload: WorkloadId(w.into()),
+            resource: Resource::Cpu,
+        }
+    }
+
+    fn profile(w: &str) -> Record {
+        let p = DemandProfile::new(0, 1000, vec![0.5], vec![1.0]).unwrap();
+        Record::Profile(key(w), 0, p)
+    }
+
+    fn audit() -> Record {
+        Record::Audit(AuditRecord {
+            ts: 0,
+            actor: "agent".into(),
+            action: "cgroup.write".into(),
+            target: "x".into(),
+            before: None,
+            after: None,
+            reason: String::new(),
+        })
+    }
+
+    #[test]
+    fn runs_of_profiles_and_audits_go_in_one_call_each_in_order() {
+        let mut o = Outbox::new(100);
+        for r in [profile("a"), profile("b"), profile("c"), audit(), audit()] {
+            o.push(r);
+        }
+        o.push(Record::Plan(Plan {
+            made_at: 0,
+            pool: HostId("host".into()),
+            degraded: false,
+            entries: vec![],
+        }));
+        o.push(profile("d"));
+        let mut sink = Calls::default();
+        o.flush(&mut sink).unwrap();
+        assert_eq!(sink.0, ["profiles 3", "audits 2", "plan", "profile"]);
+        assert_eq!(o.records_len(), 0);
+    }
+
+    #[test]
+    fn a_refused_run_is_written_one_by_one_and_only_the_bad_record_dropped() {
+        let mut o = Outbox::new(100);
+        o.push_sample(key("a"), Sample::new(0, 1.0));
+        for w in ["a", "bad", "c"] {
+            o.push(profile(w));
+        }
+        let mut sink = Calls::default();
+        o.flush(&mut sink).unwrap();
+        assert_eq!(sink.0, ["ingest 1", "profile", "profile"]);
+        assert_eq!(o.dropped_records, 1);
+        assert_eq!(o.records_len(), 0);
     }
 }

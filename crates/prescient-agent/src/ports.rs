@@ -270,6 +270,19 @@ pub trait Sink {
     fn save_plan(&mut self, plan: &Plan) -> Result<(), SinkError>;
     /// Appends an audit record.
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), SinkError>;
+    /// Appends several audit records, all or none (by default one by one).
+    fn append_audits(&mut self, records: &[AuditRecord]) -> Result<(), SinkError> {
+        records.iter().try_for_each(|r| self.append_audit(r))
+    }
+    /// Saves several demand profiles, all or none (by default one by one).
+    fn save_profiles(
+        &mut self,
+        batch: &[(SeriesKey, TimestampMs, DemandProfile)],
+    ) -> Result<(), SinkError> {
+        batch
+            .iter()
+            .try_for_each(|(k, at, p)| self.save_profile(k, *at, p))
+    }
     /// Saves a demand profile.
     fn save_profile(
         &mut self,
@@ -318,6 +331,19 @@ fn e(err: prescient_store::StoreError) -> SinkError {
     SinkError(err.to_string())
 }
 
+/// The store's form of an audit record.
+fn entry(r: &AuditRecord) -> AuditEntry {
+    AuditEntry {
+        ts: r.ts,
+        actor: r.actor.clone(),
+        action: r.action.clone(),
+        target: r.target.clone(),
+        before: r.before.clone(),
+        after: r.after.clone(),
+        reason: r.reason.clone(),
+    }
+}
+
 impl Sink for StoreSink {
     fn ingest(&mut self, batch: &[(SeriesKey, Sample)]) -> Result<(), SinkError> {
         let mut rows = Vec::with_capacity(batch.len());
@@ -333,18 +359,23 @@ impl Sink for StoreSink {
     }
 
     fn append_audit(&mut self, r: &AuditRecord) -> Result<(), SinkError> {
-        self.store
-            .append_audit(&AuditEntry {
-                ts: r.ts,
-                actor: r.actor.clone(),
-                action: r.action.clone(),
-                target: r.target.clone(),
-                before: r.before.clone(),
-                after: r.after.clone(),
-                reason: r.reason.clone(),
-            })
-            .map(|_| ())
-            .map_err(e)
+        self.store.append_audit(&entry(r)).map(|_| ()).map_err(e)
+    }
+
+    fn append_audits(&mut self, records: &[AuditRecord]) -> Result<(), SinkError> {
+        let entries: Vec<AuditEntry> = records.iter().map(entry).collect();
+        self.store.append_audits(&entries).map_err(e)
+    }
+
+    fn save_profiles(
+        &mut self,
+        batch: &[(SeriesKey, TimestampMs, DemandProfile)],
+    ) -> Result<(), SinkError> {
+        let mut items = Vec::with_capacity(batch.len());
+        for (k, at, p) in batch {
+            items.push((self.store.series_id(k).map_err(e)?, *at, p));
+        }
+        self.store.save_profiles(&items).map_err(e)
     }
 
     fn save_profile(

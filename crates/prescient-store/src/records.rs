@@ -263,63 +263,33 @@ impl Store {
         made_at: TimestampMs,
         profile: &DemandProfile,
     ) -> Result<()> {
-        if self.series_key(series)?.is_none() {
-            return Err(StoreError::UnknownSeries {
-                path: self.path.clone(),
-                series,
-            });
+        self.save_profiles(&[(series, made_at, profile)])
+    }
+
+    /// Saves several profiles as [`Store::save_profile`] does, in one
+    /// transaction: all or none. What the agent does at each plan (one
+    /// profile per workload and resource), at the cost of one commit.
+    pub fn save_profiles(
+        &mut self,
+        items: &[(SeriesId, TimestampMs, &DemandProfile)],
+    ) -> Result<()> {
+        let mut bodies = Vec::with_capacity(items.len());
+        for &(series, _, profile) in items {
+            if self.series_key(series)?.is_none() {
+                return Err(StoreError::UnknownSeries {
+                    path: self.path.clone(),
+                    series,
+                });
+            }
+            bodies.push(serde_json::to_string(profile).map_err(|e| self.invalid(e.to_string()))?);
         }
-        let body = serde_json::to_string(profile).map_err(|e| self.invalid(e.to_string()))?;
         let err = self.sql("save a demand profile");
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
-        let newest: Option<TimestampMs> = tx
-            .prepare_cached("SELECT max(made_at) FROM profiles WHERE series_id = ?1")
-            .and_then(|mut s| s.query_row([series.0], |r| r.get(0)))
-            .map_err(&err)?;
-        // Profiles made since the newest bucket began, before this one.
-        let in_newest_bucket = |tx: &rusqlite::Transaction<'_>, newest: TimestampMs| {
-            tx.prepare_cached(
-                "SELECT count(*) FROM profiles WHERE series_id = ?1 AND made_at >= ?2",
-            )
-            .and_then(|mut s| {
-                s.query_row((series.0, profile_bucket(newest)), |r| r.get::<_, i64>(0))
-            })
-        };
-        // Where thinning must start (`None`: no need to thin).
-        let thin_from = match newest {
-            None => None,
-            Some(newest) if made_at >= newest => {
-                if profile_bucket(made_at) > profile_bucket(newest) {
-                    // A new bucket: the profiles that left the newest
-                    // PROFILE_HISTORY since the last crossing are those of
-                    // the bucket just ended (ranks 49.. after this insert).
-                    Some((in_newest_bucket(&tx, newest).map_err(&err)?, None))
-                } else {
-                    None
-                }
-            }
-            // Out of order (a backfill): it may push a profile out of the
-            // newest PROFILE_HISTORY, or land among the thinned ones.
-            Some(newest) => Some((in_newest_bucket(&tx, newest).map_err(&err)?, Some(made_at))),
-        };
-        tx.prepare_cached(
-            "INSERT INTO profiles (series_id, made_at, start, step_ms, body)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut s| s.execute((series.0, made_at, profile.start, profile.step_ms, &body)))
-        .map_err(&err)?;
-        if let Some((recent, also)) = thin_from {
-            thin_profiles(
-                &tx,
-                series,
-                recent,
-                also,
-                made_at.max(newest.unwrap_or(made_at)),
-            )
-            .map_err(&err)?;
+        for (&(series, made_at, profile), body) in items.iter().zip(&bodies) {
+            save_profile_in(&tx, series, made_at, profile, body).map_err(&err)?;
         }
         tx.commit().map_err(&err)
     }
@@ -631,6 +601,19 @@ impl Store {
         append_audit_in(&self.conn, entry).map_err(self.sql("append to the audit log"))
     }
 
+    /// Appends several entries in one transaction (all or none).
+    pub fn append_audits(&mut self, entries: &[AuditEntry]) -> Result<()> {
+        let err = self.sql("append to the audit log");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        for entry in entries {
+            append_audit_in(&tx, entry).map_err(&err)?;
+        }
+        tx.commit().map_err(&err)
+    }
+
     /// Up to `limit` audit entries with `ts >= since`, oldest first (by
     /// time, then id), with their ids.
     pub fn audit_since(&self, since: TimestampMs, limit: usize) -> Result<Vec<(i64, AuditEntry)>> {
@@ -735,6 +718,59 @@ impl Store {
         })
         .transpose()
     }
+}
+
+/// One profile's insert and the thinning it calls for, inside the caller's
+/// transaction (see [`Store::save_profile`]).
+fn save_profile_in(
+    tx: &rusqlite::Transaction<'_>,
+    series: SeriesId,
+    made_at: TimestampMs,
+    profile: &DemandProfile,
+    body: &str,
+) -> rusqlite::Result<()> {
+    let newest: Option<TimestampMs> = tx
+        .prepare_cached("SELECT max(made_at) FROM profiles WHERE series_id = ?1")
+        .and_then(|mut s| s.query_row([series.0], |r| r.get(0)))?;
+    // Profiles made since the newest bucket began, before this one.
+    let in_newest_bucket = |tx: &rusqlite::Transaction<'_>, newest: TimestampMs| {
+        tx.prepare_cached("SELECT count(*) FROM profiles WHERE series_id = ?1 AND made_at >= ?2")
+            .and_then(|mut s| {
+                s.query_row((series.0, profile_bucket(newest)), |r| r.get::<_, i64>(0))
+            })
+    };
+    // Where thinning must start (`None`: no need to thin).
+    let thin_from = match newest {
+        None => None,
+        Some(newest) if made_at >= newest => {
+            if profile_bucket(made_at) > profile_bucket(newest) {
+                // A new bucket: the profiles that left the newest
+                // PROFILE_HISTORY since the last crossing are those of
+                // the bucket just ended (ranks 49.. after this insert).
+                Some((in_newest_bucket(tx, newest)?, None))
+            } else {
+                None
+            }
+        }
+        // Out of order (a backfill): it may push a profile out of the
+        // newest PROFILE_HISTORY, or land among the thinned ones.
+        Some(newest) => Some((in_newest_bucket(tx, newest)?, Some(made_at))),
+    };
+    tx.prepare_cached(
+        "INSERT INTO profiles (series_id, made_at, start, step_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| s.execute((series.0, made_at, profile.start, profile.step_ms, &body)))?;
+    if let Some((recent, also)) = thin_from {
+        thin_profiles(
+            tx,
+            series,
+            recent,
+            also,
+            made_at.max(newest.unwrap_or(made_at)),
+        )?;
+    }
+    Ok(())
 }
 
 /// Thins the profiles of `series` after a save (in its transaction): of

@@ -1386,3 +1386,29 @@ fn model_state_round_trips_and_is_replaced() {
     );
     assert_eq!(store.load_model_state("ets/2").unwrap(), Some((1, vec![])));
 }
+
+#[test]
+fn profiles_saved_together_are_all_or_none_and_thinned_as_one_by_one() {
+    let (_d, path) = temp();
+    let mut store = Store::open(&path).unwrap();
+    let a = store.series_id(&key("a", Resource::Cpu)).unwrap();
+    let b = store.series_id(&key("b", Resource::Cpu)).unwrap();
+    let p = profile();
+    // A day every 10 s for a, in batches of a plan's worth; b alongside.
+    let mut solo = Store::open(path.with_extension("solo.db")).unwrap();
+    let sa = solo.series_id(&key("a", Resource::Cpu)).unwrap();
+    for step in 0..8640i64 {
+        let t = step * 10_000;
+        store.save_profiles(&[(a, t, &p), (b, t, &p)]).unwrap();
+        solo.save_profile(sa, t, &p).unwrap();
+    }
+    assert_eq!(profile_times(&store, a), profile_times(&solo, sa));
+    assert_eq!(profile_times(&store, a), profile_times(&store, b));
+    // An unknown series refuses the whole batch: nothing of it is saved.
+    let before = profile_times(&store, a).len();
+    let e = store
+        .save_profiles(&[(a, 90_000_000, &p), (SeriesId(999), 90_000_000, &p)])
+        .unwrap_err();
+    assert!(e.to_string().contains("999"), "{e}");
+    assert_eq!(profile_times(&store, a).len(), before);
+}
