@@ -44,7 +44,7 @@ use prescient_core::TimestampMs;
 use prescient_linux::enforce::{EnforceError, Knob, Observed, Setting};
 use prescient_linux::{CgroupPath, Enforcer, ProcFs, Root};
 
-use support::tree::Tree;
+use support::tree::{Tree, sleepers};
 
 const CGROUPS: usize = 200;
 const TARGET_MS: f64 = 100.0;
@@ -174,11 +174,8 @@ fn file_of(tree: &Tree, cg: &CgroupPath, s: &Setting) -> Option<(PathBuf, String
 }
 
 fn run(plans: usize) -> Result<(), String> {
-    let mut tree = Tree::new("reaction")?;
     let cgroups: Vec<String> = (0..CGROUPS).map(|i| format!("/w{i:03}")).collect();
-    for cg in &cgroups {
-        tree.sleeper(cg)?;
-    }
+    let tree = sleepers("reaction", &cgroups)?;
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let db = tmp.path().join("agent.db");
     let machine = Machine::detect();

@@ -13,7 +13,7 @@ use prescient_agent::ports::wall_ms;
 use prescient_agent::{Agent, config::Mode};
 use prescient_core::{Resource, TimestampMs, WorkloadId};
 use prescient_linux::enforce::FakeEnforcer;
-use prescient_prometheus::testing::{Prometheus, Reply, TinyServer};
+use prescient_prometheus::testing::{Prometheus, TinyServer};
 
 use fakes::*;
 
@@ -125,15 +125,8 @@ fn a_new_series_learns_its_history_and_one_without_keeps_going() {
 #[test]
 fn history_comes_from_a_real_prometheus_that_scraped_a_process_of_the_test() {
     // The "process": an exporter serving busy's CPU use.
-    let exporter = TinyServer::start(|target| {
-        if !target.starts_with("/metrics") {
-            return Reply::new(404, "text/plain", "not found");
-        }
-        Reply::new(
-            200,
-            "text/plain; version=0.0.4",
-            "# TYPE workload_cpu_cores gauge\nworkload_cpu_cores{workload=\"busy\"} 1.25\n",
-        )
+    let exporter = TinyServer::exporter(|| {
+        "# TYPE workload_cpu_cores gauge\nworkload_cpu_cores{workload=\"busy\"} 1.25\n".into()
     })
     .unwrap();
     let prom = Prometheus::start("workloads", exporter.addr(), "/metrics").unwrap();

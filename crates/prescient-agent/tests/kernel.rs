@@ -9,228 +9,25 @@
 //! skip, unless PRESCIENT_REQUIRE_KERNEL_TESTS=1 (as CI sets), when they
 //! fail instead.
 //!
-//! The subtree guard follows prescient-linux's kernel tests (same naming,
-//! same stale-subtree cleanup, same CPU lock file, so that busy loops here
-//! and their latency measurement never overlap).
+//! The subtree guard, the skip and the CPU lock (so that busy loops here
+//! and prescient-linux's latency measurement never overlap) are
+//! `prescient_linux::testing`'s.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::sleep;
+use std::path::Path;
 use std::time::Duration;
 
 use prescient_agent::config::{Config, Mode, RelativeTo};
 use prescient_agent::{ConfigSource, RunOptions, Signals};
 use prescient_core::{HostId, Resource, SeriesKey};
-use prescient_linux::layout::{HierarchyId, Version};
-use prescient_linux::{CgroupFs, CgroupPath, Grouper, LayoutKind, ProcFs, Root};
+use prescient_linux::testing::TestTree;
 use prescient_store::{Resolution, Store};
 
-const REQUIRE: &str = "PRESCIENT_REQUIRE_KERNEL_TESTS";
-const V1_USED: [&str; 4] = ["cpu", "cpuacct", "memory", "blkio"];
-
-fn p(s: &str) -> CgroupPath {
-    CgroupPath::parse(s).unwrap()
-}
-
-fn unavailable(test: &str, why: &str) {
-    if std::env::var(REQUIRE).as_deref() == Ok("1") {
-        panic!("{test}: {REQUIRE}=1 but {why}");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {why} (set {REQUIRE}=1 to make this a failure)"
-    );
-}
-
-fn live(test: &str) -> Option<CgroupFs> {
-    let me = std::process::id() as i32;
-    let status = ProcFs::new(Root::live()).status(me, None);
-    let euid = status.ok().flatten().and_then(|s| s.uid).map(|u| u[1]);
-    if euid != Some(0) {
-        unavailable(test, &format!("not running as root (euid {euid:?})"));
-        return None;
-    }
-    let fs = match CgroupFs::detect(Root::live()) {
-        Ok(fs) => fs,
-        Err(e) => {
-            unavailable(test, &format!("cannot read the mounts: {e}"));
-            return None;
-        }
-    };
-    if fs.layout().kind() == LayoutKind::None {
-        unavailable(test, "no cgroup filesystem is mounted");
-        return None;
-    }
-    Some(fs)
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// prescient-linux's kernel tests' CPU lock (see there): held shared while
-/// a busy loop runs.
-struct CpuLock(#[allow(dead_code)] fs::File);
-
-fn cpu_lock() -> CpuLock {
-    use rustix::fs::{FlockOperation, flock};
-    let path = std::env::temp_dir().join("prescient-linux-kernel-tests.lock");
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    flock(&f, FlockOperation::LockShared)
-        .unwrap_or_else(|e| panic!("flock {}: {e}", path.display()));
-    CpuLock(f)
-}
-
-/// The test's subtree `prescient-test-<pid>-<test>-<n>` under the test
-/// process's cgroup in the v2 hierarchy and the v1 cpu, cpuacct, memory and
-/// blkio ones. Dropping it kills the children it started, waits for them,
-/// then removes every cgroup under the subtree, children first.
-struct TestTree {
-    name: String,
-    fs: CgroupFs,
-    dirs: Vec<PathBuf>,
-    children: Vec<Child>,
-    _hogging: Option<CpuLock>,
-}
-
-impl TestTree {
-    fn new(test: &str) -> Option<TestTree> {
-        let live = live(test)?;
-        let name = format!(
-            "prescient-test-{}-{}-{}",
-            std::process::id(),
-            test.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let own = live
-            .clone()
-            .based_at_process("self", &CgroupPath::root())
-            .unwrap();
-        let fs = live.based_at_process("self", &p(&name)).unwrap();
-        let mut tree = TestTree {
-            name,
-            fs,
-            dirs: Vec::new(),
-            children: Vec::new(),
-            _hogging: None,
-        };
-        let used: Vec<HierarchyId> = own
-            .hierarchies()
-            .filter(|h| h.mount.version == Version::V2 || V1_USED.iter().any(|c| h.has(c)))
-            .map(|h| own.id_of(h))
-            .collect();
-        for id in &used {
-            let own_dir = own.hierarchy(id).unwrap().dir(&CgroupPath::root());
-            remove_stale(&own_dir);
-            let dir = own_dir.join(&tree.name);
-            fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-            tree.dirs.push(dir);
-        }
-        Some(tree)
-    }
-
-    fn spawn(&mut self, cmd: &mut Command) -> i32 {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-        let pid = child.id() as i32;
-        self.children.push(child);
-        pid
-    }
-
-    fn spawn_busy(&mut self) -> i32 {
-        if self._hogging.is_none() {
-            self._hogging = Some(cpu_lock());
-        }
-        self.spawn(
-            Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .stdin(Stdio::null()),
-        )
-    }
-
-    fn spawn_sleep(&mut self) -> i32 {
-        self.spawn(Command::new("sleep").arg("600").stdin(Stdio::null()))
-    }
-
-    /// Creates `cg` in every hierarchy and moves `pid` there.
-    fn group(&self, cg: &str, pid: i32) {
-        let g = Grouper::new(&self.fs);
-        g.ensure_group(&p(cg)).unwrap();
-        let r = g.move_pids(&p(cg), &[pid]);
-        assert_eq!(r.moved, vec![pid], "{r:?}");
-    }
-
-    /// A file of `cg` in the hierarchy holding `controller`.
-    fn read(&self, controller: &str, cg: &str, file: &str) -> Option<String> {
-        let h = self.fs.for_controller(controller)?;
-        fs::read_to_string(h.dir(&p(cg)).join(file))
-            .ok()
-            .map(|s| s.trim().to_string())
-    }
-
-    /// The CPU weight knob as the enforcer writes it: v2 `cpu.weight` or
-    /// v1 `cpu.shares`.
-    fn cpu_weight(&self, cg: &str) -> String {
-        self.read("cpu", cg, "cpu.weight")
-            .or_else(|| self.read("cpu", cg, "cpu.shares"))
-            .unwrap_or_else(|| panic!("no cpu.weight or cpu.shares for {cg}"))
-    }
-}
-
-impl Drop for TestTree {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for d in &self.dirs {
-            remove_cgroup_tree(d);
-        }
-    }
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    for _ in 0..100 {
-        match fs::remove_dir(dir) {
-            Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(_) => sleep(Duration::from_millis(20)),
-        }
-    }
-    eprintln!("could not remove {}", dir.display());
-}
-
-fn remove_stale(own_dir: &Path) {
-    let Ok(rd) = fs::read_dir(own_dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("prescient-test-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            remove_cgroup_tree(&e.path());
-        }
-    }
+/// The CPU weight knob of `cg` as the enforcer writes it: v2 `cpu.weight`
+/// or v1 `cpu.shares`.
+fn cpu_weight(tree: &TestTree, cg: &str) -> String {
+    tree.read("cpu", cg, "cpu.weight")
+        .or_else(|| tree.read("cpu", cg, "cpu.shares"))
+        .unwrap_or_else(|| panic!("no cpu.weight or cpu.shares for {cg}"))
 }
 
 /// A config for the tree: `busy` and `idle` by cgroup glob, fast intervals.
@@ -284,11 +81,11 @@ fn run(c: Config, secs: f64) -> prescient_agent::RunSummary {
 }
 
 fn setup(test: &str) -> Option<TestTree> {
-    let mut tree = TestTree::new(test)?;
-    let busy = tree.spawn_busy();
-    let idle = tree.spawn_sleep();
-    tree.group("/busy", busy);
-    tree.group("/idle", idle);
+    let mut tree = TestTree::for_test(test)?;
+    let busy = tree.spawn_busy().unwrap();
+    let idle = tree.spawn_sleep().unwrap();
+    tree.move_into("/busy", busy).unwrap();
+    tree.move_into("/idle", idle).unwrap();
     Some(tree)
 }
 
@@ -298,7 +95,7 @@ fn recommend_mode_on_the_real_kernel_records_and_changes_nothing() {
     let Some(tree) = setup(test) else { return };
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("agent.db");
-    let before = (tree.cpu_weight("/busy"), tree.cpu_weight("/idle"));
+    let before = (cpu_weight(&tree, "/busy"), cpu_weight(&tree, "/idle"));
     let s = run(config(&tree, &db, Mode::Recommend, true), 3.0);
     assert_eq!(s.mode, Mode::Recommend);
     assert_eq!(s.workloads, ["busy", "idle"]);
@@ -306,7 +103,7 @@ fn recommend_mode_on_the_real_kernel_records_and_changes_nothing() {
     assert!(s.counters.plans >= 1, "{:?}", s.counters);
     assert_eq!(s.counters.writes, 0);
     assert_eq!(
-        (tree.cpu_weight("/busy"), tree.cpu_weight("/idle")),
+        (cpu_weight(&tree, "/busy"), cpu_weight(&tree, "/idle")),
         before,
         "recommend mode writes nothing"
     );
@@ -347,14 +144,14 @@ fn enforce_mode_on_the_real_kernel_writes_the_plan_and_restores_it() {
     let Some(tree) = setup(test) else { return };
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("agent.db");
-    let before = (tree.cpu_weight("/busy"), tree.cpu_weight("/idle"));
+    let before = (cpu_weight(&tree, "/busy"), cpu_weight(&tree, "/idle"));
 
     // Without restore: the plan stays on the cgroups after the run.
     let s = run(config(&tree, &db, Mode::Enforce, false), 3.0);
     assert_eq!(s.mode, Mode::Enforce);
     assert!(s.counters.writes >= 2, "{:?}", s.counters);
-    let busy: u64 = tree.cpu_weight("/busy").parse().unwrap();
-    let idle: u64 = tree.cpu_weight("/idle").parse().unwrap();
+    let busy: u64 = cpu_weight(&tree, "/busy").parse().unwrap();
+    let idle: u64 = cpu_weight(&tree, "/idle").parse().unwrap();
     assert!(busy > idle, "busy {busy} idle {idle}");
     assert_ne!((busy.to_string(), idle.to_string()), before);
     let store = Store::open(&db).unwrap();
@@ -372,6 +169,6 @@ fn enforce_mode_on_the_real_kernel_writes_the_plan_and_restores_it() {
     let s = run(config(&tree, &db, Mode::Enforce, true), 2.0);
     assert!(s.counters.resumed_forecasters >= 2, "{:?}", s.counters);
     assert!(s.counters.resumed_plans >= 1);
-    assert_eq!(tree.cpu_weight("/busy"), busy.to_string(), "restored");
-    assert_eq!(tree.cpu_weight("/idle"), idle.to_string(), "restored");
+    assert_eq!(cpu_weight(&tree, "/busy"), busy.to_string(), "restored");
+    assert_eq!(cpu_weight(&tree, "/idle"), idle.to_string(), "restored");
 }

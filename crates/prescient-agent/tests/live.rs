@@ -7,7 +7,7 @@ mod fakes;
 use std::sync::mpsc::{Receiver, channel};
 
 use prescient_agent::agent::PLANNED;
-use prescient_agent::config::Mode;
+use prescient_agent::config::{Config, Mode};
 use prescient_agent::control::{
     Caller, Command, Control, ControlHandle, LiveView, NewRequest, RequestState, RequestView,
 };
@@ -34,15 +34,22 @@ fn connected<S: Sink>(
     Agent<FakeObserver, S, FakeEnforcer, FakeClock>,
     ControlHandle,
 ) {
+    connected_with(config(mode), FakeObserver::new(), sink, enforcer)
+}
+
+/// An agent of config `c` observing through `observer`, over `sink`,
+/// connected to a control channel.
+fn connected_with<S: Sink>(
+    c: Config,
+    observer: FakeObserver,
+    sink: S,
+    enforcer: Option<FakeEnforcer>,
+) -> (
+    Agent<FakeObserver, S, FakeEnforcer, FakeClock>,
+    ControlHandle,
+) {
     let (handle, port) = Control::new();
-    let mut a = Agent::new(
-        config(mode),
-        MACHINE,
-        FakeObserver::new(),
-        sink,
-        enforcer,
-        clock(),
-    );
+    let mut a = Agent::new(c, MACHINE, observer, sink, enforcer, clock());
     a.set_control(port);
     (a, handle)
 }
@@ -195,16 +202,12 @@ fn the_view_has_workloads_usage_forecasts_plans_weights_and_fake_clock_times() {
     for w in &mut c.workloads {
         w.cpu.guarantee = 0.0;
     }
-    let (handle, port) = Control::new();
-    let mut b = Agent::new(
+    let (mut b, handle) = connected_with(
         resolve(c, &MACHINE).unwrap(),
-        MACHINE,
         FakeObserver::new(),
         FakeSink::default(),
-        None::<FakeEnforcer>,
-        clock(),
+        None,
     );
-    b.set_control(port);
     b.start();
     let v = handle.view();
     assert_eq!(v.pools.len(), 1);
@@ -353,16 +356,12 @@ fn an_event_in_the_store_raises_the_forecast_while_it_is_open_and_not_after() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("p.db");
     let (open, close) = (T0 + 125_000, T0 + 185_000);
-    let (handle, port) = Control::new();
-    let mut a = Agent::new(
+    let (mut a, handle) = connected_with(
         config(Mode::Recommend),
-        MACHINE,
         FakeObserver::with_usage(sale(open, close)),
         StoreSink::open(&db).unwrap(),
-        None::<FakeEnforcer>,
-        clock(),
+        None,
     );
-    a.set_control(port);
     a.start();
     drive(&mut a, T0 + 100_000);
     let before = alloc(a.plans(), "idle", Resource::Cpu);
@@ -569,16 +568,12 @@ fn requests_are_granted_queued_expired_cancelled_or_refused() {
 fn a_reference_policy_refuses_requests() {
     let mut c = config(Mode::Recommend);
     c.agent.policy = "vpa".into();
-    let (handle, port) = Control::new();
-    let mut a = Agent::new(
+    let (mut a, handle) = connected_with(
         resolve(c, &MACHINE).unwrap(),
-        MACHINE,
         FakeObserver::new(),
         FakeSink::default(),
-        None::<FakeEnforcer>,
-        clock(),
+        None,
     );
-    a.set_control(port);
     a.start();
     drive(&mut a, T0 + 15_000);
     let err = ask(&mut a, &handle, request("busy", Resource::Cpu, 1.8, 60)).unwrap_err();
@@ -610,16 +605,12 @@ fn a_leak_like_ramp_in_memory_shows_as_a_memory_leak_anomaly() {
             (cpu, mem + minute as f64 * (1 << 20) as f64)
         }
     };
-    let (handle, port) = Control::new();
-    let mut a = Agent::new(
+    let (mut a, handle) = connected_with(
         c,
-        MACHINE,
         FakeObserver::with_usage(usage),
         FakeSink::default(),
-        None::<FakeEnforcer>,
-        clock(),
+        None,
     );
-    a.set_control(port);
     a.start();
     drive(&mut a, ramp_from);
     let v = handle.view();

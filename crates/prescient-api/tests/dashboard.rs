@@ -7,6 +7,7 @@ mod dashboard_support;
 use std::time::Duration;
 
 use dashboard_support::{Chromedriver, Live, OPERATOR_TOKEN, browser, load_and_measure};
+use fantoccini::elements::Element;
 use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
@@ -25,22 +26,67 @@ async fn wait_js(client: &Client, what: &str, script: &str, ok: impl Fn(&Value) 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let error = client
-        .execute(
-            "const e = document.getElementById('error'); return e && !e.hidden ? e.textContent : null;",
-            vec![],
-        )
+        .execute(ERROR_TEXT, vec![])
         .await
         .unwrap_or(Value::Null);
     panic!("{what}: not so after 30 s (last: {last}; page error: {error})");
 }
 
-async fn find(client: &Client, css: &str) -> fantoccini::elements::Element {
+async fn find(client: &Client, css: &str) -> Element {
     client
         .wait()
         .at_most(Duration::from_secs(30))
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+}
+
+/// The element `css` inside `form`.
+async fn field(form: &Element, css: &str) -> Element {
+    form.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} in the form: {e}"))
+}
+
+/// Types `text` into the field `css` of `form`.
+async fn type_into(form: &Element, css: &str, text: &str) {
+    let f = field(form, css).await;
+    f.send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
+}
+
+/// Selects the option of value `value` in the select `css` of `form`.
+async fn choose(form: &Element, css: &str, value: &str) {
+    let f = field(form, css).await;
+    f.select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("choosing {value} in {css}: {e}"));
+}
+
+/// Submits `form` with its submit button.
+async fn submit(form: &Element) {
+    let f = field(form, "button[type=submit]").await;
+    f.click()
+        .await
+        .unwrap_or_else(|e| panic!("submitting the form: {e}"));
+}
+
+/// Event `id` as `GET /api/v1/events<query>` lists it.
+async fn api_event(http: &reqwest::Client, base: &str, query: &str, id: i64) -> Value {
+    let events: Value = http
+        .get(format!("{base}/api/v1/events{query}"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    events
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["id"] == json!(id)).cloned())
+        .unwrap_or_else(|| panic!("event {id} not in /api/v1/events{query}: {events}"))
 }
 
 /// The text of the page's error box, when it shows one.
@@ -66,8 +112,8 @@ async fn dashboard_shows_the_replayed_agent_and_creates_an_event() {
     assert!(error.contains("set a token"), "{error}");
 
     // The token field keeps the token in localStorage and sends it.
-    let field = find(&client, "#token").await;
-    field.send_keys(OPERATOR_TOKEN).await.unwrap();
+    let token = find(&client, "#token").await;
+    token.send_keys(OPERATOR_TOKEN).await.unwrap();
     find(&client, "#token-form button")
         .await
         .click()
@@ -207,30 +253,10 @@ async fn dashboard_shows_the_replayed_agent_and_creates_an_event() {
     // reason.
     client.goto(&format!("{base}/#/operate")).await.unwrap();
     let form = find(&client, "#event-form").await;
-    form.find(Locator::Css("#ev-name"))
-        .await
-        .unwrap()
-        .send_keys("dashboard test event")
-        .await
-        .unwrap();
-    form.find(Locator::Css("#ev-schedule"))
-        .await
-        .unwrap()
-        .select_by_value("cron")
-        .await
-        .unwrap();
-    form.find(Locator::Css("#ev-cron"))
-        .await
-        .unwrap()
-        .send_keys("not a cron")
-        .await
-        .unwrap();
-    form.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&form, "#ev-name", "dashboard test event").await;
+    choose(&form, "#ev-schedule", "cron").await;
+    type_into(&form, "#ev-cron", "not a cron").await;
+    submit(&form).await;
     let error = wait_js(&client, "the refusal shown", ERROR_TEXT, Value::is_string).await;
     let error = error.as_str().unwrap();
     assert!(error.contains("POST /events"), "{error}");
@@ -243,27 +269,12 @@ async fn dashboard_shows_the_replayed_agent_and_creates_an_event() {
     // A valid one: a window (the defaults: the agent's now for an hour),
     // CPU times 3.
     let form = find(&client, "#event-form").await;
-    form.find(Locator::Css("#ev-schedule"))
-        .await
-        .unwrap()
-        .select_by_value("once")
-        .await
-        .unwrap();
-    let amount = form.find(Locator::Css("#ev-amount")).await.unwrap();
+    choose(&form, "#ev-schedule", "once").await;
+    let amount = field(&form, "#ev-amount").await;
     amount.clear().await.unwrap();
     amount.send_keys("3").await.unwrap();
-    form.find(Locator::Css("#ev-resource"))
-        .await
-        .unwrap()
-        .select_by_value("cpu")
-        .await
-        .unwrap();
-    form.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    choose(&form, "#ev-resource", "cpu").await;
+    submit(&form).await;
     let row = wait_js(
         &client,
         "the event listed",
@@ -294,21 +305,7 @@ async fn dashboard_shows_the_replayed_agent_and_creates_an_event() {
     // reqwest is built without a default TLS provider (plain HTTP here).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
-    let events: Value = http
-        .get(format!("{base}/api/v1/events"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ev = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["id"] == json!(event_id))
-        .unwrap_or_else(|| panic!("event {event_id} not in /api/v1/events: {events}"));
+    let ev = api_event(&http, &base, "", event_id).await;
     assert_eq!(ev["name"], "dashboard test event");
     assert_eq!(ev["effect"], json!({"multiply": 3.0}));
     assert_eq!(ev["resource"], "cpu");
@@ -348,21 +345,7 @@ async fn dashboard_shows_the_replayed_agent_and_creates_an_event() {
         Value::is_string,
     )
     .await;
-    let events: Value = http
-        .get(format!("{base}/api/v1/events?include_cancelled=true"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ev = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["id"] == json!(event_id))
-        .unwrap();
+    let ev = api_event(&http, &base, "?include_cancelled=true", event_id).await;
     assert!(ev["cancelled_at"].is_i64(), "{ev}");
 
     client.close().await.unwrap();

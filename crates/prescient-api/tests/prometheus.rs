@@ -6,20 +6,35 @@
 
 mod prometheus_support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 use prescient_agent::config::{Config, Role, TokenConfig};
-use prescient_agent::control::Control;
-use prescient_prometheus::testing::{Prometheus, Scrape};
+use prescient_agent::control::{Control, ControlPort};
+use prescient_api::Server;
+use prescient_prometheus::testing::{Prometheus, Scrape, now_ms};
 use prometheus_support::{ODD, dashboard, dashboard_queries, full_view, instantiate};
 
 const WITHIN: Duration = Duration::from_secs(60);
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+/// The viewer token Prometheus scrapes with.
+const TOKEN: &str = "scrape-secret";
+
+/// The API server on a loopback port (its store in `dir`, `TOKEN` a
+/// viewer token) serving `full_view(2.5, 3, 4, now)`, and the port that
+/// publishes the view (the agent loop's side).
+fn serve_full_view(dir: &Path) -> (Server, ControlPort) {
+    let mut config = Config::default();
+    config.store.path = dir.join("prescient.db");
+    config.api.listen = "127.0.0.1:0".into();
+    config.api.tokens = vec![TokenConfig {
+        name: "prometheus".into(),
+        role: Role::Viewer,
+        sha256: prescient_api::hash_token(TOKEN),
+    }];
+    let (handle, port) = Control::new();
+    port.publish(full_view(2.5, 3, 4, now_ms()));
+    (prescient_api::serve(&config, handle).unwrap(), port)
 }
 
 /// The one value of an instant query, when it has exactly one series.
@@ -31,23 +46,13 @@ fn value(c: &prescient_prometheus::Client, q: &str) -> Option<f64> {
 #[test]
 fn prometheus_scrapes_what_the_view_publishes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.store.path = dir.path().join("prescient.db");
-    config.api.listen = "127.0.0.1:0".into();
-    config.api.tokens = vec![TokenConfig {
-        name: "prometheus".into(),
-        role: Role::Viewer,
-        sha256: prescient_api::hash_token("scrape-secret"),
-    }];
-    let (handle, port) = Control::new();
-    port.publish(full_view(2.5, 3, 4, now_ms()));
-    let server = prescient_api::serve(&config, handle).unwrap();
+    let (server, port) = serve_full_view(dir.path());
 
     let prom = Prometheus::start_scraping(&Scrape {
         job: "prescient".into(),
         target: server.addr(),
         metrics_path: "/metrics".into(),
-        bearer_token: Some("scrape-secret".into()),
+        bearer_token: Some(TOKEN.into()),
     })
     .unwrap();
 
@@ -132,17 +137,7 @@ fn prometheus_scrapes_what_the_view_publishes() {
 #[test]
 fn without_the_token_the_scrape_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.store.path = dir.path().join("prescient.db");
-    config.api.listen = "127.0.0.1:0".into();
-    config.api.tokens = vec![TokenConfig {
-        name: "prometheus".into(),
-        role: Role::Viewer,
-        sha256: prescient_api::hash_token("scrape-secret"),
-    }];
-    let (handle, port) = Control::new();
-    port.publish(full_view(2.5, 3, 4, now_ms()));
-    let server = prescient_api::serve(&config, handle).unwrap();
+    let (server, _port) = serve_full_view(dir.path());
     let prom = Prometheus::start("prescient", server.addr(), "/metrics").unwrap();
     // The target is scraped, and down: no series of ours.
     prom.wait_until(WITHIN, "a failed scrape", |c| {

@@ -180,6 +180,25 @@ struct ContainerSeries {
     memory: SeriesForecaster,
 }
 
+impl ContainerSeries {
+    /// New forecasters, with the planner's step and models.
+    fn new(config: &PlannerConfig) -> Self {
+        let make = |resource| {
+            SeriesForecaster::new(
+                SeriesContext {
+                    step_ms: config.step_ms,
+                    resource,
+                },
+                &config.models,
+            )
+        };
+        ContainerSeries {
+            cpu: make(Resource::Cpu),
+            memory: make(Resource::Memory),
+        }
+    }
+}
+
 /// The planner: forecasters and resize history, and the planning itself.
 #[derive(Debug)]
 pub struct Planner {
@@ -217,25 +236,10 @@ impl Planner {
     /// Learns the usage sampled at `ts` of every container in `usage`
     /// (forecasters are created on first sight), in parallel.
     pub fn observe(&mut self, usage: &UsageMap, ts: TimestampMs) {
-        let config = &self.config;
-        let make = |resource| {
-            SeriesForecaster::new(
-                SeriesContext {
-                    step_ms: config.step_ms,
-                    resource,
-                },
-                &config.models,
-            )
-        };
         for key in usage.keys() {
             if !self.series.contains_key(key) {
-                self.series.insert(
-                    key.clone(),
-                    ContainerSeries {
-                        cpu: make(Resource::Cpu),
-                        memory: make(Resource::Memory),
-                    },
-                );
+                self.series
+                    .insert(key.clone(), ContainerSeries::new(&self.config));
             }
         }
         self.series.par_iter_mut().for_each(|(key, s)| {
@@ -253,21 +257,10 @@ impl Planner {
     /// Learns one sample of one container (history from Prometheus, say).
     pub fn observe_one(&mut self, key: &ContainerKey, resource: Resource, ts: TimestampMs, v: f64) {
         let config = &self.config;
-        let s = self.series.entry(key.clone()).or_insert_with(|| {
-            let make = |resource| {
-                SeriesForecaster::new(
-                    SeriesContext {
-                        step_ms: config.step_ms,
-                        resource,
-                    },
-                    &config.models,
-                )
-            };
-            ContainerSeries {
-                cpu: make(Resource::Cpu),
-                memory: make(Resource::Memory),
-            }
-        });
+        let s = self
+            .series
+            .entry(key.clone())
+            .or_insert_with(|| ContainerSeries::new(config));
         match resource {
             Resource::Cpu => s.cpu.observe(ts, v),
             Resource::Memory => s.memory.observe(ts, v),

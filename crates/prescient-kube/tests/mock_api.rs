@@ -9,7 +9,7 @@ use http::{Request, Response};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
-use prescient_kube::controller::ClusterState;
+use prescient_kube::controller::{ClusterState, CycleReport};
 use prescient_kube::quantity::parse_quantity;
 use prescient_kube::{Controller, ControllerConfig, Mode, Outcome, PlannerConfig, PrescientPolicy};
 use serde_json::{Value, json};
@@ -202,6 +202,25 @@ fn resized(call: &Call, conditions: Value) -> Value {
     p
 }
 
+/// An enforcing controller over `mock` with pod `web` on the node, past
+/// its learning cycles ([`learn`]), and the time of its next cycle.
+async fn enforcing_web(mock: &Mock) -> (Controller, i64) {
+    let mut ctl = Controller::new(mock.client.clone(), config(Mode::Enforce));
+    seed(&ctl.state(), vec![pod("web", json!({}))]);
+    let next = learn(&mut ctl).await;
+    (ctl, next)
+}
+
+/// Asserts what a cycle did to pod `name` (of namespace `NS`).
+fn assert_outcome(report: &CycleReport, name: &str, expected: &Outcome) {
+    assert_eq!(
+        report.outcome(NS, name),
+        Some(expected),
+        "{name}: {:?}",
+        report.outcomes
+    );
+}
+
 /// Runs learning cycles until the pods have enough usage; returns the time
 /// of the next cycle.
 async fn learn(ctl: &mut Controller) -> i64 {
@@ -292,12 +311,7 @@ async fn pods_from_the_watch_get_planned() {
     let next = learn(&mut ctl).await;
     let report = ctl.cycle(next).await;
     for name in ["a", "b"] {
-        assert_eq!(
-            report.outcome(NS, name),
-            Some(&Outcome::Recommended),
-            "{:?}",
-            report.outcomes
-        );
+        assert_outcome(&report, name, &Outcome::Recommended);
         let plan = report.plan(NS, name).unwrap();
         let cpu = plan.containers[0].cpu.unwrap();
         assert!(cpu.request < 1.0, "{cpu:?}");
@@ -315,16 +329,9 @@ async fn resize_accepted() {
             _ => Reply::Json(404, json!({"kind": "Status", "code": 404})),
         }),
     );
-    let mut ctl = Controller::new(mock.client.clone(), config(Mode::Enforce));
-    seed(&ctl.state(), vec![pod("web", json!({}))]);
-    let next = learn(&mut ctl).await;
+    let (mut ctl, next) = enforcing_web(&mock).await;
     let report = ctl.cycle(next).await;
-    assert_eq!(
-        report.outcome(NS, "web"),
-        Some(&Outcome::Resized),
-        "{:?}",
-        report.outcomes
-    );
+    assert_outcome(&report, "web", &Outcome::Resized);
     let calls = mock.resizes();
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
@@ -368,9 +375,7 @@ async fn resize_deferred_is_retried_at_a_later_cycle() {
             }
         }),
     );
-    let mut ctl = Controller::new(mock.client.clone(), config(Mode::Enforce));
-    seed(&ctl.state(), vec![pod("web", json!({}))]);
-    let next = learn(&mut ctl).await;
+    let (mut ctl, next) = enforcing_web(&mock).await;
     let report = ctl.cycle(next).await;
     match report.outcome(NS, "web") {
         Some(Outcome::Deferred(m)) => assert!(m.contains("enough resource"), "{m}"),
@@ -378,12 +383,7 @@ async fn resize_deferred_is_retried_at_a_later_cycle() {
     }
     assert_eq!(mock.resizes().len(), 1, "not retried at once");
     let report = ctl.cycle(next + MIN).await;
-    assert_eq!(
-        report.outcome(NS, "web"),
-        Some(&Outcome::Resized),
-        "{:?}",
-        report.outcomes
-    );
+    assert_outcome(&report, "web", &Outcome::Resized);
     assert_eq!(mock.resizes().len(), 2);
 }
 
@@ -397,9 +397,7 @@ async fn infeasible_is_reported_and_not_retried() {
             Reply::Json(200, resized(c, cond))
         }),
     );
-    let mut ctl = Controller::new(mock.client.clone(), config(Mode::Enforce));
-    seed(&ctl.state(), vec![pod("web", json!({}))]);
-    let next = learn(&mut ctl).await;
+    let (mut ctl, next) = enforcing_web(&mock).await;
     let report = ctl.cycle(next).await;
     assert!(
         matches!(report.outcome(NS, "web"), Some(Outcome::Infeasible(_))),
@@ -454,16 +452,9 @@ async fn conflict_then_success_after_a_fresh_get() {
             _ => Reply::Json(404, json!({"kind": "Status", "code": 404})),
         }),
     );
-    let mut ctl = Controller::new(mock.client.clone(), config(Mode::Enforce));
-    seed(&ctl.state(), vec![pod("web", json!({}))]);
-    let next = learn(&mut ctl).await;
+    let (mut ctl, next) = enforcing_web(&mock).await;
     let report = ctl.cycle(next).await;
-    assert_eq!(
-        report.outcome(NS, "web"),
-        Some(&Outcome::Resized),
-        "{:?}",
-        report.outcomes
-    );
+    assert_outcome(&report, "web", &Outcome::Resized);
     let resizes = mock.resizes();
     assert_eq!(resizes.len(), 2);
     assert_eq!(resizes[0].body["metadata"]["resourceVersion"], "7");
@@ -498,9 +489,7 @@ async fn conflicts_are_bounded_and_reported() {
             _ => Reply::Json(200, pod_json("web", "9", json!({}))),
         }),
     );
-    let mut ctl = Controller::new(mock.client.clone(), config(Mode::Enforce));
-    seed(&ctl.state(), vec![pod("web", json!({}))]);
-    let next = learn(&mut ctl).await;
+    let (mut ctl, next) = enforcing_web(&mock).await;
     let report = ctl.cycle(next).await;
     match report.outcome(NS, "web") {
         Some(Outcome::Failed(m)) => {
@@ -518,9 +507,7 @@ async fn second_resize_within_five_minutes_is_held_back() {
         usage(&["web"], "1Gi"),
         Box::new(|c| Reply::Json(200, resized(c, json!([])))),
     );
-    let mut ctl = Controller::new(mock.client.clone(), config(Mode::Enforce));
-    seed(&ctl.state(), vec![pod("web", json!({}))]);
-    let next = learn(&mut ctl).await;
+    let (mut ctl, next) = enforcing_web(&mock).await;
     assert_eq!(
         ctl.cycle(next).await.outcome(NS, "web"),
         Some(&Outcome::Resized)

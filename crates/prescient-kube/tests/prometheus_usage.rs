@@ -3,20 +3,13 @@
 //! controller's default queries: the instant usage per container and the
 //! history that warms the forecasters up.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prescient_core::Resource;
 use prescient_kube::usage::{
     DEFAULT_CPU_QUERY, DEFAULT_MEMORY_QUERY, prometheus_history, prometheus_usage,
 };
-use prescient_prometheus::testing::{Prometheus, Reply, TinyServer};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use prescient_prometheus::testing::{Prometheus, TinyServer, now_ms};
 
 const MEMORY: f64 = 123_456_768.0;
 
@@ -24,21 +17,14 @@ const MEMORY: f64 = 123_456_768.0;
 async fn usage_and_history_come_from_prometheus_per_container() {
     let start = Instant::now();
     // web-1/app burns half a core: its CPU counter grows 0.5 s a second.
-    let exporter = TinyServer::start(move |target| {
-        if !target.starts_with("/metrics") {
-            return Reply::new(404, "text/plain", "not found");
-        }
+    let exporter = TinyServer::exporter(move || {
         let cpu = 0.5 * start.elapsed().as_secs_f64();
-        Reply::new(
-            200,
-            "text/plain; version=0.0.4",
-            format!(
-                "# TYPE container_cpu_usage_seconds_total counter\n\
-                 container_cpu_usage_seconds_total{{namespace=\"shop\",pod=\"web-1\",container=\"app\"}} {cpu}\n\
-                 container_cpu_usage_seconds_total{{namespace=\"shop\",pod=\"web-1\",container=\"POD\"}} 1\n\
-                 # TYPE container_memory_working_set_bytes gauge\n\
-                 container_memory_working_set_bytes{{namespace=\"shop\",pod=\"web-1\",container=\"app\"}} {MEMORY}\n"
-            ),
+        format!(
+            "# TYPE container_cpu_usage_seconds_total counter\n\
+             container_cpu_usage_seconds_total{{namespace=\"shop\",pod=\"web-1\",container=\"app\"}} {cpu}\n\
+             container_cpu_usage_seconds_total{{namespace=\"shop\",pod=\"web-1\",container=\"POD\"}} 1\n\
+             # TYPE container_memory_working_set_bytes gauge\n\
+             container_memory_working_set_bytes{{namespace=\"shop\",pod=\"web-1\",container=\"app\"}} {MEMORY}\n"
         )
     })
     .unwrap();

@@ -15,6 +15,9 @@
 //!   labels), and grouping of matched processes into cgroups of the
 //!   agent's own subtree.
 //!
+//! - [`subtree`]: removing a cgroup subtree a process made for itself,
+//!   and ones left by processes that are gone.
+//!
 //! Writing (the enforce stage): [`enforce`], the [`Enforcer`] trait with v2,
 //! v1 and fake backends, and the [`Reconciler`] with its guardrails.
 //!
@@ -34,6 +37,9 @@ pub mod parse;
 pub mod path;
 pub mod procfs;
 pub mod rates;
+pub mod subtree;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use collect::{CgroupSample, Collector, Pass, Reads};
 pub use discover::{Discovery, Grouper, Selector, Workload};

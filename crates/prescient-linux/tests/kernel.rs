@@ -7,13 +7,14 @@
 //!
 //! They need root and a cgroup filesystem. Without them they print why and
 //! skip, unless PRESCIENT_REQUIRE_KERNEL_TESTS=1 (as CI sets), when they
-//! fail instead.
+//! fail instead. The subtree guard, the skip and the CPU lock are
+//! `prescient_linux::testing`'s, shared with the other crates' kernel tests.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -26,227 +27,18 @@ use prescient_linux::enforce::{
     desired_from_plan, enforcer_for, page_align,
 };
 use prescient_linux::layout::{HierarchyId, Version, parse_proc_cgroup};
+use prescient_linux::testing::{TestTree, V1_USED, cpu_lock, live, skip_or_fail};
 use prescient_linux::{
-    CgroupFs, CgroupPath, Collector, Discovery, Grouper, LayoutKind, ProcFs, Reconciler, Root,
-    Selector,
+    CgroupPath, Collector, Discovery, Grouper, LayoutKind, ProcFs, Reconciler, Root, Selector,
 };
 
-const REQUIRE: &str = "PRESCIENT_REQUIRE_KERNEL_TESTS";
 const MIB: u64 = 1 << 20;
-/// The hierarchies the tests create their subtree in.
-const V1_USED: [&str; 4] = ["cpu", "cpuacct", "memory", "blkio"];
+
+/// Makes the `sleep` arguments the tests look their children up by unique.
+static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn p(s: &str) -> CgroupPath {
     CgroupPath::parse(s).unwrap()
-}
-
-/// Skips (printing why) or, when PRESCIENT_REQUIRE_KERNEL_TESTS=1, fails.
-fn unavailable(test: &str, why: &str) {
-    if std::env::var(REQUIRE).as_deref() == Ok("1") {
-        panic!("{test}: {REQUIRE}=1 but {why}");
-    }
-    // Written to stderr directly: the test harness captures eprintln! of
-    // passing tests, and a skip must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {why} (set {REQUIRE}=1 to make this a failure)"
-    );
-}
-
-/// The live cgroup filesystem, or why the kernel tests cannot run.
-fn live(test: &str) -> Option<CgroupFs> {
-    let me = std::process::id() as i32;
-    let status = ProcFs::new(Root::live()).status(me, None);
-    let euid = status.ok().flatten().and_then(|s| s.uid).map(|u| u[1]);
-    if euid != Some(0) {
-        unavailable(test, &format!("not running as root (euid {euid:?})"));
-        return None;
-    }
-    let fs = match CgroupFs::detect(Root::live()) {
-        Ok(fs) => fs,
-        Err(e) => {
-            unavailable(test, &format!("cannot read the mounts: {e}"));
-            return None;
-        }
-    };
-    if fs.layout().kind() == LayoutKind::None {
-        unavailable(test, "no cgroup filesystem is mounted");
-        return None;
-    }
-    Some(fs)
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// Tests that keep CPUs busy hold this lock shared; the latency test holds
-/// it exclusive, so that it measures the enforcement path rather than the
-/// scheduler's queue behind our own busy loops (on a 2-core machine). A
-/// file lock (flock), so that it holds between the threads of `cargo test`
-/// and between the processes of `cargo nextest` alike; it goes with its
-/// file descriptor, whatever way the test ends.
-struct CpuLock(#[allow(dead_code)] fs::File);
-
-fn cpu_lock(exclusive: bool) -> CpuLock {
-    use rustix::fs::{FlockOperation, flock};
-    let path = std::env::temp_dir().join("prescient-linux-kernel-tests.lock");
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let op = if exclusive {
-        FlockOperation::LockExclusive
-    } else {
-        FlockOperation::LockShared
-    };
-    flock(&f, op).unwrap_or_else(|e| panic!("flock {}: {e}", path.display()));
-    CpuLock(f)
-}
-
-/// A test's own subtree: `prescient-test-<pid>-<test>-<n>` under the test
-/// process's cgroup in the v2 hierarchy and the v1 cpu, cpuacct, memory and
-/// blkio ones (those mounted). Dropping it kills the processes it started,
-/// waits for them, then removes every cgroup under the subtree, children
-/// before parents.
-struct TestTree {
-    name: String,
-    /// Hierarchies based at the subtree.
-    fs: CgroupFs,
-    /// The subtree's directory in each hierarchy.
-    dirs: Vec<PathBuf>,
-    children: Vec<Child>,
-    /// Held while this test keeps CPUs busy (dropped after the children
-    /// are killed: fields drop after `Drop::drop`).
-    hogging: Option<CpuLock>,
-}
-
-impl TestTree {
-    fn new(test: &str) -> Option<TestTree> {
-        let live = live(test)?;
-        let name = format!(
-            "prescient-test-{}-{}-{}",
-            std::process::id(),
-            test.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let own = live
-            .clone()
-            .based_at_process("self", &CgroupPath::root())
-            .unwrap();
-        let fs = live.based_at_process("self", &p(&name)).unwrap();
-        let mut tree = TestTree {
-            name,
-            fs: fs.clone(),
-            dirs: Vec::new(),
-            children: Vec::new(),
-            hogging: None,
-        };
-        let used: Vec<HierarchyId> = own
-            .hierarchies()
-            .filter(|h| h.mount.version == Version::V2 || V1_USED.iter().any(|c| h.has(c)))
-            .map(|h| own.id_of(h))
-            .collect();
-        for id in &used {
-            let own_dir = own.hierarchy(id).unwrap().dir(&CgroupPath::root());
-            remove_stale(&own_dir);
-            let dir = own_dir.join(&tree.name);
-            fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-            tree.dirs.push(dir);
-        }
-        // Hierarchies not used (name=systemd, freezer, ...) are based at a
-        // subtree that does not exist there: nothing is created in them.
-        Some(tree)
-    }
-
-    /// Starts `cmd`, keeping its handle so that only it is ever killed.
-    fn spawn(&mut self, cmd: &mut Command) -> i32 {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-        let pid = child.id() as i32;
-        self.children.push(child);
-        pid
-    }
-
-    /// Marks this test as one that keeps CPUs busy.
-    fn hog_cpu(&mut self) {
-        if self.hogging.is_none() {
-            self.hogging = Some(cpu_lock(false));
-        }
-    }
-
-    /// A process burning one CPU: a shell loop, no forks.
-    fn spawn_busy(&mut self) -> i32 {
-        self.hog_cpu();
-        self.spawn(
-            Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .stdin(Stdio::null()),
-        )
-    }
-
-    fn child(&mut self, pid: i32) -> &mut Child {
-        self.children
-            .iter_mut()
-            .find(|c| c.id() as i32 == pid)
-            .unwrap()
-    }
-}
-
-impl Drop for TestTree {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for d in &self.dirs {
-            remove_cgroup_tree(d);
-        }
-    }
-}
-
-/// rmdir `dir` and every cgroup below it, children first. A cgroup whose
-/// last process just exited may refuse for a moment (EBUSY): retried for
-/// up to 2 s.
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    for _ in 0..100 {
-        match fs::remove_dir(dir) {
-            Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(_) => sleep(Duration::from_millis(20)),
-        }
-    }
-    eprintln!("could not remove {}", dir.display());
-}
-
-/// Removes subtrees left by a test process that was killed before its
-/// guard could run (its pid is gone). Only our own naming is touched, and
-/// rmdir fails on a cgroup that still has processes.
-fn remove_stale(own_dir: &Path) {
-    let Ok(rd) = fs::read_dir(own_dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("prescient-test-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            remove_cgroup_tree(&e.path());
-        }
-    }
 }
 
 fn cpu_usage_usec(c: &mut Collector, cg: &CgroupPath) -> u64 {
@@ -348,7 +140,7 @@ fn layout_and_own_cgroups_of_this_machine() {
 #[test]
 fn proc_readers_on_live_processes() {
     let test = "proc_readers_on_live_processes";
-    let Some(mut tree) = TestTree::new(test) else {
+    let Some(mut tree) = TestTree::for_test(test) else {
         return;
     };
     let procfs = ProcFs::new(Root::live());
@@ -357,7 +149,7 @@ fn proc_readers_on_live_processes() {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    let pid = tree.spawn(Command::new("sleep").arg(&arg));
+    let pid = tree.spawn(Command::new("sleep").arg(&arg)).unwrap();
     let me = std::process::id() as i32;
     // The child may not have exec'd sleep yet; and while exec runs, the
     // new name shows before the new command line does.
@@ -408,8 +200,8 @@ fn proc_readers_on_live_processes() {
     }
     assert!(procfs.pids().unwrap().contains(&pid));
     // Gone: every reader says None.
-    tree.child(pid).kill().unwrap();
-    tree.child(pid).wait().unwrap();
+    tree.child(pid).unwrap().kill().unwrap();
+    tree.child(pid).unwrap().wait().unwrap();
     assert!(procfs.stat(pid, None).unwrap().is_none());
     assert!(procfs.status(pid, None).unwrap().is_none());
     assert!(procfs.sample(pid, None, 0).unwrap().is_none());
@@ -419,16 +211,16 @@ fn proc_readers_on_live_processes() {
 #[test]
 fn processes_are_grouped_and_their_cpu_is_read_in_every_hierarchy() {
     let test = "processes_are_grouped";
-    let Some(mut tree) = TestTree::new(test) else {
+    let Some(mut tree) = TestTree::for_test(test) else {
         return;
     };
-    let busy = tree.spawn_busy();
+    let busy = tree.spawn_busy().unwrap();
     let marker = format!(
         "3600.{}{}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    let sleeper = tree.spawn(Command::new("sleep").arg(&marker));
+    let sleeper = tree.spawn(Command::new("sleep").arg(&marker)).unwrap();
     sleep(Duration::from_millis(100));
     let procfs = ProcFs::new(Root::live());
     // Discovery: a process selector matching only our sleeper.
@@ -458,8 +250,8 @@ fn processes_are_grouped_and_their_cpu_is_read_in_every_hierarchy() {
     grouper.ensure_group(&busy_cg).unwrap();
     assert_eq!(grouper.move_pids(&busy_cg, &[busy]).moved, vec![busy]);
     // A pid that is gone is reported, not an error.
-    let gone = tree.spawn(&mut Command::new("true"));
-    tree.child(gone).wait().unwrap();
+    let gone = tree.spawn(&mut Command::new("true")).unwrap();
+    tree.child(gone).unwrap().wait().unwrap();
     assert_eq!(grouper.move_pids(&busy_cg, &[gone]).vanished, vec![gone]);
     // /proc/<pid>/cgroup shows the move in every hierarchy used.
     let lines = procfs.cgroups(busy).unwrap().unwrap();
@@ -539,17 +331,17 @@ fn processes_are_grouped_and_their_cpu_is_read_in_every_hierarchy() {
 #[test]
 fn v1_cpu_quota_really_caps_a_busy_process() {
     let test = "v1_cpu_quota";
-    let Some(mut tree) = TestTree::new(test) else {
+    let Some(mut tree) = TestTree::for_test(test) else {
         return;
     };
     if tree.fs.v1().iter().all(|h| !h.has("cpu")) || tree.fs.for_controller("cpuacct").is_none() {
-        unavailable(test, "no v1 cpu and cpuacct hierarchies (a pure v2 host)");
+        skip_or_fail(test, "no v1 cpu and cpuacct hierarchies (a pure v2 host)");
         return;
     }
     let cg = p("/capped");
     let grouper = Grouper::new(&tree.fs);
     grouper.ensure_group(&cg).unwrap();
-    let busy = tree.spawn_busy();
+    let busy = tree.spawn_busy().unwrap();
     assert_eq!(grouper.move_pids(&cg, &[busy]).moved, vec![busy]);
     let mut c = Collector::new(&tree.fs);
     let u0 = cpu_usage_usec(&mut c, &cg);
@@ -657,11 +449,11 @@ fn v1_cpu_quota_really_caps_a_busy_process() {
 #[test]
 fn v1_memory_limits_are_guarded_by_usage() {
     let test = "v1_memory_limits";
-    let Some(mut tree) = TestTree::new(test) else {
+    let Some(mut tree) = TestTree::for_test(test) else {
         return;
     };
     if tree.fs.v1().iter().all(|h| !h.has("memory")) {
-        unavailable(test, "no v1 memory hierarchy (a pure v2 host)");
+        skip_or_fail(test, "no v1 memory hierarchy (a pure v2 host)");
         return;
     }
     let cg = p("/mem");
@@ -670,16 +462,18 @@ fn v1_memory_limits_are_guarded_by_usage() {
     // dd allocates a 64 MiB buffer but touches it only as it reads stdin:
     // moved first, then fed, its memory is charged to our group. It then
     // blocks writing to a stdout pipe nobody reads, holding the memory.
-    tree.hog_cpu();
-    let dd = tree.spawn(
-        Command::new("dd")
-            .args(["bs=64M", "count=1", "iflag=fullblock"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
+    tree.hog_cpu().unwrap();
+    let dd = tree
+        .spawn(
+            Command::new("dd")
+                .args(["bs=64M", "count=1", "iflag=fullblock"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        )
+        .unwrap();
     assert_eq!(grouper.move_pids(&cg, &[dd]).moved, vec![dd]);
-    let mut stdin = tree.child(dd).stdin.take().unwrap();
+    let mut stdin = tree.child(dd).unwrap().stdin.take().unwrap();
     stdin.write_all(&vec![b'x'; 64 << 20]).unwrap();
     let e = V1Enforcer::new(&tree.fs).unwrap();
     let t0 = Instant::now();
@@ -790,15 +584,15 @@ fn root_disk() -> Option<Device> {
 #[test]
 fn v1_blkio_throttle_rules_are_written_and_removed() {
     let test = "v1_blkio";
-    let Some(tree) = TestTree::new(test) else {
+    let Some(tree) = TestTree::for_test(test) else {
         return;
     };
     if tree.fs.v1().iter().all(|h| !h.has("blkio")) {
-        unavailable(test, "no v1 blkio hierarchy (a pure v2 host)");
+        skip_or_fail(test, "no v1 blkio hierarchy (a pure v2 host)");
         return;
     }
     let Some(dev) = root_disk() else {
-        unavailable(test, "cannot tell the disk that holds /");
+        skip_or_fail(test, "cannot tell the disk that holds /");
         return;
     };
     let cg = p("/io");
@@ -842,14 +636,14 @@ fn v1_blkio_throttle_rules_are_written_and_removed() {
 #[test]
 fn a_plan_reaches_the_kernel_files_within_100ms() {
     let test = "plan_latency";
-    let _alone = cpu_lock(true);
-    let Some(tree) = TestTree::new(test) else {
+    let _alone = cpu_lock(true).unwrap();
+    let Some(tree) = TestTree::for_test(test) else {
         return;
     };
     let e = match enforcer_for(&tree.fs) {
         Ok(e) => e,
         Err(err) => {
-            unavailable(test, &format!("no enforcer for this layout: {err}"));
+            skip_or_fail(test, &format!("no enforcer for this layout: {err}"));
             return;
         }
     };
@@ -926,11 +720,11 @@ fn the_guard_removes_everything_even_on_panic() {
     let mut dirs = Vec::new();
     let mut pid = 0;
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut tree = TestTree::new(test).unwrap();
-        dirs = tree.dirs.clone();
+        let mut tree = TestTree::for_test(test).unwrap();
+        dirs = tree.dirs().to_vec();
         let g = Grouper::new(&tree.fs);
         g.ensure_group(&p("/a/b/c")).unwrap();
-        pid = tree.spawn(Command::new("sleep").arg("3600"));
+        pid = tree.spawn(Command::new("sleep").arg("3600")).unwrap();
         assert_eq!(g.move_pids(&p("/a/b/c"), &[pid]).moved, vec![pid]);
         panic!("on purpose");
     }));
@@ -947,13 +741,13 @@ fn the_guard_removes_everything_even_on_panic() {
 #[test]
 fn a_removed_cgroup_reads_as_gone_and_a_recreated_one_afresh() {
     let test = "removed_and_recreated";
-    let Some(mut tree) = TestTree::new(test) else {
+    let Some(mut tree) = TestTree::for_test(test) else {
         return;
     };
     let cg = p("/g");
     let grouper = Grouper::new(&tree.fs);
     grouper.ensure_group(&cg).unwrap();
-    let busy = tree.spawn_busy();
+    let busy = tree.spawn_busy().unwrap();
     assert_eq!(grouper.move_pids(&cg, &[busy]).moved, vec![busy]);
     sleep(Duration::from_millis(300));
     let mut c = Collector::new(&tree.fs);
@@ -963,8 +757,8 @@ fn a_removed_cgroup_reads_as_gone_and_a_recreated_one_afresh() {
     assert!(used > 0);
     assert!(c.open_files() > 0, "files are kept open between passes");
     // Remove the group while its files are open in the collector.
-    tree.child(busy).kill().unwrap();
-    tree.child(busy).wait().unwrap();
+    tree.child(busy).unwrap().kill().unwrap();
+    tree.child(busy).unwrap().wait().unwrap();
     let t0 = Instant::now();
     while grouper.remove_group(&cg).is_err() && t0.elapsed() < Duration::from_secs(2) {
         sleep(Duration::from_millis(20));

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use prescient_linux::discover::Grouper;
 use prescient_linux::enforce::{CpuMax, Setting, enforcer_for};
 use prescient_linux::layout::HierarchyId;
+use prescient_linux::subtree::{remove_cgroup_tree, remove_stale_subtrees};
 use prescient_linux::{CgroupFs, CgroupPath, Collector, LayoutKind, Root};
 
 use crate::error::LoadgenError;
@@ -282,7 +283,7 @@ impl Loadgen {
             ));
         }
         for h in grouper.hierarchies() {
-            remove_stale(h.base_dir());
+            remove_stale_subtrees(h.base_dir(), SUBTREE_PREFIX);
             let dir = h.dir(&subtree);
             if dir.exists() {
                 return Err(LoadgenError::NoCgroups(format!(
@@ -675,7 +676,10 @@ impl Loadgen {
             let _ = w.child.wait();
         }
         for h in self.grouper.hierarchies() {
-            remove_cgroup_tree(&h.dir(&self.subtree));
+            let dir = h.dir(&self.subtree);
+            if let Err(e) = remove_cgroup_tree(&dir) {
+                log::warn!("loadgen: could not remove cgroup {}: {e}", dir.display());
+            }
         }
     }
 }
@@ -782,49 +786,6 @@ fn mem_available() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_ascii_whitespace().nth(1)?.parse().ok()?;
     Some(kib.saturating_mul(1024))
-}
-
-/// rmdir `dir` and every cgroup below it, children first. A cgroup whose
-/// last process just exited may refuse for a moment (EBUSY): retried for
-/// up to 2 s, then left with a log line.
-pub fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    for _ in 0..100 {
-        match fs::remove_dir(dir) {
-            Ok(()) => return,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(_) => thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    log::warn!("loadgen: could not remove cgroup {}", dir.display());
-}
-
-/// Removes `prescient-loadgen-<pid>...` subtrees under `base` whose pid
-/// is gone (a loadgen killed before it could clean up). rmdir refuses a
-/// cgroup that still has processes, so nothing running is touched.
-fn remove_stale(base: &Path) {
-    let Ok(rd) = fs::read_dir(base) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(SUBTREE_PREFIX) else {
-            continue;
-        };
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let Ok(pid) = digits.parse::<u32>() else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            remove_cgroup_tree(&e.path());
-        }
-    }
 }
 
 #[cfg(test)]

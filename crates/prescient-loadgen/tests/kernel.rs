@@ -5,69 +5,31 @@
 //!
 //! They need root and a cgroup filesystem. Without them they print why and
 //! skip, unless PRESCIENT_REQUIRE_KERNEL_TESTS=1 (as CI sets), when they
-//! fail instead.
+//! fail instead. The skip and the CPU lock shared with the other kernel
+//! tests (held shared: these tests keep CPUs busy) are
+//! `prescient_linux::testing`'s.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use prescient_linux::enforce::{CpuMax, MemoryLimit, Setting, enforcer_for};
-use prescient_linux::{CgroupFs, CgroupPath, LayoutKind, ProcFs, Root};
+use prescient_linux::testing::{self, skip_or_fail};
+use prescient_linux::{CgroupFs, CgroupPath, ProcFs, Root};
 use prescient_loadgen::{Loadgen, Options, Scenario, WorkerCommand};
 
-const REQUIRE: &str = "PRESCIENT_REQUIRE_KERNEL_TESTS";
-
-/// Skips (printing why) or, when PRESCIENT_REQUIRE_KERNEL_TESTS=1, fails.
-fn unavailable(test: &str, why: &str) {
-    if std::env::var(REQUIRE).as_deref() == Ok("1") {
-        panic!("{test}: {REQUIRE}=1 but {why}");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {why} (set {REQUIRE}=1 to make this a failure)"
-    );
-}
-
-/// The live hierarchies based at this process's own cgroups, or why not.
+/// The live hierarchies based at this process's own cgroups, or `None`
+/// after `skip_or_fail`.
 fn live(test: &str) -> Option<CgroupFs> {
-    let me = std::process::id() as i32;
-    let status = ProcFs::new(Root::live()).status(me, None);
-    let euid = status.ok().flatten().and_then(|s| s.uid).map(|u| u[1]);
-    if euid != Some(0) {
-        unavailable(test, &format!("not running as root (euid {euid:?})"));
-        return None;
-    }
+    testing::live(test)?;
     match prescient_loadgen::live_fs(None) {
-        Ok(fs) if fs.layout().kind() != LayoutKind::None => Some(fs),
-        Ok(_) => {
-            unavailable(test, "no cgroup filesystem is mounted");
-            None
-        }
+        Ok(fs) => Some(fs),
         Err(e) => {
-            unavailable(test, &format!("cgroups are unusable: {e}"));
+            skip_or_fail(test, &format!("cgroups are unusable: {e}"));
             None
         }
     }
-}
-
-/// Shares the CPU lock of prescient-linux's kernel tests: held shared by
-/// tests that keep CPUs busy, exclusive by its latency test.
-struct CpuLock(#[allow(dead_code)] fs::File);
-
-fn cpu_lock() -> CpuLock {
-    use rustix::fs::{FlockOperation, flock};
-    let path = std::env::temp_dir().join("prescient-linux-kernel-tests.lock");
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    flock(&f, FlockOperation::LockShared).unwrap_or_else(|e| panic!("flock: {e}"));
-    CpuLock(f)
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -117,7 +79,7 @@ fn gone(dirs: &[(prescient_linux::layout::HierarchyId, PathBuf)]) {
 fn a_capped_workload_shows_unserved_cpu_and_an_uncapped_one_hardly_any() {
     let test = "a_capped_workload_shows_unserved_cpu";
     let Some(fs) = live(test) else { return };
-    let _lock = cpu_lock();
+    let _lock = testing::cpu_lock(false).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let scenario = Scenario::from_trace(&trace(tmp.path(), 0.4, 20), "h").unwrap();
     // 0.5 s a step, 6 steps.
@@ -152,12 +114,12 @@ fn a_capped_workload_shows_unserved_cpu_and_an_uncapped_one_hardly_any() {
     let mut e = match enforcer_for(&fs) {
         Ok(e) => e,
         Err(err) => {
-            unavailable(test, &format!("no enforcer: {err}"));
+            skip_or_fail(test, &format!("no enforcer: {err}"));
             return;
         }
     };
     if let Err(err) = e.write(&w[0].cgroup, &Setting::CpuMax(CpuMax::cores(0.1))) {
-        unavailable(test, &format!("cannot cap a cgroup's CPU here: {err}"));
+        skip_or_fail(test, &format!("cannot cap a cgroup's CPU here: {err}"));
         return;
     }
     // A high weight for both: on a busy shared machine the uncapped one
@@ -212,7 +174,7 @@ fn a_capped_workload_shows_unserved_cpu_and_an_uncapped_one_hardly_any() {
 fn a_stopped_background_run_keeps_its_partial_record_and_cleans_up() {
     let test = "a_stopped_background_run";
     let Some(fs) = live(test) else { return };
-    let _lock = cpu_lock();
+    let _lock = testing::cpu_lock(false).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let scenario = Scenario::from_trace(&trace(tmp.path(), 0.05, 50), "h").unwrap();
     // 0.25 s a step, to the end (50 steps): stopped long before.
@@ -248,7 +210,7 @@ fn a_worker_killed_over_its_memory_limit_is_restarted_and_counted() {
     let mut e = enforcer_for(&fs).unwrap();
     let limit = Setting::MemoryMax(MemoryLimit::Bytes(16 << 20));
     if let Err(err) = e.write(&w[0].cgroup, &limit) {
-        unavailable(test, &format!("cannot limit a cgroup's memory here: {err}"));
+        skip_or_fail(test, &format!("cannot limit a cgroup's memory here: {err}"));
         return;
     }
     lg.run(&AtomicBool::new(false), |_| {}).unwrap();

@@ -12,7 +12,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::Client;
 
@@ -35,6 +35,13 @@ pub struct Prometheus {
 /// by trying another).
 pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The wall clock, Unix ms.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The Prometheus binary: `$PRESCIENT_PROMETHEUS_BIN`, else
@@ -286,6 +293,40 @@ impl TinyServer {
             addr,
             stop,
             thread: Some(thread),
+        })
+    }
+
+    /// An exporter: serves `body()` as Prometheus text exposition at
+    /// `/metrics` (with any query string), a 404 at any other target.
+    pub fn exporter(body: impl Fn() -> String + Send + Sync + 'static) -> io::Result<TinyServer> {
+        TinyServer::start(move |target| {
+            if !target.starts_with("/metrics") {
+                return Reply::new(404, "text/plain", "not found");
+            }
+            Reply::new(200, "text/plain; version=0.0.4", body())
+        })
+    }
+
+    /// An exporter of gauge `metric` with one series per `(labels,
+    /// factor)` of `series` (`labels` as written between the braces, say
+    /// `series="a"`): at a scrape at `ts` (Unix ms), the series' sample is
+    /// `factor * value(ts)` stamped with `ts`, so that Prometheus stores
+    /// exactly `(ts, factor * value(ts))`.
+    pub fn timestamped_gauge(
+        metric: &str,
+        series: &[(&str, f64)],
+        value: fn(i64) -> f64,
+    ) -> io::Result<TinyServer> {
+        let metric = metric.to_string();
+        let series: Vec<(String, f64)> = series.iter().map(|&(l, k)| (l.to_string(), k)).collect();
+        TinyServer::exporter(move || {
+            let ts = now_ms();
+            let v = value(ts);
+            let mut text = format!("# TYPE {metric} gauge\n");
+            for (labels, k) in &series {
+                text.push_str(&format!("{metric}{{{labels}}} {} {ts}\n", k * v));
+            }
+            text
         })
     }
 

@@ -4,17 +4,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use prescient_prometheus::testing::{Prometheus, Reply, TinyServer, free_port};
+use prescient_prometheus::testing::{Prometheus, Reply, TinyServer, free_port, now_ms};
 use prescient_prometheus::{Client, PromError, RangeSeries, Retry};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// The gauge's value at `ts_ms`: exact in f64, different every ms.
 fn wave(ts_ms: i64) -> f64 {
@@ -24,21 +17,11 @@ fn wave(ts_ms: i64) -> f64 {
 /// Serves `test_wave{series="a"}` and `{series="b"}` (b = 2a), each sample
 /// with its timestamp, so that Prometheus stores exactly (ts, wave(ts)).
 fn exporter() -> TinyServer {
-    TinyServer::start(|target| {
-        if !target.starts_with("/metrics") {
-            return Reply::new(404, "text/plain", "not found");
-        }
-        let ts = now_ms();
-        let v = wave(ts);
-        Reply::new(
-            200,
-            "text/plain; version=0.0.4",
-            format!(
-                "# TYPE test_wave gauge\ntest_wave{{series=\"a\"}} {v} {ts}\ntest_wave{{series=\"b\"}} {} {ts}\n",
-                2.0 * v
-            ),
-        )
-    })
+    TinyServer::timestamped_gauge(
+        "test_wave",
+        &[(r#"series="a""#, 1.0), (r#"series="b""#, 2.0)],
+        wave,
+    )
     .unwrap()
 }
 

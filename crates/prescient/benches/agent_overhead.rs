@@ -12,7 +12,7 @@
 //! time; `reference_pread` keeps them open and reads from offset 0, as the
 //! collector does.
 //!
-//! The subtree `prescient-bench-<pid>-overhead` is created under this
+//! The subtree `prescient-bench-<pid>-overhead-<n>` is created under this
 //! process's own cgroup in each hierarchy and removed at the end (on a
 //! failure too); only processes this bench started are moved or ended.
 //!
@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tree::{Tree, cpu_ticks};
+use tree::{Tree, cpu_ticks, sleepers};
 
 const CGROUPS: usize = 200;
 const TARGET_PERCENT: f64 = 2.0;
@@ -170,11 +170,8 @@ fn main() {
 
 fn run(secs: u64) -> Result<(), String> {
     let hz = rustix::param::clock_ticks_per_second().max(1) as f64;
-    let mut tree = Tree::new("overhead")?;
     let cgroups: Vec<String> = (0..CGROUPS).map(|i| format!("/w{i:03}")).collect();
-    for cg in &cgroups {
-        tree.sleeper(cg)?;
-    }
+    let tree = sleepers("overhead", &cgroups)?;
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = tmp.path().join("agent.toml");
     let text = format!(

@@ -7,57 +7,34 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{fails, ok};
 use prescient_core::{Resource, SeriesKey};
-use prescient_prometheus::testing::{Prometheus, Reply, TinyServer, free_port};
+use prescient_prometheus::testing::{Prometheus, TinyServer, free_port};
 use prescient_store::{Resolution, Store};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// Bytes, exact in f64, different every ms.
 fn wave(ts_ms: i64) -> f64 {
     1e9 + (ts_ms % 1_000_000) as f64 * 4.0
 }
 
+/// Serves `mem{container="web"}` and `{container="db"}` (db = web / 2),
+/// each sample with its timestamp.
 fn exporter() -> TinyServer {
-    TinyServer::start(|target| {
-        if !target.starts_with("/metrics") {
-            return Reply::new(404, "text/plain", "not found");
-        }
-        let ts = now_ms();
-        let v = wave(ts);
-        Reply::new(
-            200,
-            "text/plain; version=0.0.4",
-            format!(
-                "# TYPE mem gauge\nmem{{container=\"web\"}} {v} {ts}\nmem{{container=\"db\"}} {} {ts}\n",
-                v / 2.0
-            ),
-        )
-    })
+    TinyServer::timestamped_gauge(
+        "mem",
+        &[(r#"container="web""#, 1.0), (r#"container="db""#, 0.5)],
+        wave,
+    )
     .unwrap()
 }
 
-#[test]
-fn import_from_prometheus_stores_what_prometheus_holds() {
-    let exporter = exporter();
-    let prom = Prometheus::start("wave", exporter.addr(), "/metrics").unwrap();
-    prom.wait_until(Duration::from_secs(60), "5 samples of mem", |c| {
-        let r = c.query("mem[10m]", None).ok()?;
-        (r.len() == 2 && r.iter().all(|s| s.points.len() >= 5)).then_some(())
-    })
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("p.db");
-    let db_s = db.to_str().unwrap();
-    let out = ok(&[
+/// `prescient import` of `mem` from `prom` into `store` (the last 2
+/// minutes at 1 s, as the memory of host `node-1`), with `extra`
+/// arguments; its output.
+fn import_mem(prom: &Prometheus, store: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "import",
         "--prometheus",
         prom.url(),
@@ -72,10 +49,25 @@ fn import_from_prometheus_stores_what_prometheus_holds() {
         "--host",
         "node-1",
         "--store",
-        db_s,
-        "--max-points",
-        "7",
-    ]);
+        store,
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+#[test]
+fn import_from_prometheus_stores_what_prometheus_holds() {
+    let exporter = exporter();
+    let prom = Prometheus::start("wave", exporter.addr(), "/metrics").unwrap();
+    prom.wait_until(Duration::from_secs(60), "5 samples of mem", |c| {
+        let r = c.query("mem[10m]", None).ok()?;
+        (r.len() == 2 && r.iter().all(|s| s.points.len() >= 5)).then_some(())
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let db_s = db.to_str().unwrap();
+    let out = import_mem(&prom, db_s, &["--max-points", "7"]);
     assert!(out.contains("imported 2 series"), "{out}");
 
     let mut store = Store::open(&db).unwrap();
@@ -113,23 +105,7 @@ fn import_from_prometheus_stores_what_prometheus_holds() {
         }
     }
     // Importing again adds nothing.
-    let again = ok(&[
-        "import",
-        "--prometheus",
-        prom.url(),
-        "--query",
-        "mem",
-        "--since",
-        "2m",
-        "--step",
-        "1s",
-        "--resource",
-        "memory",
-        "--host",
-        "node-1",
-        "--store",
-        db_s,
-    ]);
+    let again = import_mem(&prom, db_s, &[]);
     assert!(again.contains("already stored"), "{again}");
 
     // Named from the labels by default: instance for the host, container
