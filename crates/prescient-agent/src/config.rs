@@ -1695,6 +1695,16 @@ mod tests {
                 "alerts.rule[3].action",
             ]
         );
+        assert_eq!(
+            keys("[history]\nprometheus = \"prom:9090\"\nsince = \"0ms\"\n"),
+            vec!["history.prometheus", "history.prometheus", "history.since"]
+        );
+        assert_eq!(
+            keys(
+                "[history]\nprometheus = \"http://p:9090\"\ncpu_query = \"up\"\nsince = \"14d\"\n"
+            ),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
