@@ -394,52 +394,66 @@ impl DecayedWindow {
             self.weights.push(w);
             total += w;
         }
-        let s = &self.sorted;
-        let w = &self.weights;
-        // The exceedance of sorted point i falls as i rises, and `ps`
-        // falls too: one walk up from the bottom serves every p.
         // A new value would weigh 1: the plotting position of
         // `SortedWindow::curve`, (weight above + half its own) / (total + 1).
-        let denom = total + 1.0;
-        let exceed_top = 0.5 * w[n - 1] / denom;
-        let max = s[n - 1].0;
-        let mut i = 0usize;
-        let mut below = 0.0; // weight strictly below point i
-        let at_point = |below: f64, i: usize| (total - below - 0.5 * w[i]) / denom;
-        // The value with exceedance 10 x the top's, for the tail's slope.
-        let value_at = |p: f64| -> f64 {
-            let (mut i, mut below) = (0usize, 0.0);
-            while i + 1 < n && at_point(below + w[i], i + 1) >= p {
-                below += w[i];
-                i += 1;
-            }
-            let e0 = at_point(below, i);
-            if i + 1 >= n || e0 <= p {
-                return s[i].0;
-            }
-            let e1 = at_point(below + w[i], i + 1);
-            let t = ((e0 - p) / (e0 - e1)).clamp(0.0, 1.0);
-            s[i].0 + (s[i + 1].0 - s[i].0) * t
+        let mut walk = Walk {
+            s: &self.sorted,
+            w: &self.weights,
+            total,
+            denom: total + 1.0,
+            i: 0,
+            below: 0.0,
         };
-        let slope = tail_slope(max, value_at((10.0 * exceed_top).min(0.5))).max(floor);
+        let exceed_top = 0.5 * walk.w[n - 1] / walk.denom;
+        let max = walk.s[n - 1].0;
+        let slope = {
+            let mut probe = walk.clone();
+            tail_slope(max, probe.value_at((10.0 * exceed_top).min(0.5))).max(floor)
+        };
         for (o, &p) in out.iter_mut().zip(ps) {
-            if p < exceed_top {
-                *o = extrapolate(max, slope, exceed_top / p);
-                continue;
-            }
-            while i + 1 < n && at_point(below + w[i], i + 1) >= p {
-                below += w[i];
-                i += 1;
-            }
-            let e0 = at_point(below, i);
-            *o = if i + 1 >= n || e0 <= p {
-                s[i].0
+            *o = if p < exceed_top {
+                extrapolate(max, slope, exceed_top / p)
             } else {
-                let e1 = at_point(below + w[i], i + 1);
-                let t = ((e0 - p) / (e0 - e1)).clamp(0.0, 1.0);
-                s[i].0 + (s[i + 1].0 - s[i].0) * t
+                walk.value_at(p)
             };
         }
+    }
+}
+
+/// A cursor over a weighted sorted window: the exceedance of point `i`
+/// falls as `i` rises, so asking for falling exceedances walks up once.
+#[derive(Clone)]
+struct Walk<'a> {
+    s: &'a [(f64, u64)],
+    w: &'a [f64],
+    total: f64,
+    denom: f64,
+    /// The current point and the weight strictly below it.
+    i: usize,
+    below: f64,
+}
+
+impl Walk<'_> {
+    fn exceedance(&self, below: f64, i: usize) -> f64 {
+        (self.total - below - 0.5 * self.w[i]) / self.denom
+    }
+
+    /// The value exceeded with probability `p`, linear between points;
+    /// `p` must not rise between calls.
+    fn value_at(&mut self, p: f64) -> f64 {
+        let n = self.s.len();
+        while self.i + 1 < n && self.exceedance(self.below + self.w[self.i], self.i + 1) >= p {
+            self.below += self.w[self.i];
+            self.i += 1;
+        }
+        let i = self.i;
+        let e0 = self.exceedance(self.below, i);
+        if i + 1 >= n || e0 <= p {
+            return self.s[i].0;
+        }
+        let e1 = self.exceedance(self.below + self.w[i], i + 1);
+        let t = ((e0 - p) / (e0 - e1)).clamp(0.0, 1.0);
+        self.s[i].0 + (self.s[i + 1].0 - self.s[i].0) * t
     }
 }
 
