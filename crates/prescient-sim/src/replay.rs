@@ -423,3 +423,89 @@ pub fn oracle_unmet(
     }
     Ok(if demand > 0.0 { unmet / demand } else { 0.0 })
 }
+
+/// A yardstick for contended runs between the oracle and real policies:
+/// the unmet demand of a partition that knows, at each step, the
+/// distribution of every workload's demand over the `half_window` steps on
+/// either side (past *and future*, the step itself left out) but not the
+/// step's own demand, and splits each host's capacity to maximise the
+/// expected served demand under that distribution.
+///
+/// No causal policy has this knowledge, and the oracle's knowledge (the
+/// step's demand itself) is more than any forecast can have; a policy near
+/// this figure is as good as its knowledge of each workload's *level and
+/// spread* can make it, and what is left is the step-to-step noise no
+/// distribution can place. Each workload's share is found by water-filling
+/// on its empirical distribution: the expected served demand
+/// `E[min(D, a)]` rises with slope `P(D > a)`, so capacity goes, segment by
+/// segment between sample values, to the steepest slopes first (ties to the
+/// lower index); capacity no sample asks for is spread in proportion to the
+/// shares.
+pub fn hindsight_distribution_unmet(
+    trace: &ReplayTrace,
+    capacity: &Capacity,
+    warmup_steps: usize,
+    half_window: usize,
+) -> Result<f64, ReplayError> {
+    let capacities = host_capacities(trace, Some(capacity))?;
+    let (mut demand, mut unmet) = (0.0, 0.0);
+    let mut samples: Vec<f64> = Vec::new();
+    // (slope, length, series index) of every segment of every present series.
+    let mut segments: Vec<(f64, f64, usize)> = Vec::new();
+    let mut alloc: Vec<f64> = Vec::new();
+    for (host, cap) in trace.hosts.iter().zip(capacities) {
+        let cap = cap.unwrap_or(f64::INFINITY);
+        let steps = host.timestamps.len();
+        for t in warmup_steps..steps {
+            segments.clear();
+            alloc.clear();
+            alloc.resize(host.series.len(), 0.0);
+            let (lo, hi) = (
+                t.saturating_sub(half_window),
+                (t + half_window + 1).min(steps),
+            );
+            for (i, s) in host.series.iter().enumerate() {
+                samples.clear();
+                samples.extend(
+                    (lo..hi)
+                        .filter(|&j| j != t)
+                        .map(|j| s.demand[j])
+                        .filter(|d| !d.is_nan())
+                        .map(|d| d.max(0.0)),
+                );
+                samples.sort_unstable_by(f64::total_cmp);
+                let n = samples.len() as f64;
+                let mut below = 0.0;
+                for (k, &v) in samples.iter().enumerate() {
+                    if v > below {
+                        segments.push(((n - k as f64) / n, v - below, i));
+                        below = v;
+                    }
+                }
+            }
+            segments.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+            let mut left = cap;
+            for &(_, len, i) in &segments {
+                let take = len.min(left);
+                alloc[i] += take;
+                left -= take;
+                if left <= 0.0 {
+                    break;
+                }
+            }
+            let total: f64 = alloc.iter().sum();
+            if left > 0.0 && left.is_finite() && total > 0.0 {
+                alloc.iter_mut().for_each(|a| *a += left * *a / total);
+            }
+            for (s, &a) in host.series.iter().zip(&alloc) {
+                let d = s.demand[t];
+                if d.is_nan() {
+                    continue;
+                }
+                demand += d.max(0.0);
+                unmet += (d.max(0.0) - a).max(0.0);
+            }
+        }
+    }
+    Ok(if demand > 0.0 { unmet / demand } else { 0.0 })
+}

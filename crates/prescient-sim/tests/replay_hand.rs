@@ -1,7 +1,7 @@
 //! The replay engine on tiny traces whose scores are computed by hand.
 
 use prescient_core::{HostId, Resource, SeriesKey, TimestampMs};
-use prescient_sim::replay::{RecordedSeries, oracle_unmet, serve};
+use prescient_sim::replay::{RecordedSeries, hindsight_distribution_unmet, oracle_unmet, serve};
 use prescient_sim::{
     Capacity, Enforcement, HostTrace, Knob, Policy, ReplayConfig, ReplayError, ReplayTrace,
     SeriesInfo, SeriesState, SeriesTrace, replay,
@@ -137,6 +137,23 @@ fn contended_hard_scales_down_in_proportion() {
     assert_eq!(rec[1].allocations, vec![(0, 0.0), (300_000, 2.0)]);
     // Oracle: step 1 demand 4 on capacity 3 leaves 1 of 4 unmet.
     assert!((oracle_unmet(&t, &Capacity::All(3.0), 1).unwrap() - 0.25).abs() < 1e-12);
+}
+
+#[test]
+fn hindsight_distribution_splits_by_the_neighbours_of_each_step() {
+    // A: 1, 5, 1; B: 2 throughout. Window of one step each side, warm-up 1.
+    // Step 1 sees A {1, 1} and B {2, 2}: slopes tie at 1, A's segment
+    // first: A 1, B 2 of capacity 3; A's 5 leaves 4 unmet. Step 2 sees
+    // A {5}, B {2}: A takes all 3 first; B's 2 is unmet. 6 of 10.
+    let t = trace(&[("h", &[&[1.0, 5.0, 1.0], &[2.0, 2.0, 2.0]])]);
+    let u = hindsight_distribution_unmet(&t, &Capacity::All(3.0), 1, 1).unwrap();
+    assert!((u - 0.6).abs() < 1e-12, "{u}");
+    // With capacity 10, what no sample asks for is spread in proportion:
+    // step 1 gives A 1 + 7/3, short of 5 by 5/3; step 2 covers both.
+    let u = hindsight_distribution_unmet(&t, &Capacity::All(10.0), 1, 1).unwrap();
+    assert!((u - (5.0 / 3.0) / 10.0).abs() < 1e-12, "{u}");
+    // Never below the oracle.
+    assert!(u >= oracle_unmet(&t, &Capacity::All(10.0), 1).unwrap());
 }
 
 #[test]
