@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use prescient_core::{DemandProfile, HostId, Plan, Sample, SeriesKey, TimestampMs, WorkloadId};
 use prescient_linux::enforce::AuditRecord;
-use prescient_linux::rates::cgroup_rates;
+use prescient_linux::net::{NetAttribution, NetMeter, tree_pids};
+use prescient_linux::procfs::ProcessSample;
+use prescient_linux::rates::{cgroup_rates, group_rates};
 use prescient_linux::{
     CgroupFs, CgroupPath, CgroupSample, Collector, Discovery, Grouper, ProcFs, Reads,
 };
@@ -118,7 +120,10 @@ pub struct Found {
     pub id: WorkloadId,
     /// The `[[workload]]` (selector) name that found it.
     pub selector: String,
-    /// Its cgroup, relative to the agent's subtree.
+    /// Its cgroup, relative to the agent's subtree. For a process
+    /// workload in recommend mode (its processes left where they are, and
+    /// read from `/proc`): the group it would be moved into in enforce
+    /// mode, which names it.
     pub cgroup: CgroupPath,
     /// Labels.
     pub labels: BTreeMap<String, String>,
@@ -135,6 +140,11 @@ pub struct Usage {
     pub io_read: Option<f64>,
     /// Block writes, bytes/s.
     pub io_write: Option<f64>,
+    /// Network bytes received, bytes/s (only for a workload with network
+    /// namespaces of its own: see [`prescient_linux::net`]).
+    pub net_rx: Option<f64>,
+    /// Network bytes sent, bytes/s (likewise).
+    pub net_tx: Option<f64>,
     /// Share of CPU periods throttled.
     pub cpu_throttled: Option<f64>,
 }
@@ -143,8 +153,8 @@ pub struct Usage {
 pub trait Observer {
     /// Finds the workloads of `workloads`' selectors. With `group`, the
     /// processes matched by process selectors are moved into their group
-    /// cgroups first (enforce mode); without, process workloads are left
-    /// out.
+    /// cgroups first (enforce mode); without (recommend mode), they are
+    /// left where they are, and observed from `/proc`.
     fn discover(&mut self, workloads: &[WorkloadConfig], group: bool)
     -> Result<Vec<Found>, String>;
     /// Reads the usage of `cgroups` at `ts`; a cgroup that is gone is left
@@ -154,17 +164,51 @@ pub trait Observer {
 
 /// The real observer: prescient-linux's discovery, grouper and collector
 /// over a [`CgroupFs`] based at the agent's subtree.
+///
+/// - A cgroup workload (and, in enforce mode, a process workload, once its
+///   processes are moved into its group) is read through its cgroup's
+///   counters.
+/// - A process workload in recommend mode is read from `/proc`: the CPU
+///   (`stat` utime + stime), resident memory (`status` VmRSS) and storage
+///   I/O (`io`) of the processes discovery matched, summed (see
+///   [`group_rates`] for what that misses against a cgroup's counters).
+///   Discovery (each plan interval) refreshes the processes.
+/// - Network bytes, which no cgroup counts, come from the network
+///   namespaces a workload's processes have to themselves
+///   ([`prescient_linux::net`]), assigned at each discovery.
 pub struct LinuxObserver {
     fs: CgroupFs,
     procfs: ProcFs,
     collector: Collector,
     grouper: Grouper,
     prev: HashMap<CgroupPath, CgroupSample>,
+    /// The process workloads observed from `/proc`, by the cgroup that
+    /// names them: their processes, as of the last discovery.
+    procs: HashMap<CgroupPath, Vec<i32>>,
+    /// Their last pass.
+    procs_prev: HashMap<CgroupPath, (TimestampMs, Vec<ProcessSample>)>,
+    clock_ticks: u64,
+    net: NetMeter<CgroupPath>,
+    /// Each workload's network attribution as last logged.
+    net_said: HashMap<CgroupPath, String>,
 }
 
 impl LinuxObserver {
-    /// Over `fs` (based at the subtree), reading processes from `procfs`.
+    /// Over `fs` (based at the subtree), reading processes from `procfs`;
+    /// the agent's own network namespace is that of `procfs`'s `self`.
     pub fn new(fs: CgroupFs, procfs: ProcFs) -> Self {
+        let own_ns = match procfs.own_net_ns() {
+            Ok(ns) => ns,
+            Err(e) => {
+                log::warn!("reading the agent's own network namespace: {e}");
+                None
+            }
+        };
+        if own_ns.is_none() {
+            log::warn!(
+                "the agent's own network namespace is unknown: no workload's network bytes will be counted"
+            );
+        }
         LinuxObserver {
             // Usage only: the loop keeps CPU, memory in use, I/O and
             // throttling, so memory.stat, memory events and pressure are
@@ -174,7 +218,85 @@ impl LinuxObserver {
             fs,
             procfs,
             prev: HashMap::new(),
+            procs: HashMap::new(),
+            procs_prev: HashMap::new(),
+            clock_ticks: prescient_linux::procfs::clock_ticks(),
+            net: NetMeter::new(own_ns),
+            net_said: HashMap::new(),
         }
+    }
+
+    /// Assigns network namespaces to the workloads `found` (with the
+    /// processes matched for process workloads), logging each workload's
+    /// attribution when it changes.
+    fn assign_namespaces(&mut self, found: &[(CgroupPath, WorkloadId, Vec<i32>)]) {
+        let mut members = BTreeMap::new();
+        for (cg, id, pids) in found {
+            let pids = if self.procs.contains_key(cg) {
+                pids.clone()
+            } else {
+                let Some(h) = self.fs.primary() else {
+                    continue;
+                };
+                match tree_pids(h, cg) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::debug!("workload {id}: listing its processes: {e}");
+                        continue;
+                    }
+                }
+            };
+            members.insert(cg.clone(), pids);
+        }
+        let attribution = self.net.assign(&self.procfs, &members);
+        let mut said = HashMap::with_capacity(attribution.len());
+        for (cg, a) in attribution {
+            let text = a.to_string();
+            if self.net_said.get(&cg) != Some(&text) {
+                let id = found
+                    .iter()
+                    .find(|(c, ..)| *c == cg)
+                    .map_or_else(|| cg.to_string(), |(_, id, _)| id.to_string());
+                if matches!(a, NetAttribution::Own(_)) {
+                    log::info!("workload {id}: network bytes {text}");
+                } else {
+                    log::debug!("workload {id}: network bytes {text}");
+                }
+            }
+            said.insert(cg, text);
+        }
+        self.net_said = said;
+    }
+
+    /// The usage of the process workload `cg` from `/proc` at `ts`.
+    fn observe_processes(&mut self, cg: &CgroupPath, ts: TimestampMs) -> Option<Usage> {
+        let pids = self.procs.get(cg)?;
+        let mut cur = Vec::with_capacity(pids.len());
+        for &pid in pids {
+            match self.procfs.sample(pid, None, ts) {
+                Ok(Some(s)) => cur.push(s),
+                Ok(None) => {}
+                Err(e) => log::debug!("observe {cg}: {e}"),
+            }
+        }
+        if cur.is_empty() {
+            self.procs_prev.remove(cg);
+            return None;
+        }
+        let (pts, prev) = self
+            .procs_prev
+            .get(cg)
+            .map_or((ts, &[][..]), |(t, p)| (*t, p.as_slice()));
+        let r = group_rates(&cur, prev, ts - pts, self.clock_ticks);
+        self.procs_prev.insert(cg.clone(), (ts, cur));
+        Some(Usage {
+            cpu_cores: r.cpu_cores,
+            memory_bytes: r.rss_bytes,
+            io_read: r.read_bytes_per_sec,
+            io_write: r.write_bytes_per_sec,
+            ..Usage::default()
+        })
     }
 
     /// The filesystem it reads.
@@ -189,31 +311,34 @@ impl Observer for LinuxObserver {
         workloads: &[WorkloadConfig],
         group: bool,
     ) -> Result<Vec<Found>, String> {
-        let selectors = workloads
-            .iter()
-            .filter(|w| group || w.cgroup.is_some())
-            .map(WorkloadConfig::selector)
-            .collect();
+        let selectors = workloads.iter().map(WorkloadConfig::selector).collect();
         let d = Discovery::new(selectors, CgroupPath::root()).map_err(|e| e.to_string())?;
         let found = d
             .discover(&self.fs, &self.procfs)
             .map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(found.len());
+        let mut procs = HashMap::new();
+        let mut members = Vec::with_capacity(found.len());
         for w in found {
             if !w.pids.is_empty() {
-                if let Err(e) = self.grouper.ensure_group(&w.cgroup) {
-                    log::warn!("workload {}: {e}", w.id);
-                    continue;
-                }
-                let r = self.grouper.move_pids(&w.cgroup, &w.pids);
-                for (pid, dir, e) in &r.failed {
-                    log::warn!(
-                        "workload {}: moving pid {pid} into {}: {e}",
-                        w.id,
-                        dir.display()
-                    );
+                if group {
+                    if let Err(e) = self.grouper.ensure_group(&w.cgroup) {
+                        log::warn!("workload {}: {e}", w.id);
+                        continue;
+                    }
+                    let r = self.grouper.move_pids(&w.cgroup, &w.pids);
+                    for (pid, dir, e) in &r.failed {
+                        log::warn!(
+                            "workload {}: moving pid {pid} into {}: {e}",
+                            w.id,
+                            dir.display()
+                        );
+                    }
+                } else {
+                    procs.insert(w.cgroup.clone(), w.pids.clone());
                 }
             }
+            members.push((w.cgroup.clone(), w.id.clone(), w.pids));
             out.push(Found {
                 id: w.id,
                 selector: w.selector,
@@ -221,15 +346,22 @@ impl Observer for LinuxObserver {
                 labels: w.labels,
             });
         }
+        self.procs_prev.retain(|cg, _| procs.contains_key(cg));
+        self.procs = procs;
+        self.assign_namespaces(&members);
         Ok(out)
     }
 
     fn observe(&mut self, cgroups: &[CgroupPath], ts: TimestampMs) -> Vec<(CgroupPath, Usage)> {
-        let pass = self.collector.collect(cgroups, ts);
+        let (by_proc, by_cgroup): (Vec<CgroupPath>, Vec<CgroupPath>) = cgroups
+            .iter()
+            .cloned()
+            .partition(|cg| self.procs.contains_key(cg));
+        let pass = self.collector.collect(&by_cgroup, ts);
         for e in pass.errors.iter().take(3) {
             log::debug!("collect: {e}");
         }
-        let mut out = Vec::with_capacity(pass.samples.len());
+        let mut out = Vec::with_capacity(pass.samples.len() + by_proc.len());
         let mut next = HashMap::with_capacity(pass.samples.len());
         for s in pass.samples {
             let u = match self.prev.get(&s.cgroup) {
@@ -241,6 +373,7 @@ impl Observer for LinuxObserver {
                         io_read: r.io_read_bytes_per_sec,
                         io_write: r.io_write_bytes_per_sec,
                         cpu_throttled: r.cpu_throttled_share,
+                        ..Usage::default()
                     }
                 }
                 None => Usage {
@@ -252,6 +385,17 @@ impl Observer for LinuxObserver {
             next.insert(s.cgroup.clone(), s);
         }
         self.prev = next;
+        for cg in by_proc {
+            if let Some(u) = self.observe_processes(&cg, ts) {
+                out.push((cg, u));
+            }
+        }
+        for (cg, u) in &mut out {
+            if let Some(n) = self.net.sample(&self.procfs, cg, ts) {
+                u.net_rx = Some(n.rx_bytes_per_sec);
+                u.net_tx = Some(n.tx_bytes_per_sec);
+            }
+        }
         out
     }
 }
