@@ -80,8 +80,14 @@ fn run(c: Config, secs: f64) -> prescient_agent::RunSummary {
     .unwrap()
 }
 
+/// The tree of `test` with `busy` and `idle`; `None` (after a skip) where
+/// kernel tests cannot run or no hierarchy gives the tree a cpu
+/// controller to write (a pure v2 host that does not delegate it).
 fn setup(test: &str) -> Option<TestTree> {
     let mut tree = TestTree::for_test(test)?;
+    if !tree.can_enforce(test, &["cpu"]) {
+        return None;
+    }
     let busy = tree.spawn_busy().unwrap();
     let idle = tree.spawn_sleep().unwrap();
     tree.move_into("/busy", busy).unwrap();

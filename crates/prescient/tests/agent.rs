@@ -301,6 +301,9 @@ fn after_sigkill_in_enforce_mode_a_restart_restores_resumes_and_sigint_restores_
     let Some(mut tree) = TestTree::for_test(test) else {
         return;
     };
+    if !tree.can_enforce(test, &["cpu"]) {
+        return;
+    }
     let busy = tree.spawn_busy().unwrap();
     let idle = tree.spawn_sleep().unwrap();
     tree.move_into("/busy", busy).unwrap();
