@@ -11,13 +11,9 @@ use crate::collect::CgroupSample;
 use crate::procfs::{NetDev, ProcessSample};
 
 /// `(cur - prev)` per second over `elapsed_ms`; `None` when the counter
-/// went back or no time passed.
-pub fn counter_rate(cur: u64, prev: u64, elapsed_ms: i64) -> Option<f64> {
-    if elapsed_ms <= 0 || cur < prev {
-        return None;
-    }
-    Some((cur - prev) as f64 * 1000.0 / elapsed_ms as f64)
-}
+/// went back or no time passed (prescient-core's, shared with the store's
+/// rederivation of rates from stored counters).
+pub use prescient_core::counter_rate;
 
 fn opt_rate(cur: Option<u64>, prev: Option<u64>, elapsed_ms: i64) -> Option<f64> {
     counter_rate(cur?, prev?, elapsed_ms)
