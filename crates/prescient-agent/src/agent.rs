@@ -1159,6 +1159,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .collect();
         let t = Instant::now();
         let usage = self.observer.observe(&cgroups, now);
+        let raw = self.observer.take_counters();
         self.times.record("sample", t.elapsed());
         self.counters.sample_passes += 1;
         let by_cgroup: BTreeMap<&CgroupPath, &WorkloadId> = self
@@ -1191,6 +1192,23 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     learn.push((id.clone(), r, v));
                 }
             }
+        }
+        // The raw counters the rates came from, so that the store can
+        // derive them again.
+        for (cg, c) in raw {
+            let Some(&id) = by_cgroup.get(&cg) else {
+                continue;
+            };
+            if c.resource.counter_scale().is_none() {
+                continue;
+            }
+            let key = SeriesKey {
+                host: self.host.clone(),
+                workload: id.clone(),
+                resource: c.resource,
+            };
+            self.outbox
+                .push_counter(key, prescient_store::Counter::new(now, c.name, c.value));
         }
         for (id, r, v) in learn {
             let alloc = self.allocation(&id, r).unwrap_or(f64::INFINITY);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use prescient_core::Resource;
 use prescient_core::{DemandProfile, HostId, Plan, Sample, SeriesKey, TimestampMs, WorkloadId};
 use prescient_linux::enforce::AuditRecord;
 use prescient_linux::net::{NetAttribution, NetMeter, tree_pids};
@@ -18,7 +19,7 @@ use prescient_linux::rates::{cgroup_rates, group_rates};
 use prescient_linux::{
     CgroupFs, CgroupPath, CgroupSample, Collector, Discovery, Grouper, ProcFs, Reads,
 };
-use prescient_store::{AuditEntry, Store};
+use prescient_store::{AuditEntry, Counter, Store};
 
 use crate::config::WorkloadConfig;
 
@@ -149,6 +150,18 @@ pub struct Usage {
     pub cpu_throttled: Option<f64>,
 }
 
+/// One raw counter of a workload at a sample: a cumulative count that one
+/// of its rates comes from (see [`prescient_store::Counter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawCounter {
+    /// The rate it is a counter of.
+    pub resource: Resource,
+    /// Which counter of the rate (`""`, a device, an interface, a process).
+    pub name: String,
+    /// Its value, in the counter's unit ([`Resource::counter_scale`]).
+    pub value: u64,
+}
+
 /// Discovery and sampling.
 pub trait Observer {
     /// Finds the workloads of `workloads`' selectors. With `group`, the
@@ -160,6 +173,12 @@ pub trait Observer {
     /// Reads the usage of `cgroups` at `ts`; a cgroup that is gone is left
     /// out.
     fn observe(&mut self, cgroups: &[CgroupPath], ts: TimestampMs) -> Vec<(CgroupPath, Usage)>;
+    /// The raw counters the last [`Observer::observe`] read, which its
+    /// rates came from (taken: a second call gives none). An observer that
+    /// reads no counters (a trace's, which holds rates) has none.
+    fn take_counters(&mut self) -> Vec<(CgroupPath, RawCounter)> {
+        Vec::new()
+    }
 }
 
 /// The real observer: prescient-linux's discovery, grouper and collector
@@ -191,6 +210,8 @@ pub struct LinuxObserver {
     net: NetMeter<CgroupPath>,
     /// Each workload's network attribution as last logged.
     net_said: HashMap<CgroupPath, String>,
+    /// The raw counters of the last pass.
+    raw: Vec<(CgroupPath, RawCounter)>,
 }
 
 impl LinuxObserver {
@@ -223,6 +244,7 @@ impl LinuxObserver {
             clock_ticks: prescient_linux::procfs::clock_ticks(),
             net: NetMeter::new(own_ns),
             net_said: HashMap::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -269,6 +291,35 @@ impl LinuxObserver {
         self.net_said = said;
     }
 
+    /// Keeps the raw counters of a cgroup's sample: its CPU time and the
+    /// bytes of each block device.
+    fn raw_of_cgroup(&mut self, s: &CgroupSample) {
+        let cg = &s.cgroup;
+        if let Some(usec) = s.cpu.and_then(|c| c.usage_usec) {
+            self.raw.push((
+                cg.clone(),
+                RawCounter {
+                    resource: Resource::Cpu,
+                    name: String::new(),
+                    value: usec,
+                },
+            ));
+        }
+        for d in s.io.iter().flatten() {
+            let Some(dev) = d.device else { continue };
+            for (resource, value) in [(Resource::IoRead, d.rbytes), (Resource::IoWrite, d.wbytes)] {
+                self.raw.push((
+                    cg.clone(),
+                    RawCounter {
+                        resource,
+                        name: format!("{}:{}", dev.major, dev.minor),
+                        value,
+                    },
+                ));
+            }
+        }
+    }
+
     /// The usage of the process workload `cg` from `/proc` at `ts`.
     fn observe_processes(&mut self, cg: &CgroupPath, ts: TimestampMs) -> Option<Usage> {
         let pids = self.procs.get(cg)?;
@@ -289,6 +340,29 @@ impl LinuxObserver {
             .get(cg)
             .map_or((ts, &[][..]), |(t, p)| (*t, p.as_slice()));
         let r = group_rates(&cur, prev, ts - pts, self.clock_ticks);
+        // Per process (a process is its pid and start time), as the rates
+        // pair them: CPU time in µs, bytes read and written.
+        for p in &cur {
+            let name = format!("pid {} started {}", p.stat.pid, p.stat.starttime);
+            let ticks = p.stat.utime.saturating_add(p.stat.stime);
+            let usec = u64::try_from(u128::from(ticks) * 1_000_000 / u128::from(self.clock_ticks))
+                .unwrap_or(u64::MAX);
+            let mut push = |resource, value| {
+                self.raw.push((
+                    cg.clone(),
+                    RawCounter {
+                        resource,
+                        name: name.clone(),
+                        value,
+                    },
+                ));
+            };
+            push(Resource::Cpu, usec);
+            if let Some(io) = p.io {
+                push(Resource::IoRead, io.read_bytes);
+                push(Resource::IoWrite, io.write_bytes);
+            }
+        }
         self.procs_prev.insert(cg.clone(), (ts, cur));
         Some(Usage {
             cpu_cores: r.cpu_cores,
@@ -363,7 +437,9 @@ impl Observer for LinuxObserver {
         }
         let mut out = Vec::with_capacity(pass.samples.len() + by_proc.len());
         let mut next = HashMap::with_capacity(pass.samples.len());
+        self.raw.clear();
         for s in pass.samples {
+            self.raw_of_cgroup(&s);
             let u = match self.prev.get(&s.cgroup) {
                 Some(p) => {
                     let r = cgroup_rates(&s, p, s.ts - p.ts);
@@ -395,8 +471,26 @@ impl Observer for LinuxObserver {
                 u.net_rx = Some(n.rx_bytes_per_sec);
                 u.net_tx = Some(n.tx_bytes_per_sec);
             }
+            for (name, d) in self.net.counters(cg) {
+                for (resource, value) in
+                    [(Resource::NetRx, d.rx_bytes), (Resource::NetTx, d.tx_bytes)]
+                {
+                    self.raw.push((
+                        cg.clone(),
+                        RawCounter {
+                            resource,
+                            name: name.clone(),
+                            value,
+                        },
+                    ));
+                }
+            }
         }
         out
+    }
+
+    fn take_counters(&mut self) -> Vec<(CgroupPath, RawCounter)> {
+        std::mem::take(&mut self.raw)
     }
 }
 
@@ -410,6 +504,8 @@ pub struct SinkError(pub String);
 pub trait Sink {
     /// Writes a batch of samples (one transaction: all or nothing).
     fn ingest(&mut self, batch: &[(SeriesKey, Sample)]) -> Result<(), SinkError>;
+    /// Writes a batch of raw counter readings (one transaction).
+    fn ingest_counters(&mut self, batch: &[(SeriesKey, Counter)]) -> Result<(), SinkError>;
     /// Saves a plan.
     fn save_plan(&mut self, plan: &Plan) -> Result<(), SinkError>;
     /// Appends an audit record.
@@ -495,6 +591,15 @@ impl Sink for StoreSink {
             rows.push((self.store.series_id(k).map_err(e)?, *s));
         }
         self.store.ingest(&rows).map_err(e)?;
+        Ok(())
+    }
+
+    fn ingest_counters(&mut self, batch: &[(SeriesKey, Counter)]) -> Result<(), SinkError> {
+        let mut rows = Vec::with_capacity(batch.len());
+        for (k, c) in batch {
+            rows.push((self.store.series_id(k).map_err(e)?, c.clone()));
+        }
+        self.store.ingest_counters(&rows).map_err(e)?;
         Ok(())
     }
 

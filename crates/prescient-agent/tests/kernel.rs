@@ -126,6 +126,13 @@ fn recommend_mode_on_the_real_kernel_records_and_changes_nothing() {
     assert!(cpu.len() >= 10, "{} samples", cpu.len());
     let mean = cpu.iter().map(|s| s.value).sum::<f64>() / cpu.len() as f64;
     assert!(mean > 0.3, "busy used {mean} cores");
+    // The raw counters are stored too, and give the same rates again.
+    let again = store.rates_from_counters(id, 0, i64::MAX).unwrap();
+    assert_eq!(again.len(), cpu.len());
+    for (a, b) in again.iter().zip(&cpu) {
+        assert_eq!(a.ts, b.ts);
+        assert!((a.value - b.value).abs() < 1e-9, "{a:?} {b:?}");
+    }
     let plan = store
         .latest_plan(&HostId("pool".into()))
         .unwrap()

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use prescient_agent::config::Config;
 use prescient_agent::{LinuxObserver, Observer, Usage, cgroup_fs};
+use prescient_core::Resource;
 use prescient_linux::{CgroupPath, ProcFs, Root};
 
 const HOST_NS: u64 = 4026531840;
@@ -180,6 +181,7 @@ fn network_is_counted_only_for_namespaces_a_workload_has_to_itself() {
     let cgroups: Vec<CgroupPath> = found.iter().map(|f| f.cgroup.clone()).collect();
 
     let first = by_cgroup(o.observe(&cgroups, 0));
+    let first_raw = o.take_counters();
     // A first pass has no rates.
     assert!(
         first
@@ -209,6 +211,44 @@ fn network_is_counted_only_for_namespaces_a_workload_has_to_itself() {
     assert_eq!(b.io_read, Some(4_096.0));
     assert_eq!(b.net_rx, Some(2_000.0));
     assert_eq!(b.net_tx, Some(20_000.0));
+
+    // The raw counters those rates came from, for the store.
+    let raw = o.take_counters();
+    let of = |cg: &str, r: Resource| -> Vec<(String, u64)> {
+        raw.iter()
+            .filter(|(c, x)| c.to_string() == cg && x.resource == r)
+            .map(|(_, x)| (x.name.clone(), x.value))
+            .collect()
+    };
+    assert_eq!(of("/web", Resource::Cpu), [(String::new(), 3_000_000)]);
+    assert_eq!(
+        of("/web", Resource::NetTx),
+        [(format!("net:[{WEB_NS}]/eth0"), 10_000)]
+    );
+    assert!(of("/hosty", Resource::NetRx).is_empty());
+    // Per process: CPU time in µs (300 ticks at 100 a second), bytes read.
+    assert_eq!(
+        of("/batch", Resource::Cpu),
+        [
+            ("pid 400 started 5000".to_string(), 3_000_000),
+            ("pid 401 started 5000".to_string(), 1_500_000)
+        ]
+    );
+    assert_eq!(of("/batch", Resource::IoRead)[0].1, 8_192);
+    // The same rates, derived again from them by the store's function.
+    let pass = |raw: &[(CgroupPath, prescient_agent::ports::RawCounter)], ts, cg: &str, r| {
+        raw.iter()
+            .filter(|(c, x)| c.to_string() == cg && x.resource == r)
+            .map(|(_, x)| prescient_store::Counter::new(ts, x.name.clone(), x.value))
+            .collect::<Vec<_>>()
+    };
+    let mut both = pass(&first_raw, 0, "/batch", Resource::Cpu);
+    both.extend(pass(&raw, 2_000, "/batch", Resource::Cpu));
+    assert_eq!(
+        prescient_store::rates_from_counters(&both, 1e6),
+        [prescient_core::Sample::new(2_000, 1.5)]
+    );
+    assert!(o.take_counters().is_empty(), "taken");
 }
 
 #[test]

@@ -280,6 +280,25 @@ impl<K: Ord + Clone> NetMeter<K> {
         out
     }
 
+    /// The raw counters of `key` as its last [`NetMeter::sample`] read
+    /// them: each interface but loopback of each of its namespaces, named
+    /// `net:[<namespace>]/<interface>`.
+    pub fn counters(&self, key: &K) -> Vec<(String, &NetDev)> {
+        let Some(sources) = self.sources.get(key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (ns, _) in sources {
+            let Some((_, devs)) = self.prev.get(&(key.clone(), *ns)) else {
+                continue;
+            };
+            for d in devs.iter().filter(|d| d.interface != "lo") {
+                out.push((format!("net:[{ns}]/{}", d.interface), d));
+            }
+        }
+        out
+    }
+
     /// Whether `key`'s bytes are counted (it has namespaces of its own).
     pub fn counts(&self, key: &K) -> bool {
         self.sources.contains_key(key)

@@ -144,6 +144,7 @@ impl Observer for FakeObserver {
 #[derive(Default)]
 pub struct Stored {
     pub samples: Vec<(SeriesKey, Sample)>,
+    pub counters: Vec<(SeriesKey, prescient_store::Counter)>,
     pub plans: Vec<Plan>,
     pub audit: Vec<AuditRecord>,
     pub profiles: usize,
@@ -175,6 +176,14 @@ impl Sink for FakeSink {
     fn ingest(&mut self, batch: &[(SeriesKey, Sample)]) -> Result<(), SinkError> {
         self.check()?;
         self.0.borrow_mut().samples.extend_from_slice(batch);
+        Ok(())
+    }
+    fn ingest_counters(
+        &mut self,
+        batch: &[(SeriesKey, prescient_store::Counter)],
+    ) -> Result<(), SinkError> {
+        self.check()?;
+        self.0.borrow_mut().counters.extend_from_slice(batch);
         Ok(())
     }
     fn save_plan(&mut self, plan: &Plan) -> Result<(), SinkError> {
