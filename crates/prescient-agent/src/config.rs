@@ -1849,6 +1849,50 @@ mod tests {
     }
 
     #[test]
+    fn on_one_key_the_environment_overrides_the_file_and_flags_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[agent]\npolicy = \"window-max\"\n[store]\npath = \"/file.db\"\n",
+        )
+        .unwrap();
+        let env = Overrides::from_env([
+            ("PRESCIENT_POLICY".to_string(), "vpa".to_string()),
+            ("PRESCIENT_STORE".to_string(), "/env.db".to_string()),
+        ])
+        .unwrap();
+        let layered = |flags: Overrides| {
+            ConfigSource::Layered {
+                file: Some(path.clone()),
+                env: env.clone(),
+                flags,
+            }
+            .load()
+            .unwrap()
+        };
+        let c = layered(Overrides::default());
+        assert_eq!(c.agent.policy, "vpa", "the environment over the file");
+        assert_eq!(c.store.path, PathBuf::from("/env.db"));
+        let c = layered(Overrides {
+            policy: Some("reactive".into()),
+            store_path: Some("/flag.db".into()),
+            ..Overrides::default()
+        });
+        assert_eq!(c.agent.policy, "reactive", "the flags over the environment");
+        assert_eq!(c.store.path, PathBuf::from("/flag.db"));
+        // A layer that does not give the key leaves the one below it.
+        let c = ConfigSource::Layered {
+            file: Some(path.clone()),
+            env: Overrides::default(),
+            flags: Overrides::default(),
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.agent.policy, "window-max");
+    }
+
+    #[test]
     fn policies_fall_back_to_the_workload() {
         let c = parse(
             "[[workload]]\nname = \"a\"\ncgroup = \"/a\"\npriority = 3\nslo_quantile = 0.9\n\

@@ -459,3 +459,79 @@ fn sigint_stops_the_agent_gracefully() {
             .is_some()
     );
 }
+
+/// The layers for real: `PRESCIENT_*` in the agent's environment over the
+/// file, its flags over the environment, on the same keys (the store's
+/// path: which file the run creates; the policy: what its plans say).
+#[test]
+fn the_environment_overrides_the_file_and_flags_override_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_db, env_db, flag_db) = (
+        dir.path().join("file.db"),
+        dir.path().join("env.db"),
+        dir.path().join("flag.db"),
+    );
+    let cfg = dir.path().join("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[agent]\nmode = \"recommend\"\nhost = \"cli-layers\"\npolicy = \"window-max\"\n\
+             sample_interval = \"100ms\"\nforecast_step = \"200ms\"\nplan_interval = \"300ms\"\n\
+             [store]\npath = \"{}\"\n\
+             [cgroup]\nrelative_to = \"self\"\n\
+             [[pool]]\nname = \"pool\"\ncpu = 1\nmemory = \"64GiB\"\n\
+             [[workload]]\nname = \"me\"\ncgroup = \"/\"\n",
+            file_db.display()
+        ),
+    )
+    .unwrap();
+    let run = |flags: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_prescient"))
+            .args([
+                "agent",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--duration",
+                "1",
+                "--json",
+            ])
+            .args(flags)
+            .env_remove("PRESCIENT_MODE")
+            .env("PRESCIENT_STORE", &env_db)
+            .env("PRESCIENT_POLICY", "vpa")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let reasons = |v: &serde_json::Value| -> Vec<String> {
+        v["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["entries"].as_array().unwrap().clone())
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let v = run(&[]);
+    assert!(env_db.is_file(), "the environment's store");
+    assert!(!file_db.exists(), "not the file's");
+    let r = reasons(&v);
+    assert!(
+        !r.is_empty() && r.iter().all(|r| r.starts_with("vpa:")),
+        "{r:?}"
+    );
+
+    let v = run(&["--store", flag_db.to_str().unwrap(), "--policy", "reactive"]);
+    assert!(flag_db.is_file(), "the flag's store");
+    assert!(!file_db.exists());
+    let r = reasons(&v);
+    assert!(
+        !r.is_empty() && r.iter().all(|r| r.starts_with("reactive:")),
+        "{r:?}"
+    );
+}
