@@ -36,8 +36,16 @@ use crate::ports::{Clock, Found, Observer, Signals, Sink, Usage};
 use crate::timing::StageTimes;
 use crate::webhook::{Notification, WebhookConfig, WebhookSender};
 
-/// The resources planned (those pools have capacities for).
-pub const PLANNED: [Resource; 2] = [Resource::Cpu, Resource::Memory];
+/// The resources forecast and planned (those pools have capacities for).
+/// CPU and memory are also enforced; network only planned and reported,
+/// for neither cgroup version has a knob for it. Block I/O is sampled and
+/// stored only.
+pub const PLANNED: [Resource; 4] = [
+    Resource::Cpu,
+    Resource::Memory,
+    Resource::NetRx,
+    Resource::NetTx,
+];
 
 /// Usage at this share of a hard CPU cap or more counts as capped.
 pub const CAPPED_SHARE: f64 = 0.9;
@@ -106,6 +114,8 @@ pub fn resolve(mut config: Config, machine: &Machine) -> Result<Config, ConfigEr
             parent: None,
             cpu: None,
             memory: None,
+            net_rx: None,
+            net_tx: None,
             spread_spare: false,
         });
     }
@@ -773,8 +783,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         }
         if !self.enforcing() {
             for w in self.config.workloads.iter().filter(|w| w.cgroup.is_none()) {
-                log::warn!(
-                    "workload {}: process selectors group processes into cgroups, which only enforce mode does; not tracked in recommend mode",
+                log::info!(
+                    "workload {}: recommend mode: its processes are observed from /proc where they are (enforce mode groups them into a cgroup)",
                     w.name
                 );
             }
@@ -1149,6 +1159,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .collect();
         let t = Instant::now();
         let usage = self.observer.observe(&cgroups, now);
+        let raw = self.observer.take_counters();
         self.times.record("sample", t.elapsed());
         self.counters.sample_passes += 1;
         let by_cgroup: BTreeMap<&CgroupPath, &WorkloadId> = self
@@ -1181,6 +1192,23 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     learn.push((id.clone(), r, v));
                 }
             }
+        }
+        // The raw counters the rates came from, so that the store can
+        // derive them again.
+        for (cg, c) in raw {
+            let Some(&id) = by_cgroup.get(&cg) else {
+                continue;
+            };
+            if c.resource.counter_scale().is_none() {
+                continue;
+            }
+            let key = SeriesKey {
+                host: self.host.clone(),
+                workload: id.clone(),
+                resource: c.resource,
+            };
+            self.outbox
+                .push_counter(key, prescient_store::Counter::new(now, c.name, c.value));
         }
         for (id, r, v) in learn {
             let alloc = self.allocation(&id, r).unwrap_or(f64::INFINITY);
@@ -1460,14 +1488,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
     fn reference_state(&self, w: &WorkloadId, r: Resource) -> Option<RefState> {
         let policy = self.reference.as_ref()?;
         let (pool, n) = self.pool_workloads(w);
-        let capacity = pool.and_then(|p| {
-            let p = &self.config.pools[p];
-            match r {
-                Resource::Cpu => p.cpu,
-                Resource::Memory => p.memory.map(|m| m.0 as f64),
-                _ => None,
-            }
-        });
+        let capacity = pool.and_then(|p| self.config.pools[p].capacity(r));
         let key = SeriesKey {
             host: self.host.clone(),
             workload: w.clone(),
@@ -1595,13 +1616,10 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             problem.units.insert(Resource::Cpu, u);
         }
         for p in &self.config.pools {
-            let mut capacity = BTreeMap::new();
-            if let Some(c) = p.cpu {
-                capacity.insert(Resource::Cpu, c);
-            }
-            if let Some(m) = p.memory {
-                capacity.insert(Resource::Memory, m.0 as f64);
-            }
+            let capacity = PLANNED
+                .iter()
+                .filter_map(|&r| Some((r, p.capacity(r)?)))
+                .collect();
             problem.pools.push(Pool {
                 name: p.name.clone(),
                 parent: p
@@ -2152,18 +2170,14 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             return Err(format!(
                 "resource: {} is not planned (requests are for {})",
                 request.resource,
-                PLANNED.map(|r| r.as_str()).join(" or ")
+                PLANNED.map(|r| r.as_str()).join(", ")
             ));
         }
         if !(request.amount.is_finite() && request.amount > 0.0) {
             return Err(format!(
                 "amount: {} must be a finite number > 0 ({})",
                 request.amount,
-                if request.resource == Resource::Cpu {
-                    "cores"
-                } else {
-                    "bytes"
-                }
+                request.resource.unit()
             ));
         }
         if request.duration_s == 0 {
@@ -2545,13 +2559,10 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .pools
             .iter()
             .map(|p| {
-                let mut capacity = BTreeMap::new();
-                if let Some(c) = p.cpu {
-                    capacity.insert(Resource::Cpu, c);
-                }
-                if let Some(m) = p.memory {
-                    capacity.insert(Resource::Memory, m.0 as f64);
-                }
+                let capacity = PLANNED
+                    .iter()
+                    .filter_map(|&r| Some((r, p.capacity(r)?)))
+                    .collect();
                 PoolView {
                     name: p.name.clone(),
                     parent: p.parent.clone(),
@@ -2752,12 +2763,14 @@ fn root_of(problem: &Problem, mut p: usize) -> usize {
 }
 
 /// The usage of one sample as (resource, value).
-fn values(u: &Usage) -> [(Resource, Option<f64>); 4] {
+fn values(u: &Usage) -> [(Resource, Option<f64>); 6] {
     [
         (Resource::Cpu, u.cpu_cores),
         (Resource::Memory, u.memory_bytes),
         (Resource::IoRead, u.io_read),
         (Resource::IoWrite, u.io_write),
+        (Resource::NetRx, u.net_rx),
+        (Resource::NetTx, u.net_tx),
     ]
 }
 

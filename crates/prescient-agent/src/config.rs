@@ -541,9 +541,31 @@ pub struct PoolConfig {
     /// Memory (default: the machine's memory).
     #[serde(default)]
     pub memory: Option<ByteSize>,
+    /// Network receive capacity, bytes per second (e.g. `"125MB"` for a
+    /// 1 Gbit/s link). Without it, received bytes are planned unlimited
+    /// (each workload at its forecast). Network is planned and reported,
+    /// never enforced: cgroups have no network knob.
+    #[serde(default)]
+    pub net_rx: Option<ByteSize>,
+    /// Network send capacity, bytes per second (likewise).
+    #[serde(default)]
+    pub net_tx: Option<ByteSize>,
     /// Spread capacity no forecast wants over the workloads.
     #[serde(default)]
     pub spread_spare: bool,
+}
+
+impl PoolConfig {
+    /// Its capacity of `r` in the resource's unit, where it has one.
+    pub fn capacity(&self, r: Resource) -> Option<f64> {
+        match r {
+            Resource::Cpu => self.cpu,
+            Resource::Memory => self.memory.map(|m| m.0 as f64),
+            Resource::NetRx => self.net_rx.map(|m| m.0 as f64),
+            Resource::NetTx => self.net_tx.map(|m| m.0 as f64),
+            _ => None,
+        }
+    }
 }
 
 /// `[[workload]]`: a selector and a policy.
@@ -1108,14 +1130,16 @@ impl Config {
                     "must be a positive number of cores",
                 );
             }
-            if let Some(m) = p.memory
-                && m.0 == 0
-            {
-                bad(
-                    format!("{k}.memory"),
-                    format!("\"{m}\""),
-                    "must be positive",
-                );
+            for (key, v) in [
+                ("memory", p.memory),
+                ("net_rx", p.net_rx),
+                ("net_tx", p.net_tx),
+            ] {
+                if let Some(m) = v
+                    && m.0 == 0
+                {
+                    bad(format!("{k}.{key}"), format!("\"{m}\""), "must be positive");
+                }
             }
         }
         for (i, p) in self.pools.iter().enumerate() {
@@ -1755,6 +1779,10 @@ mod tests {
         assert_eq!(i[0].key, "pool[0].cpu");
         assert!(i[0].problem.contains("2.5 cores (a 1.5, b 1)"), "{}", i[0]);
         assert_eq!(i[1].key, "pool[0].memory");
+        let i = issues("[[pool]]\nname = \"h\"\nnet_rx = \"125MB\"\nnet_tx = 0\n");
+        assert_eq!(i.len(), 1, "{i:?}");
+        assert_eq!(i[0].key, "pool[0].net_tx");
+        assert!(i[0].problem.contains("positive"), "{}", i[0]);
         let i = issues("[[workload]]\nname = \"a\"\ncgroup = \"/a/[\"\n");
         assert_eq!(i[0].key, "workload[0].cgroup", "{i:?}");
         let i = issues("[[workload]]\nname = \"a/b\"\n");
@@ -1818,6 +1846,50 @@ mod tests {
         let e =
             Overrides::from_env([("PRESCIENT_MODE".to_string(), "on".to_string())]).unwrap_err();
         assert!(e.to_string().contains("PRESCIENT_MODE=\"on\""), "{e}");
+    }
+
+    #[test]
+    fn on_one_key_the_environment_overrides_the_file_and_flags_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[agent]\npolicy = \"window-max\"\n[store]\npath = \"/file.db\"\n",
+        )
+        .unwrap();
+        let env = Overrides::from_env([
+            ("PRESCIENT_POLICY".to_string(), "vpa".to_string()),
+            ("PRESCIENT_STORE".to_string(), "/env.db".to_string()),
+        ])
+        .unwrap();
+        let layered = |flags: Overrides| {
+            ConfigSource::Layered {
+                file: Some(path.clone()),
+                env: env.clone(),
+                flags,
+            }
+            .load()
+            .unwrap()
+        };
+        let c = layered(Overrides::default());
+        assert_eq!(c.agent.policy, "vpa", "the environment over the file");
+        assert_eq!(c.store.path, PathBuf::from("/env.db"));
+        let c = layered(Overrides {
+            policy: Some("reactive".into()),
+            store_path: Some("/flag.db".into()),
+            ..Overrides::default()
+        });
+        assert_eq!(c.agent.policy, "reactive", "the flags over the environment");
+        assert_eq!(c.store.path, PathBuf::from("/flag.db"));
+        // A layer that does not give the key leaves the one below it.
+        let c = ConfigSource::Layered {
+            file: Some(path.clone()),
+            env: Overrides::default(),
+            flags: Overrides::default(),
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.agent.policy, "window-max");
     }
 
     #[test]

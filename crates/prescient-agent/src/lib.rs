@@ -89,7 +89,8 @@ use std::time::Duration;
 pub use agent::{Agent, Counters, Machine, RunSummary, resolve};
 pub use config::{Config, ConfigError, ConfigSource, Mode, Overrides};
 pub use ports::{
-    Clock, Found, LinuxObserver, Observer, Signals, Sink, SinkError, StoreSink, SystemClock, Usage,
+    Clock, Found, LinuxObserver, Observer, RawCounter, Signals, Sink, SinkError, StoreSink,
+    SystemClock, Usage,
 };
 pub use timing::{StageStats, StageTimes};
 

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use prescient_core::{DemandProfile, HostId, Plan, Sample, SeriesKey, TimestampMs};
 use prescient_linux::enforce::AuditRecord;
+use prescient_store::Counter;
 
 use crate::ports::{Found, Sink, SinkError};
 
@@ -34,10 +35,14 @@ pub enum Record {
 #[derive(Debug)]
 pub struct Outbox {
     samples: VecDeque<(SeriesKey, Sample)>,
+    /// Raw counter readings, bounded like the samples (on their own).
+    counters: VecDeque<(SeriesKey, Counter)>,
     records: VecDeque<Record>,
     max_samples: usize,
     /// Samples dropped because the queue was full.
     pub dropped_samples: u64,
+    /// Counter readings dropped (queue full, or refused by the store).
+    pub dropped_counters: u64,
     /// Records dropped (queue full, or refused repeatedly).
     pub dropped_records: u64,
     /// Samples written.
@@ -53,9 +58,11 @@ impl Outbox {
     pub fn new(max_samples: usize) -> Self {
         Outbox {
             samples: VecDeque::new(),
+            counters: VecDeque::new(),
             records: VecDeque::new(),
             max_samples: max_samples.max(1),
             dropped_samples: 0,
+            dropped_counters: 0,
             dropped_records: 0,
             stored_samples: 0,
             failures: 0,
@@ -75,11 +82,26 @@ impl Outbox {
         self.trim();
     }
 
+    /// Queues a raw counter reading, dropping the oldest when full.
+    pub fn push_counter(&mut self, key: SeriesKey, c: Counter) {
+        self.counters.push_back((key, c));
+        self.trim();
+    }
+
     fn trim(&mut self) {
         while self.samples.len() > self.max_samples {
             self.samples.pop_front();
             self.dropped_samples += 1;
         }
+        while self.counters.len() > self.max_samples {
+            self.counters.pop_front();
+            self.dropped_counters += 1;
+        }
+    }
+
+    /// Counter readings waiting.
+    pub fn counters_len(&self) -> usize {
+        self.counters.len()
     }
 
     /// Queues a record; a state record replaces a queued one of the same key.
@@ -149,6 +171,22 @@ impl Outbox {
             sink.ingest(&batch)?;
             self.samples.drain(..n);
             self.stored_samples += n as u64;
+            wrote_samples = true;
+        }
+        while !self.counters.is_empty() {
+            let n = self.counters.len().min(BATCH);
+            let batch: Vec<(SeriesKey, Counter)> = self.counters.range(..n).cloned().collect();
+            match sink.ingest_counters(&batch) {
+                Ok(()) => {}
+                // The store took the samples but not these: holding them
+                // would hold up everything behind them.
+                Err(e) if wrote_samples => {
+                    log::error!("dropping {n} counter readings the store refuses: {e}");
+                    self.dropped_counters += n as u64;
+                }
+                Err(e) => return Err(e),
+            }
+            self.counters.drain(..n);
             wrote_samples = true;
         }
         while let Some(r) = self.records.front() {
@@ -235,6 +273,13 @@ mod tests {
     impl Sink for Calls {
         fn ingest(&mut self, batch: &[(SeriesKey, Sample)]) -> Result<(), SinkError> {
             self.0.push(format!("ingest {}", batch.len()));
+            Ok(())
+        }
+        fn ingest_counters(&mut self, batch: &[(SeriesKey, Counter)]) -> Result<(), SinkError> {
+            if batch.iter().any(|(k, _)| k.workload.0 == "bad") {
+                return Err(SinkError("no such series".into()));
+            }
+            self.0.push(format!("counters {}", batch.len()));
             Ok(())
         }
         fn save_plan(&mut self, _: &Plan) -> Result<(), SinkError> {
@@ -349,5 +394,28 @@ mod tests {
         assert_eq!(sink.0, ["ingest 1", "profile", "profile"]);
         assert_eq!(o.dropped_records, 1);
         assert_eq!(o.records_len(), 0);
+    }
+
+    #[test]
+    fn counters_go_after_the_samples_and_a_refused_batch_does_not_block() {
+        let mut o = Outbox::new(2);
+        o.push_sample(key("a"), Sample::new(0, 1.0));
+        for v in 0..3 {
+            o.push_counter(key("a"), Counter::new(v, "", v as u64));
+        }
+        assert_eq!((o.counters_len(), o.dropped_counters), (2, 1), "bounded");
+        let mut sink = Calls::default();
+        o.flush(&mut sink).unwrap();
+        assert_eq!(sink.0, ["ingest 1", "counters 2"]);
+        assert_eq!(o.counters_len(), 0);
+        // Refused while the samples go in: dropped, not held.
+        o.push_sample(key("a"), Sample::new(1, 1.0));
+        o.push_counter(key("bad"), Counter::new(1, "", 1));
+        o.flush(&mut sink).unwrap();
+        assert_eq!((o.counters_len(), o.dropped_counters), (0, 2));
+        // Refused with nothing else written: held for the next flush.
+        o.push_counter(key("bad"), Counter::new(2, "", 2));
+        assert!(o.flush(&mut sink).is_err());
+        assert_eq!(o.counters_len(), 1);
     }
 }

@@ -537,6 +537,8 @@ pub fn prepare(mut config: Config, trace: &LoadedTrace, trace_path: &Path) -> Co
                 memory: Some(ByteSize(gib_ceil(
                     trace.peak_total(Some(&h), Resource::Memory),
                 ))),
+                net_rx: None,
+                net_tx: None,
                 spread_spare: false,
             });
         }

@@ -80,8 +80,14 @@ fn run(c: Config, secs: f64) -> prescient_agent::RunSummary {
     .unwrap()
 }
 
+/// The tree of `test` with `busy` and `idle`; `None` (after a skip) where
+/// kernel tests cannot run or no hierarchy gives the tree a cpu
+/// controller to write (a pure v2 host that does not delegate it).
 fn setup(test: &str) -> Option<TestTree> {
     let mut tree = TestTree::for_test(test)?;
+    if !tree.can_enforce(test, &["cpu"]) {
+        return None;
+    }
     let busy = tree.spawn_busy().unwrap();
     let idle = tree.spawn_sleep().unwrap();
     tree.move_into("/busy", busy).unwrap();
@@ -120,6 +126,13 @@ fn recommend_mode_on_the_real_kernel_records_and_changes_nothing() {
     assert!(cpu.len() >= 10, "{} samples", cpu.len());
     let mean = cpu.iter().map(|s| s.value).sum::<f64>() / cpu.len() as f64;
     assert!(mean > 0.3, "busy used {mean} cores");
+    // The raw counters are stored too, and give the same rates again.
+    let again = store.rates_from_counters(id, 0, i64::MAX).unwrap();
+    assert_eq!(again.len(), cpu.len());
+    for (a, b) in again.iter().zip(&cpu) {
+        assert_eq!(a.ts, b.ts);
+        assert!((a.value - b.value).abs() < 1e-9, "{a:?} {b:?}");
+    }
     let plan = store
         .latest_plan(&HostId("pool".into()))
         .unwrap()
@@ -171,4 +184,204 @@ fn enforce_mode_on_the_real_kernel_writes_the_plan_and_restores_it() {
     assert!(s.counters.resumed_plans >= 1);
     assert_eq!(cpu_weight(&tree, "/busy"), busy.to_string(), "restored");
     assert_eq!(cpu_weight(&tree, "/idle"), idle.to_string(), "restored");
+}
+
+/// Runs `cmd` to success, or panics with its output.
+fn must(cmd: &mut std::process::Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (iproute2 and util-linux are needed)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Reads one line of a child's stdout.
+fn line_of(tree: &mut TestTree, pid: i32) -> String {
+    use std::io::BufRead;
+    let out = tree.child(pid).unwrap().stdout.as_mut().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    line.trim().to_string()
+}
+
+/// Observes `cgroups` every 100 ms after a first pass at `since` until
+/// `done` holds for the sums of each workload's rates x time since (net
+/// received, net sent, CPU), or a minute passes (the machine is shared).
+fn observe_until(
+    o: &mut prescient_agent::LinuxObserver,
+    cgroups: &[prescient_linux::CgroupPath],
+    since: i64,
+    done: impl Fn(&std::collections::BTreeMap<String, [f64; 3]>) -> bool,
+) -> std::collections::BTreeMap<String, [f64; 3]> {
+    use prescient_agent::Observer;
+    let start = std::time::Instant::now();
+    let mut sums = std::collections::BTreeMap::new();
+    let mut last = since;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = prescient_agent::ports::wall_ms();
+        for (cg, u) in o.observe(cgroups, now) {
+            let s: &mut [f64; 3] = sums.entry(cg.to_string()).or_default();
+            let dt = (now - last) as f64 / 1000.0;
+            s[0] += u.net_rx.unwrap_or(0.0) * dt;
+            s[1] += u.net_tx.unwrap_or(0.0) * dt;
+            s[2] += u.cpu_cores.unwrap_or(0.0) * dt;
+        }
+        last = now;
+        if done(&sums) {
+            return sums;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not seen within a minute: {sums:?}"
+        );
+    }
+}
+
+fn workloads(text: &str) -> Vec<prescient_agent::config::WorkloadConfig> {
+    Config::from_toml(text, Path::new("observer.toml"))
+        .unwrap()
+        .workloads
+}
+
+#[test]
+fn the_observer_counts_the_bytes_of_a_workloads_own_network_namespace() {
+    use prescient_agent::{LinuxObserver, Observer};
+    use prescient_linux::{ProcFs, Root};
+    use std::process::{Command, Stdio};
+    let test = "agent_net";
+    let Some(mut tree) = TestTree::for_test(test) else {
+        return;
+    };
+    // Two network namespaces, each held by a process of this test
+    // (`unshare -n` executes its command in place: the pid is the
+    // process's), joined by a veth pair created directly inside them:
+    // nothing is added to the host's namespace, and everything goes when
+    // the processes end.
+    let sink = tree
+        .spawn(
+            Command::new("unshare")
+                .args(["-n", "sh", "-c", "echo ready; exec sleep 3600"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped()),
+        )
+        .unwrap();
+    // The workload sends 100 datagrams of 1,000 bytes to the sink when
+    // told to.
+    let sender = tree
+        .spawn(
+            Command::new("unshare")
+                .args([
+                    "-n",
+                    "bash",
+                    "-c",
+                    "echo ready; read go; for i in $(seq 1 100); do printf '%01000d' 0 > /dev/udp/10.77.0.2/9; done; echo sent; exec sleep 3600",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )
+        .unwrap();
+    assert_eq!(line_of(&mut tree, sink), "ready");
+    assert_eq!(line_of(&mut tree, sender), "ready");
+    let (s, w) = (sink.to_string(), sender.to_string());
+    must(Command::new("ip").args([
+        "link", "add", "veth0", "netns", &w, "type", "veth", "peer", "name", "veth0", "netns", &s,
+    ]));
+    for (pid, addr) in [(&w, "10.77.0.1/24"), (&s, "10.77.0.2/24")] {
+        must(
+            Command::new("nsenter")
+                .args(["-t", pid, "-n", "ip", "addr", "add", addr, "dev", "veth0"]),
+        );
+        must(Command::new("nsenter").args(["-t", pid, "-n", "ip", "link", "set", "veth0", "up"]));
+    }
+    tree.move_into("/net", sender).unwrap();
+    let host = tree.spawn_sleep().unwrap();
+    tree.move_into("/host", host).unwrap();
+
+    let mut o = LinuxObserver::new(tree.fs.clone(), ProcFs::new(Root::live()));
+    let found = o
+        .discover(
+            &workloads(
+                "[[workload]]\nname = \"net\"\ncgroup = \"/net\"\n\
+                 [[workload]]\nname = \"host\"\ncgroup = \"/host\"\n",
+            ),
+            false,
+        )
+        .unwrap();
+    let cgroups: Vec<_> = found.iter().map(|f| f.cgroup.clone()).collect();
+    assert_eq!(cgroups.len(), 2, "{found:?}");
+    let since = prescient_agent::ports::wall_ms();
+    o.observe(&cgroups, since);
+    {
+        use std::io::Write;
+        let stdin = tree.child(sender).unwrap().stdin.as_mut().unwrap();
+        writeln!(stdin, "go").unwrap();
+    }
+    assert_eq!(line_of(&mut tree, sender), "sent");
+    // Each datagram is 1,000 bytes + 8 (UDP) + 20 (IPv4) + 14 (Ethernet).
+    let want = 100.0 * 1042.0;
+    let sums = observe_until(&mut o, &cgroups, since, |s| {
+        s.get("/net").is_some_and(|n| n[1] >= want - 0.5)
+    });
+    let net = sums["/net"];
+    // Only what the namespace's links carried (some IPv6 and ARP chatter
+    // besides the datagrams); the sink's answers (ARP, ICMP) came back.
+    assert!(net[1] < want + 20_000.0, "{net:?}");
+    assert!(net[0] > 0.0, "{net:?}");
+    // The `sleep` in the host's namespace: its bytes are not told.
+    let h = o.observe(&cgroups, prescient_agent::ports::wall_ms() + 1000);
+    let h = h.iter().find(|(c, _)| c.to_string() == "/host").unwrap();
+    assert_eq!((h.1.net_rx, h.1.net_tx), (None, None));
+}
+
+#[test]
+fn recommend_mode_observes_a_process_workload_from_proc_without_moving_it() {
+    use prescient_agent::{LinuxObserver, Observer};
+    use prescient_linux::{ProcFs, Root};
+    use std::process::{Command, Stdio};
+    let test = "agent_proc_workload";
+    let Some(mut tree) = TestTree::for_test(test) else {
+        return;
+    };
+    tree.hog_cpu().unwrap();
+    let token = format!("prescient-busy-{}", std::process::id());
+    let busy = tree
+        .spawn(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done", &token])
+                .stdin(Stdio::null()),
+        )
+        .unwrap();
+    let cgroups_before = std::fs::read_to_string(format!("/proc/{busy}/cgroup")).unwrap();
+    let mut o = LinuxObserver::new(tree.fs.clone(), ProcFs::new(Root::live()));
+    let found = o
+        .discover(
+            &workloads(&format!(
+                "[[workload]]\nname = \"busy\"\ncommand_regex = \"{token}\"\n"
+            )),
+            false,
+        )
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let cg = vec![found[0].cgroup.clone()];
+    // A busy loop: about a core; seen as soon as a few tenths of a
+    // core-second add up.
+    let since = prescient_agent::ports::wall_ms();
+    o.observe(&cg, since);
+    let sums = observe_until(&mut o, &cg, since, |s| {
+        s.get("/busy").is_some_and(|b| b[2] > 0.3)
+    });
+    assert!(sums["/busy"][2] > 0.3);
+    let u = o.observe(&cg, prescient_agent::ports::wall_ms() + 1000);
+    assert!(u[0].1.memory_bytes.is_some_and(|m| m > 0.0), "{u:?}");
+    // Left where it was: no group made, not moved.
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{busy}/cgroup")).unwrap(),
+        cgroups_before
+    );
+    assert!(tree.dirs().iter().all(|d| !d.join("busy").exists()));
 }

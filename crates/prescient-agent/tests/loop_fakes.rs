@@ -374,3 +374,78 @@ fn an_unknown_policy_is_refused_with_the_known_ones() {
     assert!(e[0].problem.contains("prescient, vpa,"), "{e:?}");
     assert!(e[0].problem.contains("static-equal"), "{e:?}");
 }
+
+#[test]
+fn network_is_stored_forecast_and_planned_within_the_pool_but_never_enforced() {
+    const MB: f64 = 1e6;
+    let sink = FakeSink::default();
+    let mut c = config(Mode::Enforce);
+    // A 10 MB/s uplink; received bytes have no capacity.
+    c.pools[0].net_tx = Some(prescient_agent::units::ByteSize(10_000_000));
+    let c = resolve(c, &MACHINE).unwrap();
+    let mut observer = FakeObserver::new();
+    // Both in network namespaces of their own: `busy` sends 8 MB/s and
+    // `idle` 4 MB/s, 12 MB/s in all for 10 MB/s of uplink.
+    observer.net = Some(Box::new(|cg, _| {
+        Some(if cg == "/busy" {
+            (1.0 * MB, 8.0 * MB)
+        } else {
+            (0.5 * MB, 4.0 * MB)
+        })
+    }));
+    let mut a = Agent::new(
+        c,
+        MACHINE,
+        observer,
+        sink.clone(),
+        Some(fake_enforcer()),
+        clock(),
+    );
+    let s = a.run(&Signals::new(), Some(T0 + 60_000), &no_reload);
+    let st = sink.0.borrow();
+    // Stored: 60 passes x 2 workloads x (cpu, memory, net_rx, net_tx).
+    assert_eq!(st.samples.len(), 60 * 2 * 4);
+    assert!(st.samples.iter().any(|(k, s)| k.resource == Resource::NetTx
+        && k.workload.0 == "busy"
+        && s.value == 8.0 * MB));
+    // Forecast...
+    assert!(
+        a.observations(&WorkloadId("busy".into()), Resource::NetTx)
+            .unwrap()
+            >= 11
+    );
+    assert!(st.states.keys().any(|k| k == "forecast/h1/busy/net_tx"));
+    // ...and planned: the uplink partitioned, received bytes unlimited.
+    let plan = st.plans.last().unwrap();
+    let get = |w: &str, r: Resource| {
+        plan.entries
+            .iter()
+            .find(|e| e.workload.0 == w && e.resource == r)
+            .map(|e| e.allocation)
+            .unwrap_or_else(|| panic!("no {r} for {w} in {plan:?}"))
+    };
+    let (busy_tx, idle_tx) = (get("busy", Resource::NetTx), get("idle", Resource::NetTx));
+    assert!(
+        busy_tx + idle_tx <= 10.0 * MB + 1.0,
+        "{busy_tx} + {idle_tx}"
+    );
+    assert!(busy_tx > idle_tx, "{busy_tx} {idle_tx}");
+    assert!(get("busy", Resource::NetRx) >= 1.0 * MB * 0.99);
+    assert!(get("idle", Resource::NetRx) >= 0.5 * MB * 0.99);
+    let pool = a.live_view(T0).pools.remove(0);
+    assert_eq!(pool.capacity.get(&Resource::NetTx), Some(&10e6));
+    assert_eq!(pool.capacity.get(&Resource::NetRx), None);
+    // Never enforced: no cgroup knob for network; only CPU and memory
+    // limits were written.
+    assert!(s.counters.writes > 0);
+    let writes = &a.enforcer().unwrap().writes;
+    assert!(
+        writes.iter().all(|(_, w)| !matches!(w, Setting::IoMax(..))),
+        "{writes:?}"
+    );
+    assert!(
+        st.audit
+            .iter()
+            .all(|r| !r.after.as_deref().unwrap_or("").contains("rbps"))
+    );
+}

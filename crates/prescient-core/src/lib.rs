@@ -23,4 +23,4 @@ pub use plan::{Plan, PlanEntry};
 pub use policy::{PolicyError, ResourcePolicy};
 pub use profile::{DemandProfile, ProfileError, Quantiles};
 pub use resource::{Resource, UnknownResource};
-pub use sample::{Sample, TimestampMs};
+pub use sample::{Sample, TimestampMs, counter_rate};

@@ -80,6 +80,19 @@ impl Resource {
         }
     }
 
+    /// For a resource measured as the rate of a cumulative counter: how
+    /// many counter units one unit of the resource for one second is (CPU:
+    /// 1e6, the counter being CPU time in µs; bytes/s: 1, the counter being
+    /// bytes). `None` for gauges (memory in use, disk activity), which are
+    /// stored as they are read.
+    pub fn counter_scale(self) -> Option<f64> {
+        match self {
+            Resource::Cpu => Some(1e6),
+            Resource::IoRead | Resource::IoWrite | Resource::NetRx | Resource::NetTx => Some(1.0),
+            Resource::Memory | Resource::DiskIo => None,
+        }
+    }
+
     /// Whether running short slows a workload down (CPU, I/O, network) rather
     /// than killing it (memory: an out-of-memory kill).
     pub fn is_compressible(self) -> bool {

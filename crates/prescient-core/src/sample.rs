@@ -20,3 +20,15 @@ impl Sample {
         Sample { ts, value }
     }
 }
+
+/// The rate of a cumulative counter: `(cur - prev)` per second over
+/// `elapsed_ms`; `None` when the counter went back (it was reset: a cgroup
+/// or process recreated, an interface re-added, a wrap) or no time passed.
+/// The live rates and the rates rederived from stored counters both come
+/// from this.
+pub fn counter_rate(cur: u64, prev: u64, elapsed_ms: i64) -> Option<f64> {
+    if elapsed_ms <= 0 || cur < prev {
+        return None;
+    }
+    Some((cur - prev) as f64 * 1000.0 / elapsed_ms as f64)
+}

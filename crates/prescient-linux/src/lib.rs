@@ -10,6 +10,8 @@
 //!   `cpuacct`, `memory`, `blkio`), one [`CgroupSample`] per cgroup.
 //! - [`procfs`]: processes and threads (`stat`, `status`, `io`, `cmdline`,
 //!   owner, libraries from `maps`, cgroups), network bytes per namespace.
+//! - [`net`]: network bytes per workload, from the network namespaces its
+//!   processes have to themselves.
 //! - [`rates`]: rates as pure functions of (sample, previous, elapsed).
 //! - [`discover`]: workloads by selectors (cgroup globs, process matches,
 //!   labels), and grouping of matched processes into cgroups of the
@@ -33,6 +35,7 @@ pub mod enforce;
 pub mod glob;
 pub mod io;
 pub mod layout;
+pub mod net;
 pub mod parse;
 pub mod path;
 pub mod procfs;

@@ -371,6 +371,12 @@ pub struct ProcessSample {
     pub cmdline: Vec<String>,
 }
 
+/// Clock ticks per second (`USER_HZ`), the unit of the CPU times of
+/// `stat`: what [`crate::rates::process_rates`] takes.
+pub fn clock_ticks() -> u64 {
+    rustix::param::clock_ticks_per_second().max(1)
+}
+
 /// Reads `/proc` under a [`Root`].
 #[derive(Debug, Clone)]
 pub struct ProcFs {
@@ -461,6 +467,17 @@ impl ProcFs {
     /// The inode of the process's network namespace.
     pub fn net_ns(&self, pid: i32) -> Result<Option<u64>, ReadError> {
         let path = self.path(pid, None, "ns/net");
+        match std::fs::read_link(&path) {
+            Ok(t) => Ok(parse_ns_link(&t.to_string_lossy())),
+            Err(e) if is_vanished(&e) => Ok(None),
+            Err(source) => Err(ReadError::Io { path, source }),
+        }
+    }
+
+    /// The inode of the reading process's own network namespace
+    /// (`/proc/self/ns/net` under the root): on a host, the host's.
+    pub fn own_net_ns(&self) -> Result<Option<u64>, ReadError> {
+        let path = self.proc_dir.join("self/ns/net");
         match std::fs::read_link(&path) {
             Ok(t) => Ok(parse_ns_link(&t.to_string_lossy())),
             Err(e) if is_vanished(&e) => Ok(None),

@@ -11,13 +11,9 @@ use crate::collect::CgroupSample;
 use crate::procfs::{NetDev, ProcessSample};
 
 /// `(cur - prev)` per second over `elapsed_ms`; `None` when the counter
-/// went back or no time passed.
-pub fn counter_rate(cur: u64, prev: u64, elapsed_ms: i64) -> Option<f64> {
-    if elapsed_ms <= 0 || cur < prev {
-        return None;
-    }
-    Some((cur - prev) as f64 * 1000.0 / elapsed_ms as f64)
-}
+/// went back or no time passed (prescient-core's, shared with the store's
+/// rederivation of rates from stored counters).
+pub use prescient_core::counter_rate;
 
 fn opt_rate(cur: Option<u64>, prev: Option<u64>, elapsed_ms: i64) -> Option<f64> {
     counter_rate(cur?, prev?, elapsed_ms)
@@ -199,6 +195,49 @@ pub fn process_rates(
     }
 }
 
+/// Rates of a group of processes observed one by one (a process-match
+/// workload read from `/proc`, not through a cgroup), between two passes
+/// over its processes: CPU and storage I/O summed over the processes in
+/// both `cur` and `prev` (the same pid and start time), resident memory
+/// summed over `cur`. A process that started between the passes adds
+/// nothing to the rates until the next pass, and one that exited takes
+/// its last interval with it: a cgroup's counters do not have these gaps.
+/// CPU and I/O are `None` when no process is in both passes (I/O also
+/// when no such process's `io` could be read).
+pub fn group_rates(
+    cur: &[ProcessSample],
+    prev: &[ProcessSample],
+    elapsed_ms: i64,
+    clock_ticks: u64,
+) -> ProcessRates {
+    let mut out = ProcessRates::default();
+    let add = |sum: &mut Option<f64>, v: Option<f64>| {
+        if let Some(v) = v {
+            *sum = Some(sum.unwrap_or(0.0) + v);
+        }
+    };
+    for c in cur {
+        let rss = c
+            .status
+            .as_ref()
+            .and_then(|s| s.vm_rss_kb)
+            .map(|kb| kb as f64 * 1024.0);
+        add(&mut out.rss_bytes, rss);
+        let Some(p) = prev
+            .iter()
+            .find(|p| p.stat.pid == c.stat.pid && p.stat.starttime == c.stat.starttime)
+        else {
+            continue;
+        };
+        let r = process_rates(c, p, elapsed_ms, clock_ticks);
+        add(&mut out.cpu_cores, r.cpu_cores);
+        add(&mut out.read_bytes_per_sec, r.read_bytes_per_sec);
+        add(&mut out.write_bytes_per_sec, r.write_bytes_per_sec);
+        add(&mut out.major_faults_per_sec, r.major_faults_per_sec);
+    }
+    out
+}
+
 /// Network rates of one network namespace: bytes per second received and
 /// sent, over the interfaces present in both samples, loopback excluded.
 pub fn net_rates(cur: &[NetDev], prev: &[NetDev], elapsed_ms: i64) -> (Option<f64>, Option<f64>) {
@@ -267,6 +306,114 @@ mod tests {
             dios: 0,
         }]);
         s
+    }
+
+    fn dev(name: &str, rx: u64, tx: u64) -> NetDev {
+        NetDev {
+            interface: name.into(),
+            rx_bytes: rx,
+            rx_packets: 0,
+            rx_errors: 0,
+            rx_dropped: 0,
+            tx_bytes: tx,
+            tx_packets: 0,
+            tx_errors: 0,
+            tx_dropped: 0,
+        }
+    }
+
+    #[test]
+    fn net_rates_sum_the_interfaces_in_both_samples_without_loopback() {
+        let prev = [
+            dev("lo", 1_000, 1_000),
+            dev("eth0", 10_000, 5_000),
+            dev("veth1", 0, 0),
+        ];
+        let cur = [
+            // Loopback never leaves the namespace: not counted.
+            dev("lo", 900_000, 900_000),
+            dev("eth0", 14_000, 6_000),
+            dev("veth1", 2_000, 1_000),
+            // Appeared since: no previous value, no rate.
+            dev("eth1", 50_000, 50_000),
+        ];
+        assert_eq!(
+            net_rates(&cur, &prev, 2_000),
+            (Some(3_000.0), Some(1_000.0))
+        );
+        // A counter that went back (an interface recreated) adds nothing;
+        // the others still count.
+        let reset = [dev("eth0", 100, 100), dev("veth1", 4_000, 3_000)];
+        assert_eq!(
+            net_rates(&reset, &cur, 1_000),
+            (Some(2_000.0), Some(2_000.0))
+        );
+        // Only loopback: a namespace with no link uses none.
+        assert_eq!(
+            net_rates(&[dev("lo", 9, 9)], &[dev("lo", 1, 1)], 1_000),
+            (Some(0.0), Some(0.0))
+        );
+        assert_eq!(net_rates(&cur, &prev, 0), (None, None));
+        assert_eq!(net_rates(&cur, &prev, -1), (None, None));
+    }
+
+    fn proc_sample(pid: i32, start: u64, ticks: u64, rss_kb: u64, read: u64) -> ProcessSample {
+        use crate::procfs::{ProcIo, ProcStatus, parse_stat};
+        let mut stat = parse_stat(
+            "1 (w) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0",
+        )
+        .unwrap();
+        stat.pid = pid;
+        stat.starttime = start;
+        stat.utime = ticks;
+        stat.stime = ticks;
+        ProcessSample {
+            ts: 0,
+            stat,
+            status: Some(ProcStatus {
+                vm_rss_kb: Some(rss_kb),
+                ..ProcStatus::default()
+            }),
+            io: Some(ProcIo {
+                read_bytes: read,
+                ..ProcIo::default()
+            }),
+            cmdline: vec!["w".into()],
+        }
+    }
+
+    #[test]
+    fn group_rates_sum_the_processes_in_both_passes() {
+        let prev = [
+            proc_sample(10, 100, 50, 1_000, 0),
+            proc_sample(11, 100, 0, 2_000, 0),
+            // Exits before the next pass.
+            proc_sample(12, 100, 0, 4_000, 0),
+            // Its pid is reused by another process (another start time).
+            proc_sample(13, 100, 500, 8_000, 0),
+        ];
+        let cur = [
+            // 100 ticks (utime + stime) more in 1 s at 100 ticks/s: 1 core.
+            proc_sample(10, 100, 100, 1_000, 4_096),
+            // Half a core.
+            proc_sample(11, 100, 25, 2_000, 0),
+            proc_sample(13, 200, 1, 16_000, 0),
+            // New: its memory counts, its CPU from the next pass.
+            proc_sample(14, 300, 900, 32_000, 0),
+        ];
+        let r = group_rates(&cur, &prev, 1_000, 100);
+        assert_eq!(r.cpu_cores, Some(1.5));
+        assert_eq!(r.read_bytes_per_sec, Some(4_096.0));
+        assert_eq!(
+            r.rss_bytes,
+            Some((1_000 + 2_000 + 16_000 + 32_000) as f64 * 1024.0)
+        );
+        // A first pass: memory only.
+        let first = group_rates(&cur, &[], 1_000, 100);
+        assert_eq!(first.cpu_cores, None);
+        assert_eq!(first.read_bytes_per_sec, None);
+        assert!(first.rss_bytes.is_some());
+        assert_eq!(group_rates(&[], &prev, 1_000, 100), ProcessRates::default());
     }
 
     #[test]

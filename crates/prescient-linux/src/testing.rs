@@ -14,6 +14,14 @@
 //! Tests need root and a cgroup filesystem: without them [`live`] and
 //! [`TestTree::for_test`] print why and skip, unless
 //! `PRESCIENT_REQUIRE_KERNEL_TESTS=1` (as CI sets), when they fail instead.
+//!
+//! What a host does not have at all is another matter: a v1 hierarchy on
+//! a pure-v2 host, a v2 controller that is not in the `cgroup.controllers`
+//! of the test's subtree. No setting of the test run can give it those, so
+//! the tests of them skip with the reason printed, in CI too
+//! ([`skip_absent`], [`TestTree::has_v1`], [`TestTree::has_v2`],
+//! [`TestTree::can_enforce`]); what the host has and the test then cannot
+//! use is a failure.
 
 use std::fs;
 use std::io::{self, Write};
@@ -120,6 +128,17 @@ pub fn skip_or_fail(test: &str, why: &str) {
     let _ = writeln!(
         io::stderr(),
         "SKIPPED {test}: {why} (set {REQUIRE_KERNEL_TESTS}=1 to make this a failure)"
+    );
+}
+
+/// Skips `test`, printing why, whatever [`REQUIRE_KERNEL_TESTS`] says:
+/// for what this host does not have at all (see the module's
+/// documentation). Never for what it has but the test cannot use: that is
+/// [`skip_or_fail`]'s, or a failure.
+pub fn skip_absent(test: &str, why: &str) {
+    let _ = writeln!(
+        io::stderr(),
+        "SKIPPED {test}: {why} (this host does not have it; skipped even with {REQUIRE_KERNEL_TESTS}=1)"
     );
 }
 
@@ -258,6 +277,104 @@ impl TestTree {
     /// The subtree's directory in each hierarchy it was made in.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// Whether this host has a v1 hierarchy for each of `controllers`;
+    /// when it has not, skips `test` with the reason ([`skip_absent`]).
+    pub fn has_v1(&self, test: &str, controllers: &[&str]) -> bool {
+        let missing: Vec<&str> = controllers
+            .iter()
+            .copied()
+            .filter(|c| !self.fs.v1().iter().any(|h| h.has(c)))
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        skip_absent(
+            test,
+            &format!(
+                "no v1 {} hierarchy (layout {:?})",
+                missing.join(", "),
+                self.fs.layout().kind()
+            ),
+        );
+        false
+    }
+
+    /// The v2 controllers this tree's cgroups can have: those in the
+    /// `cgroup.controllers` of its v2 directory (what the test process's
+    /// own cgroup enables for its children). Empty without a v2 hierarchy.
+    pub fn v2_controllers(&self) -> Vec<String> {
+        let Some(h) = self.fs.v2() else {
+            return Vec::new();
+        };
+        fs::read_to_string(h.base_dir().join("cgroup.controllers"))
+            .map(|t| t.split_ascii_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether each of `controllers` is available to this tree in v2 (see
+    /// [`TestTree::v2_controllers`]); when one is not, skips `test` with
+    /// the reason ([`skip_absent`]). One that is listed and then cannot be
+    /// used is the test's failure.
+    pub fn has_v2(&self, test: &str, controllers: &[&str]) -> bool {
+        let Some(h) = self.fs.v2() else {
+            skip_absent(test, "no cgroup v2 hierarchy");
+            return false;
+        };
+        let have = self.v2_controllers();
+        let missing: Vec<&str> = controllers
+            .iter()
+            .copied()
+            .filter(|c| !have.iter().any(|h| h == c))
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        skip_absent(
+            test,
+            &format!(
+                "the v2 controller(s) {} are not in {} (available: {}); the parent cgroup does not enable them for its children",
+                missing.join(", "),
+                h.base_dir().join("cgroup.controllers").display(),
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(" ")
+                }
+            ),
+        );
+        false
+    }
+
+    /// For tests that enforce through whichever version holds the
+    /// controllers (as [`crate::enforce::enforcer_for`] picks): whether
+    /// each of `controllers` is in a v1 hierarchy or available to this
+    /// tree in v2; when one is in neither, skips `test` with the reason
+    /// ([`skip_absent`]).
+    pub fn can_enforce(&self, test: &str, controllers: &[&str]) -> bool {
+        let v2 = self.v2_controllers();
+        let missing: Vec<&str> = controllers
+            .iter()
+            .copied()
+            .filter(|c| !self.fs.v1().iter().any(|h| h.has(c)) && !v2.iter().any(|h| h == c))
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        skip_absent(
+            test,
+            &format!(
+                "{} is neither a v1 hierarchy of this host nor a v2 controller available to this test's cgroup (available in v2: {})",
+                missing.join(", "),
+                if v2.is_empty() {
+                    "none".to_string()
+                } else {
+                    v2.join(" ")
+                }
+            ),
+        );
+        false
     }
 
     /// Starts `cmd`, keeping its handle so that only it is ever killed.

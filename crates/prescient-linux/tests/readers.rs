@@ -55,6 +55,124 @@ fn hybrid_machine_root_sample_reads_each_counter_where_its_controller_is() {
 }
 
 #[test]
+fn a_pure_v1_host_is_told_and_the_collector_reads_each_controller_in_its_hierarchy() {
+    let fs = CgroupFs::detect(Root::new(fixture("v1"))).unwrap();
+    assert_eq!(fs.layout().kind(), LayoutKind::V1);
+    assert!(fs.v2().is_none());
+    for c in ["cpu", "cpuacct", "memory", "blkio"] {
+        let h = fs.for_controller(c).unwrap();
+        assert!(h.base_dir().ends_with(format!("sys/fs/cgroup/{c}")), "{c}");
+    }
+    assert!(
+        fs.primary().unwrap().has("memory"),
+        "discovery walks memory's"
+    );
+    let cg = p("/prescient-capture");
+    let mut c = Collector::new(&fs);
+    let mut errors = Vec::new();
+    let s = c.sample(&cg, 5, &mut errors).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let usage_ns: u64 = fs::read_to_string(fixture(
+        "v1/sys/fs/cgroup/cpuacct/prescient-capture/cpuacct.usage",
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let cpu = s.cpu.unwrap();
+    assert_eq!(cpu.usage_usec, Some(usage_ns / 1000), "cpuacct, ns to µs");
+    assert_eq!(cpu.nr_periods, Some(0), "cpu.stat of the cpu hierarchy");
+    assert_eq!(s.memory_current, Some(7450624));
+    assert_eq!(s.memory_events.unwrap().oom_kill, Some(0));
+    // Block I/O from blkio: 8 MiB read and 8 MiB written on 254:0.
+    let io = s.io.unwrap();
+    assert_eq!(io.len(), 1, "{io:?}");
+    assert_eq!(
+        io[0].device,
+        Some(Device {
+            major: 254,
+            minor: 0
+        })
+    );
+    assert_eq!((io[0].rbytes, io[0].wbytes), (8 << 20, 8 << 20));
+    assert_eq!((io[0].rios, io[0].wios), (16, 8));
+    // No v2: no pressure.
+    assert_eq!(
+        (s.cpu_pressure, s.memory_pressure, s.io_pressure),
+        (None, None, None)
+    );
+}
+
+#[test]
+fn v1_blkio_is_read_through_the_collector_on_a_hybrid_host() {
+    let fs = CgroupFs::detect(Root::new(fixture("hybrid"))).unwrap();
+    let cg = p("/prescient-capture");
+    let mut c = Collector::new(&fs).with_reads(Reads::USAGE);
+    let pass = c.collect(std::slice::from_ref(&cg), 0);
+    assert!(pass.errors.is_empty(), "{:?}", pass.errors);
+    // The cgroup exists only in blkio: I/O is read, the rest is missing.
+    let s = &pass.samples[0];
+    assert_eq!(s.cpu, None);
+    assert_eq!(s.memory_current, None);
+    let io = s.io.as_ref().unwrap();
+    assert_eq!(
+        io[0].device,
+        Some(Device {
+            major: 254,
+            minor: 0
+        })
+    );
+    assert_eq!((io[0].rbytes, io[0].wbytes), (8 << 20, 8 << 20));
+    // A second pass 2 s later with 2 MiB more read: 1 MiB/s.
+    let tmp = copy_fixture("hybrid");
+    let f = tmp
+        .path()
+        .join("sys/fs/cgroup/blkio/prescient-capture/blkio.throttle.io_service_bytes");
+    let fs2 = CgroupFs::detect(Root::new(tmp.path())).unwrap();
+    let mut c2 = Collector::new(&fs2).with_reads(Reads::USAGE);
+    let a = c2.collect(std::slice::from_ref(&cg), 0).samples.remove(0);
+    let text = fs::read_to_string(&f)
+        .unwrap()
+        .replace("254:0 Read 8388608", "254:0 Read 10485760");
+    fs::write(&f, text).unwrap();
+    let b = c2
+        .collect(std::slice::from_ref(&cg), 2_000)
+        .samples
+        .remove(0);
+    let r = cgroup_rates(&b, &a, 2_000);
+    assert_eq!(r.io_read_bytes_per_sec, Some(1_048_576.0));
+    assert_eq!(r.io_write_bytes_per_sec, Some(0.0));
+}
+
+#[test]
+fn discovery_of_systemd_scopes_finds_sessions_and_container_scopes() {
+    let fs = CgroupFs::detect(Root::new(fixture("v2"))).unwrap();
+    let procfs = ProcFs::new(Root::new(fixture("v2")));
+    let d = Discovery::new(vec![Selector::systemd_scopes()], p("/prescient")).unwrap();
+    let w = d.discover(&fs, &procfs).unwrap();
+    let ids: Vec<&str> = w.iter().map(|w| w.id.0.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6c1a2b3d_4e5f_6789_abcd_ef0123456789.slice/cri-containerd-9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b.scope",
+            "system.slice/docker-3f4a1c2b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a.scope",
+            "user.slice/user-1000.slice/session-3.scope",
+        ]
+    );
+    assert!(w.iter().all(|w| w.selector == "systemd-scopes"));
+    // Each labelled by what the path tells.
+    assert_eq!(w[0].labels["kind"], "containerd");
+    assert_eq!(w[1].labels["kind"], "docker");
+    assert_eq!(w[1].labels["container_id"].len(), 64);
+    assert_eq!(w[2].labels["kind"], "systemd-scope");
+    // Services and slices are not scopes.
+    assert!(
+        !ids.iter()
+            .any(|i| i.ends_with(".service") || i.ends_with(".slice"))
+    );
+}
+
+#[test]
 fn based_at_own_cgroups_the_memory_cgroup_is_the_process_api_one() {
     let fs = CgroupFs::detect(Root::new(fixture("hybrid")))
         .unwrap()

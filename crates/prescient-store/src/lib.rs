@@ -1,7 +1,7 @@
 //! Prescient's durable state: one SQLite file (WAL mode), created on first
 //! use by [`Store::open`].
 //!
-//! # Schema (version 2)
+//! # Schema (version 3)
 //!
 //! Every timestamp is an `INTEGER` of milliseconds ([`TimestampMs`]): since
 //! the Unix epoch for live data, since the start of a trace for replayed
@@ -14,6 +14,7 @@
 //! | `workloads` | `id`; unique `(host, name)` | `host`, `name` (the [`WorkloadId`]), `selector` (text: how the collector finds it), `labels` (JSON object of string to string), `created_at`, `updated_at` | what gets an allocation |
 //! | `series` | `id`; unique `(workload_id, resource)` | `workload_id` → `workloads`, `resource` ([`Resource::as_str`]) | one resource of one workload; its `id` is the [`SeriesId`] |
 //! | `samples` | `(series_id, ts)`, `WITHOUT ROWID` | `value` (`REAL`, finite, in the resource's unit) | raw samples, clustered by series then time, so a range query reads one contiguous run |
+//! | `counters` | `(series_id, ts, name)`, `WITHOUT ROWID` | `value` (`INTEGER` ≥ 0: a cumulative count in the counter's unit, [`Resource::counter_scale`]: CPU time in µs, bytes) | the raw counters a rate series' samples were derived from, one row per counter of the series at each reading (`name`: `""` for a cgroup's CPU time, a device, a namespace's interface, a process); kept as long as raw samples; [`Store::rates_from_counters`] derives the rates again (version 3) |
 //! | `rollup_1m`, `rollup_1h` | `(series_id, ts_bucket)`, `WITHOUT ROWID` | `count`, `sum`, `min`, `max` of the raw values whose `ts` falls in `[ts_bucket, ts_bucket + 60 000)` (resp. `3 600 000`) | long history at coarser resolution |
 //! | `retention` | `level` (`raw`, `1m`, `1h`) | `keep_ms` (how long rows are kept), `cutoff_ms` (the cutoff of the last [`Store::apply_retention`], `NULL` before the first) | retention policy per level |
 //! | `profiles` | `id`; index `(series_id, made_at)` | `series_id` → `series`, `made_at`, `start`, `step_ms`, `body` (the [`DemandProfile`](prescient_core::DemandProfile) as JSON) | forecasts: per series the newest [`PROFILE_HISTORY`], then the newest of each 5-minute bucket for 7 days ([`Store::save_profile`]) |
@@ -66,6 +67,7 @@
 //! schema version, leaving such a file byte for byte as it was, and migrates
 //! an older file forward in one transaction.
 
+mod counters;
 mod error;
 mod records;
 mod samples;
@@ -83,6 +85,7 @@ use std::time::Duration;
 use prescient_core::{HostId, Resource, SeriesKey, TimestampMs, WorkloadId};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+pub use counters::{Counter, rates_from_counters};
 pub use error::{Result, StoreError};
 pub use records::{
     AuditEntry, Event, EventId, NewEvent, PROFILE_BUCKET_MS, PROFILE_HISTORY, PROFILE_KEEP_MS,

@@ -139,6 +139,8 @@ impl Default for RetentionPolicy {
 pub struct RetentionReport {
     /// Raw samples.
     pub raw: u64,
+    /// Raw counter readings (kept as long as raw samples).
+    pub counters: u64,
     /// One-minute rollup rows.
     pub minute: u64,
     /// One-hour rollup rows.
@@ -568,6 +570,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
         let mut report = RetentionReport::default();
+        let mut report_counters = 0;
         let levels: [(&str, &str, &str, i64, i64, &mut u64); 3] = [
             ("raw", "samples", "ts", policy.raw_ms, 1, &mut report.raw),
             (
@@ -606,6 +609,15 @@ impl Store {
             for &id in &series {
                 *deleted += delete.execute((id, cutoff)).map_err(&err)? as u64;
             }
+            drop(delete);
+            if level == "raw" {
+                let mut delete = tx
+                    .prepare("DELETE FROM counters WHERE series_id = ?1 AND ts < ?2")
+                    .map_err(&err)?;
+                for &id in &series {
+                    report_counters += delete.execute((id, cutoff)).map_err(&err)? as u64;
+                }
+            }
             tx.execute(
                 "UPDATE retention SET cutoff_ms = ?2 WHERE level = ?1",
                 (level, cutoff),
@@ -613,6 +625,7 @@ impl Store {
             .map_err(&err)?;
         }
         tx.commit().map_err(&err)?;
+        report.counters = report_counters;
         Ok(report)
     }
 

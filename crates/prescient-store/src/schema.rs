@@ -148,6 +148,18 @@ CREATE TABLE model_state (
 ) STRICT;
 "#,
     },
+    Migration {
+        description: "raw counters, so that rates can be derived again",
+        sql: r#"
+CREATE TABLE counters (
+    series_id INTEGER NOT NULL,
+    name      TEXT    NOT NULL,
+    ts        INTEGER NOT NULL,
+    value     INTEGER NOT NULL CHECK (value >= 0),
+    PRIMARY KEY (series_id, ts, name)
+) WITHOUT ROWID, STRICT;
+"#,
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -183,8 +183,8 @@ fn the_schema_doc_names_every_table() {
 /// schema of that version, and checked through the API by `CHECKS[v - 1]`
 /// once the file has been migrated to the latest version. A new migration
 /// needs a new seed and check (the array lengths make that a compile error).
-const SEEDS: [fn(&Connection); SCHEMA_VERSION as usize] = [seed_v1, seed_v2];
-const CHECKS: [fn(&mut Store); SCHEMA_VERSION as usize] = [check_v1, check_v2];
+const SEEDS: [fn(&Connection); SCHEMA_VERSION as usize] = [seed_v1, seed_v2, seed_v3];
+const CHECKS: [fn(&mut Store); SCHEMA_VERSION as usize] = [check_v1, check_v2, check_v3];
 
 fn seed_v1(c: &Connection) {
     c.execute_batch(
@@ -283,6 +283,29 @@ fn check_v2(store: &mut Store) {
     );
 }
 
+fn seed_v3(c: &Connection) {
+    c.execute_batch(
+        "INSERT INTO counters (series_id, name, ts, value) VALUES
+             (70, '', 0, 1000000), (70, '', 10000, 16000000);",
+    )
+    .unwrap();
+}
+
+fn check_v3(store: &mut Store) {
+    assert_eq!(
+        store.counters(SeriesId(70), 0, DAY).unwrap(),
+        vec![
+            Counter::new(0, "", 1_000_000),
+            Counter::new(10_000, "", 16_000_000)
+        ]
+    );
+    // 15 s of CPU in 10 s.
+    assert_eq!(
+        store.rates_from_counters(SeriesId(70), 0, DAY).unwrap(),
+        vec![Sample::new(10_000, 1.5)]
+    );
+}
+
 #[test]
 fn migrates_every_earlier_version_with_its_data() {
     for k in 0..SCHEMA_VERSION as usize {
@@ -311,6 +334,10 @@ fn migrates_every_earlier_version_with_its_data() {
         let id = store.series_id(&key("new", Resource::Cpu)).unwrap();
         store.ingest(&[(id, Sample::new(0, 1.0))]).unwrap();
         store.save_model_state("k", 1, b"x").unwrap();
+        store
+            .ingest_counters(&[(id, Counter::new(0, "", 7))])
+            .unwrap();
+        assert_eq!(store.counters(id, 0, 1).unwrap()[0].value, 7);
         assert_rollups_match_raw(&store.conn);
     }
 }
@@ -870,6 +897,11 @@ fn retention_deletes_per_level_and_refuses_older_samples_after() {
         })
         .collect();
     store.ingest(&batch).unwrap();
+    // The CPU series' raw counter at the same times.
+    let counters: Vec<_> = (0..960i64)
+        .map(|i| (s, Counter::new(i * 30_000, "", i as u64 * 30_000_000)))
+        .collect();
+    store.ingest_counters(&counters).unwrap();
 
     let now = 8 * HOUR + 90_000; // 8 h 1.5 min
     let report = store.apply_retention(now).unwrap();
@@ -880,9 +912,19 @@ fn retention_deletes_per_level_and_refuses_older_samples_after() {
         report,
         RetentionReport {
             raw: 2 * 723,
+            counters: 723,
             minute: 2 * 241,
             hour: 2 * 2
         }
+    );
+    // Counters go with the raw samples; below the cutoff they are refused.
+    assert_eq!(store.counters(s, 0, DAY).unwrap()[0].ts, 6 * HOUR + 90_000);
+    assert_eq!(
+        store
+            .ingest_counters(&[(s, Counter::new(HOUR, "", 1))])
+            .unwrap()
+            .too_old,
+        1
     );
     let raw = store.range(s, 0, DAY, Resolution::Raw).unwrap();
     assert_eq!(raw.first().unwrap().ts, 6 * HOUR + 90_000);
@@ -1411,4 +1453,67 @@ fn profiles_saved_together_are_all_or_none_and_thinned_as_one_by_one() {
         .unwrap_err();
     assert!(e.to_string().contains("999"), "{e}");
     assert_eq!(profile_times(&store, a).len(), before);
+}
+
+// ---------------------------------------------------------------- counters
+
+#[test]
+fn counters_are_stored_raw_and_give_the_rates_again() {
+    let (_dir, path) = temp();
+    let mut store = Store::open(&path).unwrap();
+    let rx = store.series_id(&key("web", Resource::NetRx)).unwrap();
+    let mem = store.series_id(&key("web", Resource::Memory)).unwrap();
+    // Two interfaces of a namespace, every second; eth1 appears at 2 s.
+    let mut batch = Vec::new();
+    for i in 0..5i64 {
+        batch.push((rx, Counter::new(i * 1000, "net:[1]/eth0", 1_000 * i as u64)));
+        if i >= 2 {
+            batch.push((rx, Counter::new(i * 1000, "net:[1]/eth1", 500 * i as u64)));
+        }
+    }
+    assert_eq!(store.ingest_counters(&batch).unwrap().inserted, 8);
+    // Again: nothing new.
+    let again = store.ingest_counters(&batch).unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 8));
+    let back = store.counters(rx, 0, 10_000).unwrap();
+    assert_eq!(back.len(), 8);
+    assert_eq!(back[2], Counter::new(2_000, "net:[1]/eth0", 2_000));
+    assert_eq!(back[3], Counter::new(2_000, "net:[1]/eth1", 1_000));
+    assert_eq!(
+        store.rates_from_counters(rx, 0, 10_000).unwrap(),
+        vec![
+            Sample::new(1_000, 1_000.0),
+            Sample::new(2_000, 1_000.0),
+            Sample::new(3_000, 1_500.0),
+            Sample::new(4_000, 1_500.0),
+        ]
+    );
+    // A window: its first reading is only the previous of the second.
+    assert_eq!(
+        store.rates_from_counters(rx, 3_000, 10_000).unwrap(),
+        vec![Sample::new(4_000, 1_500.0)]
+    );
+
+    // Refused whole, naming the series: a gauge, an unknown series, a
+    // value beyond SQLite's integers.
+    let e = store
+        .ingest_counters(&[
+            (rx, Counter::new(9_000, "x", 1)),
+            (mem, Counter::new(9_000, "", 1)),
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("memory is a gauge"), "{e}");
+    assert!(e.contains("web"), "{e}");
+    assert!(matches!(
+        store.ingest_counters(&[(SeriesId(999), Counter::new(0, "", 1))]),
+        Err(StoreError::UnknownSeries { .. })
+    ));
+    let e = store
+        .ingest_counters(&[(rx, Counter::new(9_000, "eth0", u64::MAX))])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("beyond"), "{e}");
+    assert_eq!(store.counters(rx, 9_000, 10_000).unwrap(), vec![]);
+    assert!(store.rates_from_counters(mem, 0, 1).is_err());
 }

@@ -268,3 +268,270 @@ fn after_sigkill_a_restart_resumes_forecasters_and_the_plan() {
         "{v}"
     );
 }
+
+/// The CPU weight knob of `cg` as the enforcer writes it: v2 `cpu.weight`
+/// or v1 `cpu.shares`.
+fn cpu_weight(tree: &prescient_linux::testing::TestTree, cg: &str) -> String {
+    tree.read("cpu", cg, "cpu.weight")
+        .or_else(|| tree.read("cpu", cg, "cpu.shares"))
+        .unwrap_or_else(|| panic!("no cpu.weight or cpu.shares for {cg}"))
+}
+
+/// Waits (up to a minute) until `cond` holds.
+fn wait_until(what: &str, child: &mut Child, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the agent exited ({status}) before {what}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// In enforce mode on real cgroups (a subtree of this test's own): a run
+/// killed with SIGKILL leaves the limits it wrote; the next run puts the
+/// originals back first (they were checkpointed), resumes its forecasters
+/// and plan and enforces again; SIGINT stops it gracefully, restoring the
+/// originals on the way out.
+#[test]
+fn after_sigkill_in_enforce_mode_a_restart_restores_resumes_and_sigint_restores_again() {
+    use prescient_linux::testing::TestTree;
+    let test = "cli_enforce_kill";
+    let Some(mut tree) = TestTree::for_test(test) else {
+        return;
+    };
+    if !tree.can_enforce(test, &["cpu"]) {
+        return;
+    }
+    let busy = tree.spawn_busy().unwrap();
+    let idle = tree.spawn_sleep().unwrap();
+    tree.move_into("/busy", busy).unwrap();
+    tree.move_into("/idle", idle).unwrap();
+    let original = (cpu_weight(&tree, "/busy"), cpu_weight(&tree, "/idle"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agent.db");
+    let cfg = dir.path().join("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[agent]\nmode = \"enforce\"\nhost = \"cli-enforce\"\nsample_interval = \"100ms\"\n\
+             forecast_step = \"200ms\"\nplan_interval = \"300ms\"\n\
+             [store]\npath = \"{}\"\nflush_interval = \"200ms\"\ncheckpoint_interval = \"200ms\"\n\
+             [cgroup]\nsubtree = \"/{}\"\nrelative_to = \"self\"\nrestore_on_exit = true\n\
+             [[pool]]\nname = \"pool\"\ncpu = 2\nmemory = \"2GiB\"\n\
+             [[workload]]\nname = \"busy\"\ncgroup = \"/busy\"\n\
+             [[workload]]\nname = \"idle\"\ncgroup = \"/idle\"\n",
+            db.display(),
+            tree.name
+        ),
+    )
+    .unwrap();
+    let start = |log: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_prescient"))
+            .args(["agent", "--config", cfg.to_str().unwrap(), "--json"])
+            .env_remove("PRESCIENT_MODE")
+            .env_remove("PRESCIENT_STORE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+
+    // The first run: until it has changed the limits, checkpointed the
+    // originals and the CPU forecaster, and stored a plan; then SIGKILL.
+    let log1 = dir.path().join("first.log");
+    let mut g = Guard(Some(start(&log1)));
+    let c = g.0.as_mut().unwrap();
+    wait_for(&log1, "first plan of pool pool", c);
+    wait_until("limits written and checkpointed", c, || {
+        let changed = cpu_weight(&tree, "/busy") != original.0;
+        changed
+            && prescient_store::Store::open(&db).ok().is_some_and(|s| {
+                let saved = |k: &str| {
+                    s.load_model_state(k)
+                        .is_ok_and(|x| x.is_some_and(|(_, b)| b.len() > 2))
+                };
+                saved("agent/originals/cli-enforce")
+                    && saved("forecast/cli-enforce/busy/cpu")
+                    && s.latest_plan(&prescient_core::HostId("pool".into()))
+                        .is_ok_and(|x| x.is_some())
+            })
+    });
+    signal(c, "KILL");
+    let _ = c.wait();
+    g.0 = None;
+    // Killed: nothing put the limits back.
+    let left = cpu_weight(&tree, "/busy");
+    assert_ne!(left, original.0, "the killed run's limit stays");
+
+    // The restart: the originals go back first (audited), the plan and
+    // forecasters resume, and it enforces again.
+    let log2 = dir.path().join("second.log");
+    g.0 = Some(start(&log2));
+    let c = g.0.as_mut().unwrap();
+    let text = wait_for(&log2, "original limit(s) left by an unclean stop", c);
+    assert!(text.contains("resumed 1 plan(s) from the store"), "{text}");
+    wait_until("the plan enforced again", c, || {
+        cpu_weight(&tree, "/busy") != original.0
+    });
+    // SIGINT: a graceful stop, like SIGTERM.
+    signal(c, "INT");
+    let child = g.0.take().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = fs::read_to_string(&log2).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("stop requested"), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counters = &v["counters"];
+    assert!(counters["resumed_plans"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        counters["resumed_forecasters"].as_u64().unwrap() >= 2,
+        "{v}"
+    );
+    // At least the two CPU weights, at the restart and again at the stop.
+    assert!(counters["restored"].as_u64().unwrap() >= 4, "{v}");
+    assert_eq!(
+        (cpu_weight(&tree, "/busy"), cpu_weight(&tree, "/idle")),
+        original,
+        "restored at the stop"
+    );
+    let store = prescient_store::Store::open(&db).unwrap();
+    let audit = store.audit_since(0, 10_000).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|(_, a)| a.reason.contains("unclean stop") && a.target.contains("busy")),
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn sigint_stops_the_agent_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agent.db");
+    let cfg = dir.path().join("agent.toml");
+    let log = dir.path().join("agent.log");
+    fs::write(
+        &cfg,
+        format!(
+            "[agent]\nmode = \"recommend\"\nhost = \"cli-int\"\nsample_interval = \"100ms\"\n\
+             forecast_step = \"200ms\"\nplan_interval = \"300ms\"\n\
+             [store]\npath = \"{}\"\nflush_interval = \"200ms\"\n\
+             [cgroup]\nrelative_to = \"self\"\n\
+             [[pool]]\nname = \"pool\"\ncpu = 1\nmemory = \"64GiB\"\n\
+             [[workload]]\nname = \"me\"\ncgroup = \"/\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_prescient"))
+        .args(["agent", "--config", cfg.to_str().unwrap()])
+        .env_remove("PRESCIENT_MODE")
+        .env_remove("PRESCIENT_STORE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut g = Guard(Some(child));
+    let c = g.0.as_mut().unwrap();
+    wait_for(&log, "first plan of pool pool", c);
+    signal(c, "INT");
+    let out = g.0.take().unwrap().wait_with_output().unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("stop requested"), "{text}");
+    assert!(text.contains("agent stopped"), "{text}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("recommend mode on cli-int: 1 workloads"),
+        "{stdout}"
+    );
+    // What was sampled up to the stop reached the store.
+    let store = prescient_store::Store::open(&db).unwrap();
+    assert!(
+        store
+            .latest_plan(&prescient_core::HostId("pool".into()))
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// The layers for real: `PRESCIENT_*` in the agent's environment over the
+/// file, its flags over the environment, on the same keys (the store's
+/// path: which file the run creates; the policy: what its plans say).
+#[test]
+fn the_environment_overrides_the_file_and_flags_override_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_db, env_db, flag_db) = (
+        dir.path().join("file.db"),
+        dir.path().join("env.db"),
+        dir.path().join("flag.db"),
+    );
+    let cfg = dir.path().join("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[agent]\nmode = \"recommend\"\nhost = \"cli-layers\"\npolicy = \"window-max\"\n\
+             sample_interval = \"100ms\"\nforecast_step = \"200ms\"\nplan_interval = \"300ms\"\n\
+             [store]\npath = \"{}\"\n\
+             [cgroup]\nrelative_to = \"self\"\n\
+             [[pool]]\nname = \"pool\"\ncpu = 1\nmemory = \"64GiB\"\n\
+             [[workload]]\nname = \"me\"\ncgroup = \"/\"\n",
+            file_db.display()
+        ),
+    )
+    .unwrap();
+    let run = |flags: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_prescient"))
+            .args([
+                "agent",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--duration",
+                "1",
+                "--json",
+            ])
+            .args(flags)
+            .env_remove("PRESCIENT_MODE")
+            .env("PRESCIENT_STORE", &env_db)
+            .env("PRESCIENT_POLICY", "vpa")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let reasons = |v: &serde_json::Value| -> Vec<String> {
+        v["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["entries"].as_array().unwrap().clone())
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let v = run(&[]);
+    assert!(env_db.is_file(), "the environment's store");
+    assert!(!file_db.exists(), "not the file's");
+    let r = reasons(&v);
+    assert!(
+        !r.is_empty() && r.iter().all(|r| r.starts_with("vpa:")),
+        "{r:?}"
+    );
+
+    let v = run(&["--store", flag_db.to_str().unwrap(), "--policy", "reactive"]);
+    assert!(flag_db.is_file(), "the flag's store");
+    assert!(!file_db.exists());
+    let r = reasons(&v);
+    assert!(
+        !r.is_empty() && r.iter().all(|r| r.starts_with("reactive:")),
+        "{r:?}"
+    );
+}

@@ -63,7 +63,13 @@ pub struct FakeObserver {
     pub found: Vec<Found>,
     pub discovered: usize,
     pub usage: UsageFn,
+    /// Network (received, sent) bytes/s, where scripted (none by default:
+    /// a workload sharing the host's network namespace).
+    pub net: Option<NetFn>,
 }
+
+/// A workload's network at a time: (received, sent) bytes/s, if counted.
+pub type NetFn = Box<dyn Fn(&str, TimestampMs) -> Option<(f64, f64)>>;
 
 pub fn found(name: &str) -> Found {
     Found {
@@ -90,6 +96,7 @@ impl FakeObserver {
             found: vec![found("busy"), found("idle")],
             discovered: 0,
             usage: Box::new(steady),
+            net: None,
         }
     }
 
@@ -118,11 +125,14 @@ impl Observer for FakeObserver {
             .filter(|cg| self.found.iter().any(|f| &f.cgroup == *cg))
             .map(|cg| {
                 let (cpu, mem) = (self.usage)(cg.as_str(), ts);
+                let net = self.net.as_ref().and_then(|f| f(cg.as_str(), ts));
                 (
                     cg.clone(),
                     Usage {
                         cpu_cores: Some(cpu),
                         memory_bytes: Some(mem),
+                        net_rx: net.map(|n| n.0),
+                        net_tx: net.map(|n| n.1),
                         ..Usage::default()
                     },
                 )
@@ -134,6 +144,7 @@ impl Observer for FakeObserver {
 #[derive(Default)]
 pub struct Stored {
     pub samples: Vec<(SeriesKey, Sample)>,
+    pub counters: Vec<(SeriesKey, prescient_store::Counter)>,
     pub plans: Vec<Plan>,
     pub audit: Vec<AuditRecord>,
     pub profiles: usize,
@@ -165,6 +176,14 @@ impl Sink for FakeSink {
     fn ingest(&mut self, batch: &[(SeriesKey, Sample)]) -> Result<(), SinkError> {
         self.check()?;
         self.0.borrow_mut().samples.extend_from_slice(batch);
+        Ok(())
+    }
+    fn ingest_counters(
+        &mut self,
+        batch: &[(SeriesKey, prescient_store::Counter)],
+    ) -> Result<(), SinkError> {
+        self.check()?;
+        self.0.borrow_mut().counters.extend_from_slice(batch);
         Ok(())
     }
     fn save_plan(&mut self, plan: &Plan) -> Result<(), SinkError> {
