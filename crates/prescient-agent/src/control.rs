@@ -17,7 +17,7 @@ use prescient_core::{Plan, Resource, TimestampMs};
 use serde::Serialize;
 
 use crate::agent::Counters;
-use crate::config::Mode;
+use crate::config::{Config, ConfigError, Mode};
 use crate::timing::StageTimes;
 
 /// Everything the loop knows now that the store does not keep.
@@ -51,6 +51,10 @@ pub struct LiveView {
     pub requests: Vec<RequestView>,
     /// The store as the loop sees it.
     pub store: StoreView,
+    /// The configuration in force (`None` until the loop publishes). Not
+    /// serialised: it holds the token hashes of `[api]`.
+    #[serde(skip)]
+    pub config: Option<Arc<Config>>,
 }
 
 /// A pool and its capacity per resource (cores, bytes).
@@ -301,6 +305,35 @@ pub enum Command {
         /// The request as cancelled, or why not (an unknown id).
         reply: Sender<Result<RequestView, String>>,
     },
+    /// Replaces the configuration with `toml`, read in place of the file
+    /// (the environment's and the flags' layers still apply, and in replay
+    /// the trace's preparation) and validated as a SIGHUP reload is; then
+    /// applied through the same path, with the same parts kept until a
+    /// restart. An invalid one is refused and the running one kept.
+    SetConfig {
+        /// The configuration, TOML (named [`CONFIG_TEXT_NAME`] in errors).
+        toml: String,
+        /// Who asked.
+        by: Caller,
+        /// What changed and what was kept, or why it was refused (naming
+        /// the bad key and value). Sent after the view showing the new
+        /// configuration is published.
+        reply: Sender<Result<ConfigChange, ConfigError>>,
+    },
+}
+
+/// How a configuration sent with [`Command::SetConfig`] is named in errors.
+pub const CONFIG_TEXT_NAME: &str = "<PUT /api/v1/config>";
+
+/// What a configuration change did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConfigChange {
+    /// The top-level sections that changed (`agent`, `workload`,
+    /// `alerts`, ...), in the file's order.
+    pub changed: Vec<String>,
+    /// Changes not applied because they take a restart (each says what
+    /// was kept).
+    pub kept: Vec<String>,
 }
 
 /// Makes the two ends of a control channel.

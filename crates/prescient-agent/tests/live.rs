@@ -7,9 +7,10 @@ mod fakes;
 use std::sync::mpsc::{Receiver, channel};
 
 use prescient_agent::agent::PLANNED;
-use prescient_agent::config::{Config, Mode};
+use prescient_agent::config::{Config, ConfigError, Mode};
 use prescient_agent::control::{
-    Caller, Command, Control, ControlHandle, LiveView, NewRequest, RequestState, RequestView,
+    CONFIG_TEXT_NAME, Caller, Command, ConfigChange, Control, ControlHandle, LiveView, NewRequest,
+    RequestState, RequestView,
 };
 use prescient_agent::{Agent, Sink, StoreSink, resolve};
 use prescient_core::{Plan, Resource, TimestampMs};
@@ -325,6 +326,101 @@ fn set_mode_writes_only_while_enforcing_and_restores_on_the_way_back() {
     );
     assert_eq!(b.mode(), Mode::Recommend);
     assert_eq!(h.view().mode, Mode::Recommend);
+}
+
+/// Sends a configuration as text, runs a pass, and returns the reply.
+fn send_config<S: Sink>(
+    a: &mut Agent<FakeObserver, S, FakeEnforcer, FakeClock>,
+    h: &ControlHandle,
+    toml: &str,
+) -> Result<ConfigChange, ConfigError> {
+    let (tx, rx) = channel();
+    assert!(h.send(Command::SetConfig {
+        toml: toml.into(),
+        by: ops(),
+        reply: tx,
+    }));
+    a.tick();
+    rx.try_recv().expect("answered within one pass")
+}
+
+#[test]
+fn a_configuration_sent_as_text_is_refused_or_applied_as_a_reload_and_audited() {
+    let sink = FakeSink::default();
+    let (mut a, h) = connected(Mode::Recommend, sink.clone(), None);
+    a.start();
+    drive(&mut a, T0 + 12_000);
+    let old = a.config().clone();
+    assert_eq!(h.view().config.as_deref(), Some(&old), "the view shows it");
+
+    // Invalid: refused naming the key and its value; the old one kept.
+    let mut bad = old.clone();
+    bad.workloads[0].slo_quantile = 1.5;
+    let err = send_config(&mut a, &h, &bad.to_toml()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("workload[0].slo_quantile = 1.5") && text.contains(CONFIG_TEXT_NAME),
+        "{text}"
+    );
+    assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+    let err = send_config(&mut a, &h, "[agent]\nplan_interval = \"soon\"\n").unwrap_err();
+    assert!(
+        err.to_string().contains("agent.plan_interval"),
+        "a value of the wrong kind names the key: {err}"
+    );
+    assert_eq!(a.config(), &old);
+    assert_eq!(h.view().config.as_deref(), Some(&old));
+    assert_eq!(a.counters().reloads_refused, 2);
+    assert_eq!(a.counters().reloads, 0);
+
+    // Valid: applied, with what changed and what takes a restart.
+    let mut new = old.clone();
+    new.agent.plan_interval = prescient_agent::units::Interval::secs(20);
+    new.workloads[0].slo_quantile = 0.99;
+    new.store.path = "/elsewhere/other.db".into();
+    let change = send_config(&mut a, &h, &new.to_toml()).unwrap();
+    assert_eq!(change.changed, ["agent", "workload"]);
+    assert_eq!(change.kept.len(), 1, "{:?}", change.kept);
+    assert!(
+        change.kept[0].contains("[store] path") && change.kept[0].contains("unused.db"),
+        "{:?}",
+        change.kept
+    );
+    assert_eq!(a.counters().reloads, 1);
+    let now = a.config().clone();
+    assert_eq!(now.agent.plan_interval.as_ms(), 20_000);
+    assert_eq!(now.workloads[0].slo_quantile, 0.99);
+    assert_eq!(now.store.path, old.store.path, "kept until a restart");
+    let v = h.view();
+    assert_eq!(
+        v.config.as_deref(),
+        Some(&now),
+        "published before the reply"
+    );
+    let busy = v.workloads.iter().find(|w| w.id == "busy").unwrap();
+    assert_eq!(busy.resources[0].slo_quantile, 0.99);
+    // Planned on the new interval: 20 s after the change.
+    let plans = a.counters().plans;
+    drive(&mut a, T0 + 31_000);
+    assert_eq!(a.counters().plans, plans, "no plan 10 s after the change");
+    drive(&mut a, T0 + 33_000);
+    assert_eq!(a.counters().plans, plans + 1);
+
+    a.shutdown();
+    let st = sink.0.borrow();
+    let audits: Vec<_> = st
+        .audit
+        .iter()
+        .filter(|r| r.action == "agent.config")
+        .collect();
+    assert_eq!(audits.len(), 1, "only the applied one: {audits:?}");
+    assert_eq!(audits[0].actor, "ops");
+    assert_eq!(audits[0].after.as_deref(), Some("agent, workload"));
+    assert!(
+        audits[0].reason.contains("127.0.0.1:4242") && audits[0].reason.contains("[store] path"),
+        "{}",
+        audits[0].reason
+    );
 }
 
 /// The idle workload's CPU triples during [from, to).

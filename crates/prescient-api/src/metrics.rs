@@ -793,6 +793,7 @@ mod tests {
                 dropped_samples: 3,
                 failing: Some("disk full".into()),
             },
+            config: None,
         }
     }
 

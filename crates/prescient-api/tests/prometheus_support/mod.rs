@@ -136,6 +136,7 @@ pub fn full_view(web_cpu_alloc: f64, plans: u64, runs: u32, updated_at: i64) -> 
             dropped_samples: 0,
             failing: None,
         },
+        config: None,
     }
 }
 
