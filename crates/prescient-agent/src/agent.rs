@@ -29,7 +29,7 @@ use crate::config::{Config, ConfigError, Mode, PoolConfig, WorkloadConfig, refer
 use crate::control::{
     AnomalyView, CONFIG_TEXT_NAME, CalibrationView, Caller, Command, ConfigChange, ControlPort,
     LiveView, ModelWeight, NewRequest, PoolView, RequestState, RequestView, ResourceView,
-    StoreView, WorkloadView,
+    SolverView, StoreView, WorkloadView,
 };
 use crate::history::{HistoryFetcher, HistorySource, Job, PrometheusHistory, fill_template};
 use crate::outbox::{Outbox, Record};
@@ -135,6 +135,10 @@ pub struct Counters {
     pub plans: u64,
     /// Planning passes that failed.
     pub plan_errors: u64,
+    /// Plans that could not meet every guarantee and were cut back.
+    pub degraded_plans: u64,
+    /// Passes over the curves made by the solver's threshold searches.
+    pub solver_passes: u64,
     /// Limits written.
     pub writes: u64,
     /// Limits found changed by someone else.
@@ -377,6 +381,8 @@ pub struct Agent<O, S, E: Enforcer, C> {
     pool_overrides: BTreeMap<WorkloadId, String>,
     /// Fetches the history of new series (`[history]`).
     history: Option<HistoryFetcher>,
+    /// The last solve's size and outcome.
+    solver: SolverView,
 }
 
 /// Reads a configuration from TOML text: see [`Agent::set_config_loader`].
@@ -544,6 +550,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             slo_overrides: BTreeMap::new(),
             pool_overrides: BTreeMap::new(),
             history,
+            solver: SolverView::default(),
         }
     }
 
@@ -1804,6 +1811,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         }
         let asked = self.requests_into(&mut problem);
         let t = Instant::now();
+        // The solver's figures and its overcommitted pool-resources.
+        let mut stats: Option<(prescient_solver::SolveStats, usize)> = None;
         let solved = if self.reference.is_some() {
             Ok(self.reference_plans(now, &problem))
         } else {
@@ -1826,6 +1835,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 solved = prescient_solver::solve(&problem);
             }
             solved.map(|sol| {
+                stats = Some((sol.stats, sol.overcommitted.len()));
                 self.record_outcomes(&sol, &problem, &asked);
                 let mut plans = sol.plans(&problem);
                 for p in &mut plans {
@@ -1855,6 +1865,26 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     self.outbox.push(Record::Plan(p.clone()));
                 }
                 self.counters.plans += plans.len() as u64;
+                let degraded = plans.iter().filter(|p| p.degraded).count();
+                self.counters.degraded_plans += degraded as u64;
+                let (st, overcommitted) = stats.unwrap_or_default();
+                self.counters.solver_passes += st.passes as u64;
+                self.solver = SolverView {
+                    at: now,
+                    workloads: problem.workloads.len(),
+                    // A reference policy does not solve: its curves are
+                    // the problem's workload-resources all the same.
+                    curves: if stats.is_some() {
+                        st.curves
+                    } else {
+                        problem.workloads.iter().map(|w| w.resources.len()).sum()
+                    },
+                    requests: problem.requests.len(),
+                    passes: st.passes,
+                    working_bytes: st.working_bytes,
+                    overcommitted,
+                    degraded_plans: degraded,
+                };
                 // Keep the last plan of pools that had no workloads this time.
                 let mut merged = plans;
                 for old in self.plans.drain(..) {
@@ -2757,6 +2787,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 dropped_samples: self.outbox.dropped_samples,
                 failing: self.outbox.failing.clone(),
             },
+            solver: self.solver.clone(),
             config: Some(Arc::clone(&self.shared_config)),
         }
     }

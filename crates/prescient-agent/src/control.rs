@@ -51,6 +51,8 @@ pub struct LiveView {
     pub requests: Vec<RequestView>,
     /// The store as the loop sees it.
     pub store: StoreView,
+    /// The last planning pass's solve.
+    pub solver: SolverView,
     /// The configuration in force (`None` until the loop publishes). Not
     /// serialised: it holds the token hashes of `[api]`.
     #[serde(skip)]
@@ -245,6 +247,31 @@ pub struct RequestView {
     pub granted: Option<f64>,
     /// Which workloads lent capacity for it, and why it is queued if it is.
     pub reason: String,
+}
+
+/// The size and outcome of the last planning pass's solve (all zero before
+/// the first).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SolverView {
+    /// When it ran (0: not yet).
+    pub at: TimestampMs,
+    /// Workloads planned.
+    pub workloads: usize,
+    /// Workload-resource pairs planned.
+    pub curves: usize,
+    /// Resource requests given to the solver.
+    pub requests: usize,
+    /// Passes over the curves made by the solver's threshold searches (0
+    /// for a reference policy, which does not search).
+    pub passes: usize,
+    /// Bytes held by the solver's working structures at the end of its
+    /// largest resource's solve.
+    pub working_bytes: usize,
+    /// Pool and resource pairs whose guarantees exceeded the capacity, so
+    /// that they were cut back.
+    pub overcommitted: usize,
+    /// Plans (root pools) that came out degraded.
+    pub degraded_plans: usize,
 }
 
 /// The store as the loop sees it.

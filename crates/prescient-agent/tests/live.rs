@@ -328,6 +328,56 @@ fn set_mode_writes_only_while_enforcing_and_restores_on_the_way_back() {
     assert_eq!(h.view().mode, Mode::Recommend);
 }
 
+#[test]
+fn the_view_has_the_last_solves_figures_and_searches_run_only_under_contention() {
+    // 1.6 of 2 cores: everything fits, no threshold search.
+    let (mut a, h) = connected(Mode::Recommend, FakeSink::default(), None);
+    a.start();
+    drive(&mut a, T0 + 30_000);
+    let v = h.view();
+    let s = &v.solver;
+    assert_eq!(s.at, T0 + 30_000);
+    assert_eq!((s.workloads, s.curves, s.requests), (2, 4, 0), "{s:?}");
+    assert!(s.working_bytes > 0, "{s:?}");
+    assert_eq!(
+        (s.passes, s.overcommitted, s.degraded_plans),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(v.counters.solver_passes, 0);
+    assert_eq!(v.counters.degraded_plans, 0);
+
+    // 2.6 of 2 cores: the solver searches for the split, every plan.
+    let contended = FakeObserver::with_usage(|cg, _| match cg {
+        "/busy" => (1.8, GIB as f64),
+        _ => (0.8, 256.0 * 1048576.0),
+    });
+    let (mut b, h) = connected_with(
+        config(Mode::Recommend),
+        contended,
+        FakeSink::default(),
+        None,
+    );
+    b.start();
+    drive(&mut b, T0 + 20_000);
+    let first = h.view().solver.clone();
+    assert!(first.passes > 0, "{first:?}");
+    let before = h.view().counters.solver_passes;
+    drive(&mut b, T0 + 30_000);
+    let v = h.view();
+    assert_eq!(v.solver.at, T0 + 30_000);
+    assert!(v.solver.passes > 0);
+    assert_eq!(
+        v.counters.solver_passes,
+        before + v.solver.passes as u64,
+        "the counter adds each solve's passes"
+    );
+    assert_eq!(
+        v.counters.degraded_plans, 0,
+        "guarantees fit: cut back nowhere"
+    );
+}
+
 /// Sends a configuration as text, runs a pass, and returns the reply.
 fn send_config<S: Sink>(
     a: &mut Agent<FakeObserver, S, FakeEnforcer, FakeClock>,

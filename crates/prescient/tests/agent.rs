@@ -363,6 +363,11 @@ fn the_agent_replaying_a_trace_serves_its_api_where_its_log_says() {
         .read_to_string()
         .unwrap();
     assert!(metrics.contains("prescient_plans_total"), "{metrics}");
+    assert!(
+        metrics.contains("prescient_solver_workloads 5"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("prescient_solver_curves 10"), "{metrics}");
     // Writes are refused without tokens.
     let refused = ureq::post(&format!("{url}/api/v1/replan"))
         .config()
