@@ -27,8 +27,9 @@ use serde::Serialize;
 use crate::alerts::{AlertEngine, Remediation, Transition};
 use crate::config::{Config, ConfigError, Mode, PoolConfig, WorkloadConfig, reference_policy};
 use crate::control::{
-    AnomalyView, CalibrationView, Caller, Command, ControlPort, LiveView, ModelWeight, NewRequest,
-    PoolView, RequestState, RequestView, ResourceView, StoreView, WorkloadView,
+    AnomalyView, CONFIG_TEXT_NAME, CalibrationView, Caller, Command, ConfigChange, ControlPort,
+    LiveView, ModelWeight, NewRequest, PoolView, RequestState, RequestView, ResourceView,
+    SolverView, StoreView, WorkloadView,
 };
 use crate::history::{HistoryFetcher, HistorySource, Job, PrometheusHistory, fill_template};
 use crate::outbox::{Outbox, Record};
@@ -144,6 +145,10 @@ pub struct Counters {
     pub plans: u64,
     /// Planning passes that failed.
     pub plan_errors: u64,
+    /// Plans that could not meet every guarantee and were cut back.
+    pub degraded_plans: u64,
+    /// Passes over the curves made by the solver's threshold searches.
+    pub solver_passes: u64,
     /// Limits written.
     pub writes: u64,
     /// Limits found changed by someone else.
@@ -319,6 +324,15 @@ impl SeriesState {
 /// [`Agent::shutdown`]).
 pub struct Agent<O, S, E: Enforcer, C> {
     config: Config,
+    /// `config`, shared with the live view (replaced whenever `config`
+    /// changes: see [`Agent::config_changed`]).
+    shared_config: Arc<Config>,
+    /// Reads a configuration sent as text ([`Command::SetConfig`]) the way
+    /// a reload reads the file (see [`Agent::set_config_loader`]).
+    config_loader: ConfigLoader,
+    /// Answers to [`Command::SetConfig`], sent once the view showing the
+    /// new configuration is published.
+    config_replies: Vec<ConfigReply>,
     machine: Machine,
     host: HostId,
     observer: O,
@@ -377,6 +391,26 @@ pub struct Agent<O, S, E: Enforcer, C> {
     pool_overrides: BTreeMap<WorkloadId, String>,
     /// Fetches the history of new series (`[history]`).
     history: Option<HistoryFetcher>,
+    /// The last solve's size and outcome.
+    solver: SolverView,
+}
+
+/// Reads a configuration from TOML text: see [`Agent::set_config_loader`].
+pub type ConfigLoader = Box<dyn Fn(&str) -> Result<Config, ConfigError> + Send>;
+
+/// A [`Command::SetConfig`]'s answer, waiting for the view to be published.
+type ConfigReply = (
+    std::sync::mpsc::Sender<Result<ConfigChange, ConfigError>>,
+    Result<ConfigChange, ConfigError>,
+);
+
+/// The default [`ConfigLoader`]: the text is the whole configuration,
+/// validated (as [`crate::ConfigSource::Fixed`] reads it).
+fn text_loader() -> ConfigLoader {
+    Box::new(|text| {
+        crate::ConfigSource::Fixed(Config::default())
+            .load_text(text, std::path::Path::new(CONFIG_TEXT_NAME))
+    })
 }
 
 /// The reference policy `config` names (none for prescient's own; an
@@ -486,6 +520,9 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let history = history_of(&config);
         Agent {
             outbox: Outbox::new(config.store.max_buffered_samples),
+            shared_config: Arc::new(config.clone()),
+            config_loader: text_loader(),
+            config_replies: Vec::new(),
             config,
             machine,
             host,
@@ -523,6 +560,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             slo_overrides: BTreeMap::new(),
             pool_overrides: BTreeMap::new(),
             history,
+            solver: SolverView::default(),
         }
     }
 
@@ -651,6 +689,15 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
     /// a command (and at [`Agent::start`]).
     pub fn set_control(&mut self, port: ControlPort) {
         self.control = Some(port);
+    }
+
+    /// How a configuration sent as text ([`Command::SetConfig`]) is read:
+    /// the way this run reads its file on a reload, with the text in
+    /// place of the file ([`crate::ConfigSource::load_text`], and in replay
+    /// the trace's preparation). By default the text is the whole
+    /// configuration, validated.
+    pub fn set_config_loader(&mut self, loader: ConfigLoader) {
+        self.config_loader = loader;
     }
 
     /// The configuration in force.
@@ -934,6 +981,10 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         if changed {
             self.publish(now);
         }
+        for (reply, r) in self.config_replies.drain(..) {
+            // The asker may have given up waiting: nothing to do then.
+            let _ = reply.send(r);
+        }
         self.next_sample
             .min(self.next_plan)
             .min(self.next_checkpoint)
@@ -979,59 +1030,99 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
 
     /// Applies a reloaded configuration, or refuses an invalid one with a
     /// log line (the configuration in force is kept). The store, the
-    /// cgroup subtree, the mode and the guardrails take a restart to
-    /// change: they are kept, with a log line.
+    /// cgroup subtree, the mode, the guardrails, the host name, `[api]`
+    /// and `[history]` take a restart to change: they are kept, with a log
+    /// line.
     pub fn reload(&mut self, new: Result<Config, ConfigError>) {
+        if let Err(e) = self.apply_config(new) {
+            log::error!("configuration reload refused, keeping the running one: {e}");
+        }
+    }
+
+    /// What [`Agent::reload`] does, saying what changed and what was kept,
+    /// or why the configuration was refused (counted in
+    /// `reloads_refused`; the configuration in force is kept).
+    pub fn apply_config(
+        &mut self,
+        new: Result<Config, ConfigError>,
+    ) -> Result<ConfigChange, ConfigError> {
         let new = new.and_then(|c| resolve(c, &self.machine));
         let mut new = match new {
             Ok(c) => c,
             Err(e) => {
                 self.counters.reloads_refused += 1;
-                log::error!("configuration reload refused, keeping the running one: {e}");
-                return;
+                return Err(e);
             }
         };
         let old = &self.config;
+        let mut kept = Vec::new();
         if new.store != old.store {
             if new.store.path != old.store.path {
-                log::warn!("reload: [store] path changes take a restart; kept");
+                kept.push(format!(
+                    "[store] path changes take a restart; kept {}",
+                    old.store.path.display()
+                ));
             }
             new.store.path = old.store.path.clone();
         }
         if new.cgroup != old.cgroup {
-            log::warn!("reload: [cgroup] changes take a restart; kept");
+            kept.push("[cgroup] changes take a restart; kept".to_string());
             new.cgroup = old.cgroup.clone();
         }
         if let Some(by) = &self.mode_set_by {
-            log::info!(
-                "reload: keeping mode {}, set at run time by {} (the file says {})",
-                self.mode,
-                who(by),
-                new.agent.mode
-            );
+            if new.agent.mode != self.mode {
+                kept.push(format!(
+                    "keeping mode {}, set at run time by {} (the new configuration says {})",
+                    self.mode,
+                    who(by),
+                    new.agent.mode
+                ));
+            }
             new.agent.mode = self.mode;
         } else if new.agent.mode != old.agent.mode {
-            log::warn!(
-                "reload: a mode change takes a restart; kept {}",
+            kept.push(format!(
+                "a mode change takes a restart (or PUT /api/v1/mode); kept {}",
                 old.agent.mode
-            );
+            ));
             new.agent.mode = old.agent.mode;
         }
         if new.enforce.memory_headroom != old.enforce.memory_headroom
             || new.enforce.max_cpu_step != old.enforce.max_cpu_step
             || new.enforce.max_memory_step != old.enforce.max_memory_step
         {
-            log::warn!("reload: guardrail changes take a restart; kept");
+            kept.push("guardrail changes take a restart; kept".to_string());
             new.enforce.memory_headroom = old.enforce.memory_headroom;
             new.enforce.max_cpu_step = old.enforce.max_cpu_step;
             new.enforce.max_memory_step = old.enforce.max_memory_step;
         }
+        // The host's name, the API server and the history fetcher are set
+        // up once, from the configuration the run started with.
+        if new.agent.host != old.agent.host {
+            kept.push(format!(
+                "agent.host changes take a restart; kept {}",
+                self.host
+            ));
+            new.agent.host = old.agent.host.clone();
+        }
+        if new.api != old.api {
+            kept.push("[api] changes take a restart of the agent; kept".to_string());
+            new.api = old.api.clone();
+        }
+        if new.history != old.history {
+            kept.push("[history] changes take a restart; kept".to_string());
+            new.history = old.history.clone();
+        }
+        for k in &kept {
+            log::warn!("reload: {k}");
+        }
+        let changed = changed_sections(old, &new);
         let step_changed = new.agent.forecast_step != old.agent.forecast_step;
         let policy_changed = new.agent.policy != old.agent.policy;
         let now = self.clock.now_ms();
         self.outbox.set_max_samples(new.store.max_buffered_samples);
         let alerts_changed = new.alerts != self.config.alerts;
         self.config = new;
+        self.config_changed();
         if alerts_changed {
             self.alerts.set_rules(&self.config.alerts.rules);
             // The old sender delivers what it has queued before it stops.
@@ -1062,6 +1153,13 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             self.config.workloads.len(),
             self.workloads.len()
         );
+        Ok(ConfigChange { changed, kept })
+    }
+
+    /// Shares the configuration in force with the live view again (after
+    /// every change of `self.config`).
+    fn config_changed(&mut self) {
+        self.shared_config = Arc::new(self.config.clone());
     }
 
     /// Saves the forecasters, restores limits when configured, and writes
@@ -1731,6 +1829,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         }
         let asked = self.requests_into(&mut problem);
         let t = Instant::now();
+        // The solver's figures and its overcommitted pool-resources.
+        let mut stats: Option<(prescient_solver::SolveStats, usize)> = None;
         let solved = if self.reference.is_some() {
             Ok(self.reference_plans(now, &problem))
         } else {
@@ -1753,6 +1853,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 solved = prescient_solver::solve(&problem);
             }
             solved.map(|sol| {
+                stats = Some((sol.stats, sol.overcommitted.len()));
                 self.record_outcomes(&sol, &problem, &asked);
                 let mut plans = sol.plans(&problem);
                 for p in &mut plans {
@@ -1782,6 +1883,26 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     self.outbox.push(Record::Plan(p.clone()));
                 }
                 self.counters.plans += plans.len() as u64;
+                let degraded = plans.iter().filter(|p| p.degraded).count();
+                self.counters.degraded_plans += degraded as u64;
+                let (st, overcommitted) = stats.unwrap_or_default();
+                self.counters.solver_passes += st.passes as u64;
+                self.solver = SolverView {
+                    at: now,
+                    workloads: problem.workloads.len(),
+                    // A reference policy does not solve: its curves are
+                    // the problem's workload-resources all the same.
+                    curves: if stats.is_some() {
+                        st.curves
+                    } else {
+                        problem.workloads.iter().map(|w| w.resources.len()).sum()
+                    },
+                    requests: problem.requests.len(),
+                    passes: st.passes,
+                    working_bytes: st.working_bytes,
+                    overcommitted,
+                    degraded_plans: degraded,
+                };
                 // Keep the last plan of pools that had no workloads this time.
                 let mut merged = plans;
                 for old in self.plans.drain(..) {
@@ -2061,9 +2182,51 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 Command::CancelRequest { id, by, reply } => {
                     let _ = reply.send(self.cancel_request(id, &by, now));
                 }
+                Command::SetConfig { toml, by, reply } => {
+                    let r = self.set_config(&toml, &by, now);
+                    // Answered once the view shows it (end of this tick).
+                    self.config_replies.push((reply, r));
+                }
             }
         }
         any
+    }
+
+    /// Replaces the configuration: see [`Command::SetConfig`]. Audited
+    /// (`agent.config`) with who asked when applied; a refusal is logged.
+    fn set_config(
+        &mut self,
+        toml: &str,
+        by: &Caller,
+        now: TimestampMs,
+    ) -> Result<ConfigChange, ConfigError> {
+        let loaded = (self.config_loader)(toml);
+        match self.apply_config(loaded) {
+            Ok(change) => {
+                let mut why = format!(
+                    "configuration replaced; changed: {}",
+                    list_or_none(&change.changed)
+                );
+                if !change.kept.is_empty() {
+                    why.push_str(&format!(
+                        "; kept until a restart: {}",
+                        change.kept.join("; ")
+                    ));
+                }
+                let mut record = audit_by(now, by, "agent.config", &self.host.0).because(&why);
+                record.after = Some(list_or_none(&change.changed));
+                self.audit(record);
+                log::info!("{why} (asked by {})", who(by));
+                Ok(change)
+            }
+            Err(e) => {
+                log::warn!(
+                    "configuration sent by {} refused, keeping the running one: {e}",
+                    who(by)
+                );
+                Err(e)
+            }
+        }
     }
 
     fn audit(&mut self, record: AuditRecord) {
@@ -2095,6 +2258,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         }
         self.mode = mode;
         self.config.agent.mode = mode;
+        self.config_changed();
         self.mode_set_by = Some(by.clone());
         let mut record = audit_by(now, by, "agent.mode", &self.host.0)
             .because(&format!("mode {before} -> {mode}"));
@@ -2634,6 +2798,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 dropped_samples: self.outbox.dropped_samples,
                 failing: self.outbox.failing.clone(),
             },
+            solver: self.solver.clone(),
+            config: Some(Arc::clone(&self.shared_config)),
         }
     }
 }
@@ -2641,6 +2807,30 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
 /// "name (address)", for log lines.
 fn who(by: &Caller) -> String {
     format!("{} ({})", by.name, by.address)
+}
+
+/// `a, b, c`, or `nothing`.
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The top-level sections (`agent`, `workload`, ...) whose values differ
+/// between `old` and `new`, by name.
+fn changed_sections(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return vec!["configuration".into()];
+    };
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
 }
 
 /// An audit record of something `by` asked for.

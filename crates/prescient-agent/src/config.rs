@@ -313,7 +313,8 @@ pub enum Role {
     Viewer,
     /// Also creates and cancels events, intents and resource requests.
     Operator,
-    /// Also changes the mode and asks for a re-plan or a reload.
+    /// Also changes the mode, asks for a re-plan, and replaces the
+    /// configuration.
     Admin,
 }
 
@@ -1636,6 +1637,22 @@ impl ConfigSource {
             }
         }
     }
+
+    /// The configuration with `text` (TOML) in place of the file, layered
+    /// and validated as [`ConfigSource::load`] does: for `Layered`, the
+    /// environment's and the flags' layers go over it; for `Fixed`, the
+    /// text is the whole configuration. `name` names the text in errors.
+    /// This is how a configuration sent through the API is read (see
+    /// [`crate::control::Command::SetConfig`]).
+    pub fn load_text(&self, text: &str, name: &Path) -> Result<Config, ConfigError> {
+        let mut c = Config::from_toml(text, name)?;
+        if let ConfigSource::Layered { env, flags, .. } = self {
+            env.apply(&mut c);
+            flags.apply(&mut c);
+        }
+        c.validate(name)?;
+        Ok(c)
+    }
 }
 
 #[cfg(test)]
@@ -1890,6 +1907,43 @@ mod tests {
         .load()
         .unwrap();
         assert_eq!(c.agent.policy, "window-max");
+    }
+
+    #[test]
+    fn load_text_puts_the_text_under_the_same_layers_and_names_it_in_errors() {
+        let env = Overrides::from_env([("PRESCIENT_PLAN_INTERVAL".to_string(), "30s".to_string())])
+            .unwrap();
+        let layered = ConfigSource::Layered {
+            file: Some("/nonexistent/unread.toml".into()),
+            env,
+            flags: Overrides::default(),
+        };
+        let name = Path::new("<sent>");
+        let text = "[agent]\nplan_interval = \"20s\"\nsample_interval = \"2s\"\n";
+        let c = layered.load_text(text, name).unwrap();
+        assert_eq!(
+            c.agent.plan_interval,
+            Interval::secs(30),
+            "env over the text"
+        );
+        assert_eq!(c.agent.sample_interval, Interval::secs(2));
+        let fixed = ConfigSource::Fixed(Config::default());
+        let c = fixed.load_text(text, name).unwrap();
+        assert_eq!(c.agent.plan_interval, Interval::secs(20), "no layers");
+        // Invalid: the bad key and its value, and the text's name.
+        let e = fixed
+            .load_text("[agent]\nsample_interval = \"0s\"\n", name)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("<sent>") && e.contains("agent.sample_interval = \"0ms\""),
+            "{e}"
+        );
+        let e = fixed
+            .load_text("[store]\npaht = \"/x\"\n", name)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("<sent>:2:1") && e.contains("paht"), "{e}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use prescient_core::{Plan, Resource, TimestampMs};
 use serde::Serialize;
 
 use crate::agent::Counters;
-use crate::config::Mode;
+use crate::config::{Config, ConfigError, Mode};
 use crate::timing::StageTimes;
 
 /// Everything the loop knows now that the store does not keep.
@@ -51,6 +51,12 @@ pub struct LiveView {
     pub requests: Vec<RequestView>,
     /// The store as the loop sees it.
     pub store: StoreView,
+    /// The last planning pass's solve.
+    pub solver: SolverView,
+    /// The configuration in force (`None` until the loop publishes). Not
+    /// serialised: it holds the token hashes of `[api]`.
+    #[serde(skip)]
+    pub config: Option<Arc<Config>>,
 }
 
 /// A pool and its capacity per resource (cores, bytes).
@@ -243,6 +249,31 @@ pub struct RequestView {
     pub reason: String,
 }
 
+/// The size and outcome of the last planning pass's solve (all zero before
+/// the first).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SolverView {
+    /// When it ran (0: not yet).
+    pub at: TimestampMs,
+    /// Workloads planned.
+    pub workloads: usize,
+    /// Workload-resource pairs planned.
+    pub curves: usize,
+    /// Resource requests given to the solver.
+    pub requests: usize,
+    /// Passes over the curves made by the solver's threshold searches (0
+    /// for a reference policy, which does not search).
+    pub passes: usize,
+    /// Bytes held by the solver's working structures at the end of its
+    /// largest resource's solve.
+    pub working_bytes: usize,
+    /// Pool and resource pairs whose guarantees exceeded the capacity, so
+    /// that they were cut back.
+    pub overcommitted: usize,
+    /// Plans (root pools) that came out degraded.
+    pub degraded_plans: usize,
+}
+
 /// The store as the loop sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StoreView {
@@ -301,6 +332,35 @@ pub enum Command {
         /// The request as cancelled, or why not (an unknown id).
         reply: Sender<Result<RequestView, String>>,
     },
+    /// Replaces the configuration with `toml`, read in place of the file
+    /// (the environment's and the flags' layers still apply, and in replay
+    /// the trace's preparation) and validated as a SIGHUP reload is; then
+    /// applied through the same path, with the same parts kept until a
+    /// restart. An invalid one is refused and the running one kept.
+    SetConfig {
+        /// The configuration, TOML (named [`CONFIG_TEXT_NAME`] in errors).
+        toml: String,
+        /// Who asked.
+        by: Caller,
+        /// What changed and what was kept, or why it was refused (naming
+        /// the bad key and value). Sent after the view showing the new
+        /// configuration is published.
+        reply: Sender<Result<ConfigChange, ConfigError>>,
+    },
+}
+
+/// How a configuration sent with [`Command::SetConfig`] is named in errors.
+pub const CONFIG_TEXT_NAME: &str = "<PUT /api/v1/config>";
+
+/// What a configuration change did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConfigChange {
+    /// The top-level sections that changed (`agent`, `workload`,
+    /// `alerts`, ...), in the file's order.
+    pub changed: Vec<String>,
+    /// Changes not applied because they take a restart (each says what
+    /// was kept).
+    pub kept: Vec<String>,
 }
 
 /// Makes the two ends of a control channel.

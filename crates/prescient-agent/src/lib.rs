@@ -62,8 +62,10 @@
 //! switch recommend/enforce (a cgroup writer is built whenever the host
 //! allows; a reload keeps a mode set this way), read the store's events
 //! again (they shift the forecasts of the workloads they select while
-//! active, and their real effect is learned), and resource requests
-//! (validated at once, planned by the solver, expired at their end). Each
+//! active, and their real effect is learned), resource requests
+//! (validated at once, planned by the solver, expired at their end), and
+//! a new configuration as text (read in place of the file, validated and
+//! applied as a SIGHUP reload is: [`control::Command::SetConfig`]). Each
 //! is audited with who asked.
 //!
 //! I/O sits behind the traits of [`ports`] ([`Clock`], [`Observer`],
@@ -203,6 +205,12 @@ pub fn run(
     if let Some(port) = &options.control {
         agent.set_control(port.clone());
     }
+    // A configuration sent through the API is the file's text, layered as
+    // the file is.
+    let text_source = source.clone();
+    agent.set_config_loader(Box::new(move |text| {
+        text_source.load_text(text, std::path::Path::new(control::CONFIG_TEXT_NAME))
+    }));
     let until = options
         .duration
         .map(|d| ports::wall_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));

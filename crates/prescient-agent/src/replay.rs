@@ -57,7 +57,7 @@ use prescient_sim::{LoadError, ReplayTrace};
 use crate::AgentError;
 use crate::agent::{Agent, Machine, RunSummary, resolve};
 use crate::config::{Config, ConfigError, ConfigSource, Mode, PoolConfig, WorkloadConfig};
-use crate::control::ControlPort;
+use crate::control::{CONFIG_TEXT_NAME, ControlPort};
 use crate::ports::{Clock, Found, Observer, Signals, StoreSink, Usage};
 use crate::units::{ByteSize, Interval};
 
@@ -634,6 +634,15 @@ pub fn run(
     let reload = || -> Result<Config, ConfigError> {
         resolve(prepare(source.load()?, &trace, trace_path), &machine)
     };
+    // A configuration sent through the API is prepared for the trace as
+    // the file is on a reload.
+    {
+        let (source, trace, path) = (source.clone(), Arc::clone(&trace), trace_path.to_path_buf());
+        agent.set_config_loader(Box::new(move |text| {
+            let c = source.load_text(text, Path::new(CONFIG_TEXT_NAME))?;
+            resolve(prepare(c, &trace, &path), &machine)
+        }));
+    }
     let summary = agent.run(signals, Some(until), &reload);
     log::info!(
         "replay stopped at trace time {} s: {} sample passes, {} plans",

@@ -84,10 +84,21 @@ impl WebhookSender {
         config: WebhookConfig,
         report: impl Fn(Delivery) + Send + 'static,
     ) -> std::io::Result<WebhookSender> {
+        WebhookSender::start_with_sleeper(config, report, std::thread::sleep)
+    }
+
+    /// Like [`WebhookSender::start`], with `sleep` doing the waits between
+    /// tries (the sending thread calls it with each wait: a test passes one
+    /// that records the waits instead of sleeping).
+    pub fn start_with_sleeper(
+        config: WebhookConfig,
+        report: impl Fn(Delivery) + Send + 'static,
+        mut sleep: impl FnMut(Duration) + Send + 'static,
+    ) -> std::io::Result<WebhookSender> {
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("prescient-webhook".into())
-            .spawn(move || send_all(&config, &rx, &report))?;
+            .spawn(move || send_all(&config, &rx, &report, &mut sleep))?;
         Ok(WebhookSender {
             tx: Some(tx),
             thread: Some(thread),
@@ -121,14 +132,19 @@ impl Drop for WebhookSender {
     }
 }
 
-fn send_all(config: &WebhookConfig, rx: &Receiver<Notification>, report: &dyn Fn(Delivery)) {
+fn send_all(
+    config: &WebhookConfig,
+    rx: &Receiver<Notification>,
+    report: &dyn Fn(Delivery),
+    sleep: &mut dyn FnMut(Duration),
+) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(config.timeout))
         .http_status_as_error(false)
         .build()
         .into();
     while let Ok(n) = rx.recv() {
-        let outcome = deliver(&agent, config, &n);
+        let outcome = deliver(&agent, config, &n, sleep);
         match &outcome {
             Delivery::Delivered { .. } => {}
             Delivery::Dropped { id, reason } => {
@@ -139,8 +155,14 @@ fn send_all(config: &WebhookConfig, rx: &Receiver<Notification>, report: &dyn Fn
     }
 }
 
-/// One notification, with its tries.
-fn deliver(agent: &ureq::Agent, config: &WebhookConfig, n: &Notification) -> Delivery {
+/// One notification, with its tries: the waits between them (through
+/// `sleep`) start at `config.backoff` and double, up to [`MAX_BACKOFF`].
+fn deliver(
+    agent: &ureq::Agent,
+    config: &WebhookConfig,
+    n: &Notification,
+    sleep: &mut dyn FnMut(Duration),
+) -> Delivery {
     let id = n.alert.id.clone();
     let body = match serde_json::to_string(n) {
         Ok(b) => b,
@@ -187,7 +209,7 @@ fn deliver(agent: &ureq::Agent, config: &WebhookConfig, n: &Notification) -> Del
                 "alert webhook {}: try {attempt} of {attempts} for {id} failed ({last}); next in {wait:?}",
                 config.url
             );
-            std::thread::sleep(wait);
+            sleep(wait);
             wait = (wait * 2).min(MAX_BACKOFF);
         }
     }
@@ -312,6 +334,90 @@ mod tests {
         );
         drop(s);
         assert_eq!(bodies.lock().unwrap().len(), 4);
+    }
+
+    /// A sender whose waits between tries are recorded, not slept.
+    fn recording_sender(
+        url: &str,
+        attempts: u32,
+        backoff: Duration,
+    ) -> (
+        WebhookSender,
+        mpsc::Receiver<Delivery>,
+        Arc<Mutex<Vec<Duration>>>,
+    ) {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let waits = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&waits);
+        let s = WebhookSender::start_with_sleeper(
+            WebhookConfig {
+                url: url.into(),
+                attempts,
+                backoff,
+                timeout: Duration::from_secs(5),
+            },
+            move |d| {
+                let _ = tx.lock().unwrap().send(d);
+            },
+            move |wait| recorded.lock().unwrap().push(wait),
+        )
+        .unwrap();
+        (s, rx, waits)
+    }
+
+    #[test]
+    fn the_waits_between_tries_double_up_to_the_cap_and_none_follows_the_last() {
+        // Waits of 100 s doubling would pass MAX_BACKOFF (300 s) at the
+        // third: capped from there. Nothing really sleeps.
+        assert_eq!(MAX_BACKOFF, Duration::from_secs(300));
+        let (url, bodies) = receiver(vec![500; 6]);
+        let (s, rx, waits) = recording_sender(&url, 6, Duration::from_secs(100));
+        s.send(note("slow", AlertState::Firing));
+        let d = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(
+            matches!(&d, Delivery::Dropped { reason, .. } if reason.contains("6 tries")),
+            "{d:?}"
+        );
+        let secs: Vec<u64> = waits
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
+        assert_eq!(
+            secs,
+            [100, 200, 300, 300, 300],
+            "five waits between six tries"
+        );
+        assert_eq!(bodies.lock().unwrap().len(), 6);
+
+        // A delivery after two failures waited twice, doubling from the
+        // start; the next notification starts from the first wait again,
+        // and a refusal (4xx) is not retried, so it waits for nothing.
+        let (url, _) = receiver(vec![503, 429, 200, 404]);
+        let (s, rx, waits) = recording_sender(&url, 5, Duration::from_millis(250));
+        s.send(note("a", AlertState::Firing));
+        s.send(note("b", AlertState::Firing));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+            Delivery::Delivered {
+                id: "a".into(),
+                attempts: 3
+            }
+        );
+        let d = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(
+            matches!(&d, Delivery::Dropped { id, reason } if id == "b" && reason.contains("404")),
+            "{d:?}"
+        );
+        let ms: Vec<u128> = waits
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Duration::as_millis)
+            .collect();
+        assert_eq!(ms, [250, 500]);
     }
 
     #[test]

@@ -138,6 +138,69 @@ fn a_utilisation_alert_fires_after_its_hold_reaches_the_webhook_once_and_resolve
 }
 
 #[test]
+fn in_enforce_mode_a_replan_remediation_plans_at_once_and_is_audited_and_not_in_recommend_mode() {
+    // 1.6 of 2 cores (80%) from the start; held 12 s, the rule fires
+    // between two plans of the 10 s interval.
+    let rule = "[[alerts.rule]]\nname = \"cpu-hot\"\nwhen = \"utilisation\"\nresource = \"cpu\"\n\
+                above = 0.7\nhold = \"12s\"\naction = \"replan\"\n";
+    for mode in [Mode::Enforce, Mode::Recommend] {
+        let mut c = config(mode);
+        c.alerts = alerts(rule);
+        let (handle, port) = Control::new();
+        let sink = FakeSink::default();
+        let enforcer = (mode == Mode::Enforce).then(fake_enforcer);
+        let mut a = Agent::new(
+            c,
+            MACHINE,
+            busy_until(T0 + 60_000),
+            sink.clone(),
+            enforcer,
+            clock(),
+        );
+        a.set_control(port);
+        a.start();
+        drive(&mut a, T0 + 30_000);
+        let v = handle.view();
+        let alert = v
+            .alerts
+            .iter()
+            .find(|x| x.rule == "cpu-hot")
+            .unwrap_or_else(|| panic!("{mode}: no alert in {:?}", v.alerts));
+        assert_eq!(alert.state, AlertState::Firing, "{mode}");
+        let st = sink.0.borrow();
+        let replans: Vec<_> = st
+            .audit
+            .iter()
+            .filter(|r| r.action == "alert.replan")
+            .collect();
+        let made: Vec<TimestampMs> = st.plans.iter().map(|p| p.made_at).collect();
+        match mode {
+            Mode::Enforce => {
+                assert_eq!(replans.len(), 1, "{replans:?}");
+                let r = replans[0];
+                assert_eq!(r.actor, "alert:cpu-hot");
+                assert_eq!(r.target, "h1");
+                assert!(r.reason.contains("alert cpu-hot/host/cpu"), "{}", r.reason);
+                // Planned at once (the loop wakes for the plan due now, at
+                // the same time), off the interval's grid of T0 + 10 s k:
+                // the remediation's plan, not the interval's.
+                assert_ne!((r.ts - T0) % 10_000, 0, "fired at T0 + {} ms", r.ts - T0);
+                assert!(made.contains(&r.ts), "{made:?}, fired at {}", r.ts);
+                // The plan was enforced: limits were written for it.
+                assert!(!a.enforcer().unwrap().writes.is_empty());
+            }
+            Mode::Recommend => {
+                assert!(replans.is_empty(), "{replans:?}");
+                assert!(
+                    made.iter().all(|t| (t - T0) % 10_000 == 0),
+                    "only the interval's plans in recommend mode: {made:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn in_enforce_mode_a_coverage_alert_raises_the_slo_quantile_and_is_audited() {
     let rule = "[[alerts.rule]]\nname = \"covered\"\nwhen = \"coverage\"\nresource = \"cpu\"\n\
                 workload = \"busy\"\nbelow = 0.999\naction = \"raise_slo\"\nslo_step = 0.02\n";
@@ -200,10 +263,17 @@ fn in_enforce_mode_a_coverage_alert_raises_the_slo_quantile_and_is_audited() {
 }
 
 #[test]
-fn in_enforce_mode_a_rule_can_move_a_workload_to_another_tier() {
-    let text = r#"
+fn a_rule_moves_a_workload_to_another_tier_in_enforce_mode_only() {
+    for mode in [Mode::Enforce, Mode::Recommend] {
+        move_tier_in(mode);
+    }
+}
+
+fn move_tier_in(mode: Mode) {
+    let text = format!(
+        r#"
 [agent]
-mode = "enforce"
+mode = "{mode}"
 host = "h1"
 sample_interval = "1s"
 forecast_step = "5s"
@@ -234,9 +304,10 @@ workload = "busy"
 below = 0.999
 action = "move_tier"
 tier = "burst"
-"#;
+"#
+    );
     let c = prescient_agent::resolve(
-        Config::from_toml(text, Path::new("t.toml")).unwrap(),
+        Config::from_toml(&text, Path::new("t.toml")).unwrap(),
         &MACHINE,
     )
     .unwrap();
@@ -247,19 +318,42 @@ tier = "burst"
         "/busy" => (1.8, GIB as f64),
         _ => (0.1, 256.0 * 1048576.0),
     });
-    let mut a = Agent::new(
-        c,
-        MACHINE,
-        observer,
-        sink.clone(),
-        Some(fake_enforcer()),
-        clock(),
-    );
+    let enforcer = (mode == Mode::Enforce).then(fake_enforcer);
+    let mut a = Agent::new(c, MACHINE, observer, sink.clone(), enforcer, clock());
     a.set_control(port);
     a.start();
     drive(&mut a, T0 + 120_000);
     let v = handle.view();
+    // The rule fired in both modes.
+    let alert = v
+        .alerts
+        .iter()
+        .find(|x| x.id == "covered/busy/cpu")
+        .unwrap_or_else(|| panic!("{mode}: no coverage alert in {:?}", v.alerts));
+    assert_ne!(alert.state, AlertState::Pending, "{mode}");
     let busy = v.workloads.iter().find(|w| w.id == "busy").unwrap();
+    if mode == Mode::Recommend {
+        assert_eq!(
+            busy.pool.as_deref(),
+            Some("host"),
+            "recommend mode moves nothing"
+        );
+        assert!(
+            v.plans
+                .iter()
+                .all(|p| p.pool.0 != "burst" || p.entries.iter().all(|e| e.workload.0 != "busy"))
+        );
+        assert!(
+            !sink
+                .0
+                .borrow()
+                .audit
+                .iter()
+                .any(|r| r.action.starts_with("alert.")),
+            "no remediation audited in recommend mode"
+        );
+        return;
+    }
     assert_eq!(busy.pool.as_deref(), Some("burst"), "{:?}", v.alerts);
     let idle = v.workloads.iter().find(|w| w.id == "idle").unwrap();
     assert_eq!(idle.pool.as_deref(), Some("host"));

@@ -7,9 +7,10 @@ mod fakes;
 use std::sync::mpsc::{Receiver, channel};
 
 use prescient_agent::agent::PLANNED;
-use prescient_agent::config::{Config, Mode};
+use prescient_agent::config::{Config, ConfigError, Mode};
 use prescient_agent::control::{
-    Caller, Command, Control, ControlHandle, LiveView, NewRequest, RequestState, RequestView,
+    CONFIG_TEXT_NAME, Caller, Command, ConfigChange, Control, ControlHandle, LiveView, NewRequest,
+    RequestState, RequestView,
 };
 use prescient_agent::{Agent, Sink, StoreSink, resolve};
 use prescient_core::{Plan, Resource, TimestampMs};
@@ -328,6 +329,151 @@ fn set_mode_writes_only_while_enforcing_and_restores_on_the_way_back() {
     );
     assert_eq!(b.mode(), Mode::Recommend);
     assert_eq!(h.view().mode, Mode::Recommend);
+}
+
+#[test]
+fn the_view_has_the_last_solves_figures_and_searches_run_only_under_contention() {
+    // 1.6 of 2 cores: everything fits, no threshold search.
+    let (mut a, h) = connected(Mode::Recommend, FakeSink::default(), None);
+    a.start();
+    drive(&mut a, T0 + 30_000);
+    let v = h.view();
+    let s = &v.solver;
+    assert_eq!(s.at, T0 + 30_000);
+    assert_eq!((s.workloads, s.curves, s.requests), (2, 4, 0), "{s:?}");
+    assert!(s.working_bytes > 0, "{s:?}");
+    assert_eq!(
+        (s.passes, s.overcommitted, s.degraded_plans),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(v.counters.solver_passes, 0);
+    assert_eq!(v.counters.degraded_plans, 0);
+
+    // 2.6 of 2 cores: the solver searches for the split, every plan.
+    let contended = FakeObserver::with_usage(|cg, _| match cg {
+        "/busy" => (1.8, GIB as f64),
+        _ => (0.8, 256.0 * 1048576.0),
+    });
+    let (mut b, h) = connected_with(
+        config(Mode::Recommend),
+        contended,
+        FakeSink::default(),
+        None,
+    );
+    b.start();
+    drive(&mut b, T0 + 20_000);
+    let first = h.view().solver.clone();
+    assert!(first.passes > 0, "{first:?}");
+    let before = h.view().counters.solver_passes;
+    drive(&mut b, T0 + 30_000);
+    let v = h.view();
+    assert_eq!(v.solver.at, T0 + 30_000);
+    assert!(v.solver.passes > 0);
+    assert_eq!(
+        v.counters.solver_passes,
+        before + v.solver.passes as u64,
+        "the counter adds each solve's passes"
+    );
+    assert_eq!(
+        v.counters.degraded_plans, 0,
+        "guarantees fit: cut back nowhere"
+    );
+}
+
+/// Sends a configuration as text, runs a pass, and returns the reply.
+fn send_config<S: Sink>(
+    a: &mut Agent<FakeObserver, S, FakeEnforcer, FakeClock>,
+    h: &ControlHandle,
+    toml: &str,
+) -> Result<ConfigChange, ConfigError> {
+    let (tx, rx) = channel();
+    assert!(h.send(Command::SetConfig {
+        toml: toml.into(),
+        by: ops(),
+        reply: tx,
+    }));
+    a.tick();
+    rx.try_recv().expect("answered within one pass")
+}
+
+#[test]
+fn a_configuration_sent_as_text_is_refused_or_applied_as_a_reload_and_audited() {
+    let sink = FakeSink::default();
+    let (mut a, h) = connected(Mode::Recommend, sink.clone(), None);
+    a.start();
+    drive(&mut a, T0 + 12_000);
+    let old = a.config().clone();
+    assert_eq!(h.view().config.as_deref(), Some(&old), "the view shows it");
+
+    // Invalid: refused naming the key and its value; the old one kept.
+    let mut bad = old.clone();
+    bad.workloads[0].slo_quantile = 1.5;
+    let err = send_config(&mut a, &h, &bad.to_toml()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("workload[0].slo_quantile = 1.5") && text.contains(CONFIG_TEXT_NAME),
+        "{text}"
+    );
+    assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+    let err = send_config(&mut a, &h, "[agent]\nplan_interval = \"soon\"\n").unwrap_err();
+    assert!(
+        err.to_string().contains("agent.plan_interval"),
+        "a value of the wrong kind names the key: {err}"
+    );
+    assert_eq!(a.config(), &old);
+    assert_eq!(h.view().config.as_deref(), Some(&old));
+    assert_eq!(a.counters().reloads_refused, 2);
+    assert_eq!(a.counters().reloads, 0);
+
+    // Valid: applied, with what changed and what takes a restart.
+    let mut new = old.clone();
+    new.agent.plan_interval = prescient_agent::units::Interval::secs(20);
+    new.workloads[0].slo_quantile = 0.99;
+    new.store.path = "/elsewhere/other.db".into();
+    let change = send_config(&mut a, &h, &new.to_toml()).unwrap();
+    assert_eq!(change.changed, ["agent", "workload"]);
+    assert_eq!(change.kept.len(), 1, "{:?}", change.kept);
+    assert!(
+        change.kept[0].contains("[store] path") && change.kept[0].contains("unused.db"),
+        "{:?}",
+        change.kept
+    );
+    assert_eq!(a.counters().reloads, 1);
+    let now = a.config().clone();
+    assert_eq!(now.agent.plan_interval.as_ms(), 20_000);
+    assert_eq!(now.workloads[0].slo_quantile, 0.99);
+    assert_eq!(now.store.path, old.store.path, "kept until a restart");
+    let v = h.view();
+    assert_eq!(
+        v.config.as_deref(),
+        Some(&now),
+        "published before the reply"
+    );
+    let busy = v.workloads.iter().find(|w| w.id == "busy").unwrap();
+    assert_eq!(busy.resources[0].slo_quantile, 0.99);
+    // Planned on the new interval: 20 s after the change.
+    let plans = a.counters().plans;
+    drive(&mut a, T0 + 31_000);
+    assert_eq!(a.counters().plans, plans, "no plan 10 s after the change");
+    drive(&mut a, T0 + 33_000);
+    assert_eq!(a.counters().plans, plans + 1);
+
+    a.shutdown();
+    let st = sink.0.borrow();
+    let audits: Vec<_> = st
+        .audit
+        .iter()
+        .filter(|r| r.action == "agent.config")
+        .collect();
+    assert_eq!(audits.len(), 1, "only the applied one: {audits:?}");
+    assert_eq!(audits[0].actor, "ops");
+    assert_eq!(audits[0].after.as_deref(), Some("agent, workload"));
+    assert!(
+        audits[0].reason.contains("127.0.0.1:4242") && audits[0].reason.contains("[store] path"),
+        "{}",
+        audits[0].reason
+    );
 }
 
 /// The idle workload's CPU triples during [from, to).

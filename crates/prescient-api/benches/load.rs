@@ -1,13 +1,17 @@
 //! An open-loop load generator against the server beside a real agent:
 //! `prescient_agent::replay::run` replays 200 workloads of the PlanetLab
-//! trace (the full one in `../shared/traces/` when present, else the
-//! committed sample, which has fewer: the count is printed) fast enough
+//! trace (the full one in `/work/shared/traces/`, or `PRESCIENT_TRACES`;
+//! without it, the committed sample, which has fewer: a warning says so on
+//! stderr and every result line is marked as not the target's setting) fast enough
 //! that the loop samples, forecasts, plans and writes to the store
 //! throughout, and the server runs on its control handle and store. After a
 //! warm-up (until the loop has made a few plans and stored samples), it
 //! offers 500 requests/s of mixed reads (workloads, a one-day series at
 //! 1-minute resolution, plans, status, metrics, the newest audit page) for
-//! 20 s over a pool of connections. Reports the achieved rate, p50/p99/max
+//! 20 s over a pool of connections, each request with a viewer's bearer
+//! token (the server has tokens configured and the default rate limit, so
+//! the access gate runs on every request; checked first: without the
+//! token the server answers 401). Reports the achieved rate, p50/p99/max
 //! latency (from each request's scheduled time, so a stall is not hidden),
 //! errors, and the agent's own counters over the run (plans made, samples
 //! stored, trace time covered) to show that it was working meanwhile.
@@ -15,14 +19,15 @@
 //!
 //! `cargo bench -p prescient-api --bench load` (`LOAD_SECS`, `LOAD_RATE`,
 //! `LOAD_CONNECTIONS`, `LOAD_SPEED` (trace time per wall time, default
-//! 1200: a 5-minute trace step every 0.25 s) and `LOAD_TRACE` (a trace
-//! file) override the defaults).
+//! 1200: a 5-minute trace step every 0.25 s), `LOAD_TRACE` (a trace
+//! file) and `LOAD_TOKENS=0` (no tokens: the open read-only API) override
+//! the defaults).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prescient_agent::config::{Config, ConfigSource};
+use prescient_agent::config::{Config, ConfigSource, Role, TokenConfig};
 use prescient_agent::control::{Control, ControlHandle, LiveView};
 use prescient_agent::ports::Signals;
 use prescient_agent::replay::{LoadedTrace, ReplayOptions};
@@ -42,26 +47,36 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The trace to replay: `LOAD_TRACE`, else the full PlanetLab trace, else
-/// the committed sample (saying so).
-fn trace() -> PathBuf {
+/// The token the load's requests carry (a viewer's).
+const TOKEN: &str = "load-bench-viewer-token";
+
+/// The trace to replay: `LOAD_TRACE`, else the full PlanetLab trace of
+/// `PRESCIENT_TRACES` (default `/work/shared/traces`, the workspace's
+/// `../shared/traces`), else the committed sample. The second value is
+/// why the sample was taken, when it was: the caller says so loudly.
+fn trace() -> (PathBuf, Option<String>) {
     if let Some(p) = std::env::var_os("LOAD_TRACE") {
-        return PathBuf::from(p);
+        return (PathBuf::from(p), None);
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.join("../..");
     let root = root.canonicalize().unwrap_or(root);
-    let full = root.join("../shared/traces/planetlab.csv.gz");
+    let dir = std::env::var_os("PRESCIENT_TRACES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/traces"));
+    let full = dir.join("planetlab.csv.gz");
     if full.is_file() {
-        return full;
+        return (full, None);
     }
-    let sample = root.join("data/sample/planetlab.csv.gz");
-    println!(
-        "load: the full PlanetLab trace is absent ({}): falling back to the committed sample {}",
-        full.display(),
-        sample.display()
-    );
-    sample
+    let why = if dir.is_dir() {
+        format!("{} is absent", full.display())
+    } else {
+        format!(
+            "the shared traces directory {} is absent (set PRESCIENT_TRACES to where they are)",
+            dir.display()
+        )
+    };
+    (root.join("data/sample/planetlab.csv.gz"), Some(why))
 }
 
 /// What the agent had done by one moment.
@@ -101,9 +116,27 @@ fn main() {
     let rate = env("LOAD_RATE", 500);
     let connections = env("LOAD_CONNECTIONS", 16) as usize;
     let speed = env("LOAD_SPEED", 1200) as f64;
-    let path = trace();
+    let tokens = env("LOAD_TOKENS", 1) != 0;
+    let (path, fell_back) = trace();
     let loaded = LoadedTrace::load(&path, None, Some(WORKLOADS))
         .unwrap_or_else(|e| panic!("load: reading {}: {e}", path.display()));
+    // Not silent: on stderr (seen even when stdout is filtered) and on
+    // every result line.
+    let caveat = match &fell_back {
+        Some(why) => {
+            eprintln!(
+                "load: WARNING: {why}: replaying the committed sample {} instead, {} workloads, \
+                 not the target's {WORKLOADS}: the figures below are NOT comparable with the target",
+                path.display(),
+                loaded.workloads.len()
+            );
+            format!(
+                " [SAMPLE TRACE, {} workloads: not the target's setting]",
+                loaded.workloads.len()
+            )
+        }
+        None => String::new(),
+    };
     println!(
         "load: replaying {} workloads of {} ({} trace hosts, step {} s) at {speed}x{}",
         loaded.workloads.len(),
@@ -123,7 +156,19 @@ fn main() {
     let mut config = Config::default();
     config.store.path = dir.path().join("load.db");
     config.api.listen = "127.0.0.1:0".into();
-    config.api.rate_limit = 0;
+    // The default limit per caller (all the load is one caller), raised
+    // if the offered rate would pass it: the limiter runs, never refuses.
+    config.api.rate_limit = config
+        .api
+        .rate_limit
+        .max(u32::try_from(rate.saturating_mul(2)).unwrap_or(u32::MAX));
+    if tokens {
+        config.api.tokens = vec![TokenConfig {
+            name: "load".into(),
+            role: Role::Viewer,
+            sha256: prescient_api::hash_token(TOKEN),
+        }];
+    }
     let (handle, port) = Control::new();
     let signals = Signals::new();
     let agent = {
@@ -175,9 +220,27 @@ fn main() {
         .unwrap();
     let workloads = Arc::new(workloads);
     let (latencies, failures, took, sent) = rt.block_on(async move {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if tokens {
+            // The gate is on: without the token a read is refused.
+            let bare = reqwest::get(format!("{base}/api/v1/status")).await.unwrap();
+            assert_eq!(
+                bare.status(),
+                401,
+                "load: the server should refuse a read without the token"
+            );
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {TOKEN}").parse().unwrap(),
+            );
+            println!("load: every request carries a viewer's bearer token (without it: 401)");
+        } else {
+            println!("load: no tokens (LOAD_TOKENS=0): the open read-only API");
+        }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(connections)
             .timeout(Duration::from_secs(10))
+            .default_headers(headers)
             .build()
             .unwrap();
         // Warm-up: the plan history cache and the connections.
@@ -260,20 +323,20 @@ fn main() {
     l.sort();
     let pct = |p: f64| pct(&l, p);
     println!(
-        "load: {sent} requests at {rate}/s offered over {connections} connections: achieved {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors (target p99 < 50 ms, no errors)",
+        "load: {sent} requests at {rate}/s offered over {connections} connections: achieved {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors (target p99 < 50 ms, no errors){caveat}",
         sent as f64 / took.as_secs_f64(),
         pct(0.5),
         pct(0.99),
         pct(1.0),
         failures.len(),
     );
-    println!("load: p99/max ms by request:{by_kind}");
+    println!("load: p99/max ms by request:{by_kind}{caveat}");
     for f in failures.iter().take(5) {
         println!("load: error: {f}");
     }
     let trace_s = (after.trace_ms - before.trace_ms) / 1000;
     println!(
-        "load: the agent during the load ({:.1} s): {} plans made, {} samples taken, {} samples stored, {trace_s} s of trace ({:.1} h of the {:.0} h one-day series window filled); it {ended}",
+        "load: the agent during the load ({:.1} s): {} plans made, {} samples taken, {} samples stored, {trace_s} s of trace ({:.1} h of the {:.0} h one-day series window filled); it {ended}{caveat}",
         took.as_secs_f64(),
         after.plans - before.plans,
         after.samples - before.samples,

@@ -102,10 +102,25 @@ impl Identity {
 }
 
 /// What the `Authorization` header says.
+#[derive(Debug, PartialEq)]
 enum Presented {
     None,
     Valid(String, Role),
     Invalid(&'static str),
+}
+
+impl Presented {
+    /// The answer to a request that needs a token and presented this: none
+    /// for a valid token, else a 401 saying why.
+    fn refusal(&self) -> Option<ApiError> {
+        match self {
+            Presented::Valid(..) => None,
+            Presented::None => Some(ApiError::Unauthorized(
+                "this API needs `Authorization: Bearer <token>`".into(),
+            )),
+            Presented::Invalid(why) => Some(ApiError::Unauthorized((*why).into())),
+        }
+    }
 }
 
 fn presented(headers: &HeaderMap, tokens: &[KnownToken]) -> Presented {
@@ -177,17 +192,11 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
         }
         .into_response();
     }
-    if !state.tokens.is_empty() && needs_token(req.uri().path()) {
-        match seen {
-            Presented::Valid(..) => {}
-            Presented::None => {
-                return ApiError::Unauthorized(
-                    "this API needs `Authorization: Bearer <token>`".into(),
-                )
-                .into_response();
-            }
-            Presented::Invalid(why) => return ApiError::Unauthorized(why.into()).into_response(),
-        }
+    if !state.tokens.is_empty()
+        && needs_token(req.uri().path())
+        && let Some(refused) = seen.refusal()
+    {
+        return refused.into_response();
     }
     req.extensions_mut().insert(identity);
     next.run(req).await
@@ -302,6 +311,8 @@ impl RateLimiter {
 mod tests {
     use std::time::Duration;
 
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -341,6 +352,100 @@ mod tests {
         let t1 = t0 + Duration::from_millis(200);
         assert!(l.check_at("a", t1).is_ok());
         assert!(l.check_at("a", t1).is_err());
+    }
+
+    /// Header values: arbitrary bytes, the scheme in any case with odd
+    /// spacing, and near misses of the real token.
+    fn header_value() -> impl Strategy<Value = Vec<u8>> {
+        let scheme = prop_oneof![
+            Just("Bearer".to_string()),
+            "(?i)bearer",
+            "(?i)basic",
+            "[ -~]{0,8}",
+        ];
+        let token = prop_oneof![
+            Just(SECRET.to_string()),
+            // One character changed, cut, or added.
+            (0..SECRET.len(), any::<char>()).prop_map(|(i, c)| {
+                let mut t: Vec<char> = SECRET.chars().collect();
+                t[i] = c;
+                t.into_iter().collect()
+            }),
+            (0..SECRET.len()).prop_map(|i| SECRET[..i].to_string()),
+            "[ -~]{0,3}".prop_map(|x| format!("{SECRET}{x}")),
+            ".{0,40}",
+        ];
+        let space = prop_oneof![Just(" "), Just("  "), Just("\t"), Just("")];
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..80),
+            (space.clone(), scheme, space.clone(), token, space)
+                .prop_map(|(a, s, b, t, c)| format!("{a}{s}{b}{t}{c}").into_bytes()),
+        ]
+    }
+
+    const SECRET: &str = "s3cret-Token_value";
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// Whatever the header holds, reading it does not panic; it is
+        /// valid exactly when it is the scheme `Bearer` (any case) and the
+        /// token itself (spaces around it aside), and otherwise a 401.
+        #[test]
+        fn the_authorization_header_is_valid_only_for_the_token_and_else_a_401(
+            bytes in header_value()
+        ) {
+            let tokens = known_tokens(&[TokenConfig {
+                name: "ops".into(),
+                role: Role::Operator,
+                sha256: hash_token(SECRET),
+            }])
+            .unwrap();
+            // Bytes HTTP cannot carry in a header never reach the parser.
+            let Ok(value) = axum::http::HeaderValue::from_bytes(&bytes) else {
+                return Ok(());
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value);
+            let seen = presented(&headers, &tokens);
+            let text = String::from_utf8_lossy(&bytes);
+            let exact = text
+                .trim()
+                .split_once(' ')
+                .is_some_and(|(s, t)| s.eq_ignore_ascii_case("bearer") && t.trim() == SECRET);
+            if exact {
+                proptest::prop_assert_eq!(seen, Presented::Valid("ops".into(), Role::Operator));
+            } else {
+                let refused = seen.refusal();
+                proptest::prop_assert!(
+                    refused.as_ref().is_some_and(|e| e.status() == 401),
+                    "{:?}: {:?}",
+                    text,
+                    refused
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_header_and_a_wrong_scheme_are_401_with_why() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented(&headers, &[]), Presented::None);
+        let why = Presented::None.refusal().unwrap().to_string();
+        assert!(why.contains("Authorization: Bearer"), "{why}");
+        headers.insert(
+            header::AUTHORIZATION,
+            "Basic b3BzOnNlY3JldA==".parse().unwrap(),
+        );
+        let seen = presented(&headers, &[]);
+        assert_eq!(seen.refusal().unwrap().status(), 401);
+        assert!(
+            seen.refusal()
+                .unwrap()
+                .to_string()
+                .contains("must be `Bearer <token>`"),
+            "{seen:?}"
+        );
     }
 
     #[test]

@@ -769,6 +769,21 @@ pub struct ModeBody {
     pub mode: ModeName,
 }
 
+/// `PUT /config`'s answer: the configuration now in force.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConfigChanged {
+    /// The top-level sections that changed (`agent`, `workload`,
+    /// `alerts`, ...), by name.
+    pub changed: Vec<String>,
+    /// Changes not applied because they take a restart (the store's path,
+    /// the cgroup subtree, the mode, guardrails, the host name, `[api]`,
+    /// `[history]`), each saying what was kept.
+    pub kept: Vec<String>,
+    /// The configuration now in force, as `GET /config` gives it.
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+}
+
 /// An accepted command.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {

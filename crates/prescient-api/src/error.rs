@@ -76,6 +76,10 @@ pub enum ApiError {
     /// Well-formed but refused (validation, the loop's answer): 422.
     #[error("{0}")]
     Unprocessable(String),
+    /// A configuration refused (`PUT /config`): 422, naming each bad key
+    /// and its value in the message and in `detail`.
+    #[error("configuration refused, the running one kept: {0}")]
+    ConfigRefused(#[source] prescient_agent::ConfigError),
     /// Over the caller's rate limit: 429 with `Retry-After`.
     #[error("rate limit of {limit} requests/s exceeded for {caller}; retry in {retry_after_s} s")]
     RateLimited {
@@ -116,7 +120,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable(_) | ApiError::ConfigRefused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Listen { .. }
@@ -140,8 +146,30 @@ impl ApiError {
                 limit,
                 ..
             } => serde_json::json!({ "retry_after_s": retry_after_s, "limit_per_s": limit }),
+            ApiError::ConfigRefused(e) => config_error_detail(e),
             _ => serde_json::Value::Null,
         }
+    }
+}
+
+/// `{"issues": [{"key", "value", "problem"}]}` for bad values,
+/// `{"key", "at", "problem"}` for text that does not parse (an unknown
+/// key, a value of the wrong type).
+fn config_error_detail(e: &prescient_agent::ConfigError) -> serde_json::Value {
+    use prescient_agent::ConfigError;
+    match e {
+        ConfigError::Invalid { issues, .. } => serde_json::json!({
+            "issues": issues
+                .iter()
+                .map(|i| serde_json::json!({ "key": i.key, "value": i.value, "problem": i.problem }))
+                .collect::<Vec<_>>()
+        }),
+        ConfigError::Parse {
+            key, at, message, ..
+        } => {
+            serde_json::json!({ "key": key, "at": at.trim_start_matches(':'), "problem": message })
+        }
+        ConfigError::Read { .. } | ConfigError::Env { .. } => serde_json::Value::Null,
     }
 }
 

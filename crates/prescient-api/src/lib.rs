@@ -59,7 +59,7 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 #[openapi(
     info(
         title = "Prescient API",
-        description = "Predictive resource partitioning: the live state of an agent, its history, and the calls that steer it. With `[[api.token]]` configured, every route but `/api/v1/health` needs `Authorization: Bearer <token>`; writes need the operator role (events, intents, requests) or admin (mode, replan). Without tokens the API is read-only. Times are ms since the epoch on the agent's clock.",
+        description = "Predictive resource partitioning: the live state of an agent, its history, and the calls that steer it. With `[[api.token]]` configured, every route but `/api/v1/health` needs `Authorization: Bearer <token>`; writes need the operator role (events, intents, requests) or admin (mode, replan, configuration). Without tokens the API is read-only. Times are ms since the epoch on the agent's clock.",
         license(name = "Apache-2.0")
     ),
     modifiers(&BearerAuth)
@@ -104,7 +104,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::list_intents, routes::create_intent))
         .routes(routes!(routes::list_requests, routes::create_request))
         .routes(routes!(routes::cancel_request))
-        .routes(routes!(routes::config))
+        .routes(routes!(routes::config, routes::put_config))
         .routes(routes!(routes::set_mode))
         .routes(routes!(routes::replan))
         .routes(routes!(openapi_json))

@@ -24,6 +24,12 @@
 //! | `prescient_plan_degraded` | gauge | `pool` | 1 when the newest plan was cut back |
 //! | `prescient_plan_made_timestamp_seconds` | gauge | `pool` | when the newest plan was made |
 //! | `prescient_plans_total`, `prescient_plan_errors_total` | counter | | plans made, planning passes that failed |
+//! | `prescient_plans_degraded_total` | counter | | plans cut back (guarantees over a capacity) |
+//! | `prescient_solver_passes_total` | counter | | passes over the curves by the solver's threshold searches |
+//! | `prescient_solver_workloads`, `prescient_solver_curves`, `prescient_solver_requests` | gauge | | the last solve's size: workloads, workload-resources, requests |
+//! | `prescient_solver_search_passes`, `prescient_solver_working_bytes` | gauge | | the last solve's search passes and working memory |
+//! | `prescient_solver_overcommitted`, `prescient_solver_degraded_plans` | gauge | | the last solve's pool-resources over capacity and plans cut back |
+//! | `prescient_solver_last_timestamp_seconds` | gauge | | when the last solve ran |
 //! | `prescient_limit_writes_total`, `prescient_limit_drift_total`, `prescient_limit_refusals_total`, `prescient_enforce_failures_total`, `prescient_limits_restored_total` | counter | | what enforcement did |
 //! | `prescient_sample_passes_total`, `prescient_samples_total` | counter | | sampling |
 //! | `prescient_config_reloads_total`, `prescient_config_reloads_refused_total` | counter | | reloads |
@@ -360,6 +366,16 @@ impl Snapshot {
                 "Planning passes that failed.",
                 c.plan_errors,
             ),
+            (
+                "prescient_plans_degraded",
+                "Plans that could not meet every guarantee and were cut back.",
+                c.degraded_plans,
+            ),
+            (
+                "prescient_solver_passes",
+                "Passes over the workload curves made by the solver's threshold searches (none when everything fits).",
+                c.solver_passes,
+            ),
             ("prescient_limit_writes", "Limits written.", c.writes),
             (
                 "prescient_limit_drift",
@@ -395,6 +411,63 @@ impl Snapshot {
             let mut f = Family::new(name, help, Counter);
             f.counter(vec![], v);
             families.push(f);
+        }
+
+        // The last solve (none before the first).
+        let sv = &view.solver;
+        if sv.at > 0 {
+            let mut at = Family::new(
+                "prescient_solver_last_timestamp",
+                "When the last solve ran, seconds since the epoch.",
+                Gauge,
+            )
+            .unit(Unit::Seconds);
+            at.gauge(vec![], seconds(sv.at));
+            families.push(at);
+            let mut working = Family::new(
+                "prescient_solver_working",
+                "Memory held by the solver's working structures in the last solve.",
+                Gauge,
+            )
+            .unit(Unit::Bytes);
+            working.gauge(vec![], sv.working_bytes as f64);
+            families.push(working);
+            for (name, help, v) in [
+                (
+                    "prescient_solver_workloads",
+                    "Workloads in the last solve.",
+                    sv.workloads,
+                ),
+                (
+                    "prescient_solver_curves",
+                    "Workload-resource pairs in the last solve.",
+                    sv.curves,
+                ),
+                (
+                    "prescient_solver_requests",
+                    "Resource requests in the last solve.",
+                    sv.requests,
+                ),
+                (
+                    "prescient_solver_search_passes",
+                    "Passes over the curves by the last solve's threshold searches.",
+                    sv.passes,
+                ),
+                (
+                    "prescient_solver_overcommitted",
+                    "Pool-resources whose guarantees exceeded the capacity in the last solve.",
+                    sv.overcommitted,
+                ),
+                (
+                    "prescient_solver_degraded_plans",
+                    "Plans the last solve cut back.",
+                    sv.degraded_plans,
+                ),
+            ] {
+                let mut f = Family::new(name, help, Gauge);
+                f.gauge(vec![], v as f64);
+                families.push(f);
+            }
         }
 
         // Stage durations.
@@ -578,7 +651,7 @@ mod tests {
     use prescient_agent::Counters;
     use prescient_agent::control::{
         AlertView, AnomalyView, Caller, ModelWeight, NewRequest, PoolView, RequestView,
-        ResourceView, StoreView, WorkloadView,
+        ResourceView, SolverView, StoreView, WorkloadView,
     };
     use prescient_core::{HostId, Plan, Resource};
 
@@ -732,6 +805,8 @@ mod tests {
                 restored: 19,
                 reloads: 20,
                 reloads_refused: 21,
+                degraded_plans: 22,
+                solver_passes: 23,
                 ..Counters::default()
             },
             times,
@@ -793,6 +868,17 @@ mod tests {
                 dropped_samples: 3,
                 failing: Some("disk full".into()),
             },
+            solver: SolverView {
+                at: 1_700_000_090_000,
+                workloads: 31,
+                curves: 62,
+                requests: 3,
+                passes: 9,
+                working_bytes: 4096,
+                overcommitted: 1,
+                degraded_plans: 1,
+            },
+            config: None,
         }
     }
 
@@ -869,6 +955,16 @@ mod tests {
             ("prescient_limits_restored_total", 19.0),
             ("prescient_config_reloads_total", 20.0),
             ("prescient_config_reloads_refused_total", 21.0),
+            ("prescient_plans_degraded_total", 22.0),
+            ("prescient_solver_passes_total", 23.0),
+            ("prescient_solver_last_timestamp_seconds", 1_700_000_090.0),
+            ("prescient_solver_workloads", 31.0),
+            ("prescient_solver_curves", 62.0),
+            ("prescient_solver_requests", 3.0),
+            ("prescient_solver_search_passes", 9.0),
+            ("prescient_solver_working_bytes", 4096.0),
+            ("prescient_solver_overcommitted", 1.0),
+            ("prescient_solver_degraded_plans", 1.0),
             ("prescient_store_stored_samples_total", 1000.0),
             ("prescient_store_dropped_samples_total", 3.0),
             ("prescient_store_buffered_samples", 7.0),
@@ -984,9 +1080,12 @@ mod tests {
             "prescient_agent_start_timestamp_seconds",
             "prescient_stage_duration_seconds_count",
             "prescient_alerts_firing",
+            "prescient_solver_workloads",
+            "prescient_solver_search_passes",
         ] {
             assert!(get(&l, name, &[]).is_empty(), "{name}");
         }
+        assert_eq!(one(&l, "prescient_solver_passes_total", &[]), 0.0);
         assert_eq!(one(&l, "prescient_plans_total", &[]), 0.0);
         assert_eq!(one(&l, "prescient_store_failing", &[]), 0.0);
         assert_eq!(

@@ -173,6 +173,64 @@ pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// A UTF-8 text body (`text/plain`, `application/toml`, `text/toml` or
+/// `text/x-toml`), for `PUT /config`: 413 past `api.max_body`, 415 for
+/// another content type, 400 when it is not UTF-8.
+#[derive(Debug, Clone)]
+pub struct TomlBody(pub String);
+
+/// The content types [`TomlBody`] takes.
+pub const TOML_TYPES: [&str; 4] = ["application/toml", "text/toml", "text/x-toml", "text/plain"];
+
+impl FromRequest<AppState> for TomlBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let text_type =
+            media_type(&req).is_some_and(|m| TOML_TYPES.iter().any(|t| m.eq_ignore_ascii_case(t)));
+        if !text_type {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be the configuration as TOML (Content-Type: application/toml or text/plain)".into(),
+            ));
+        }
+        let bytes = body_bytes(req, state).await?;
+        String::from_utf8(bytes.to_vec())
+            .map(TomlBody)
+            .map_err(|e| ApiError::BadRequest {
+                message: format!(
+                    "the body is not UTF-8 text (byte {} is not)",
+                    e.utf8_error().valid_up_to()
+                ),
+                field: None,
+            })
+    }
+}
+
+/// The media type of a request's `Content-Type`, without parameters.
+fn media_type(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+}
+
+/// The whole body: 413 past `api.max_body`, 400 when it cannot be read.
+async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge {
+                limit: state.max_body(),
+            }
+        } else {
+            ApiError::BadRequest {
+                message: format!("reading the body: {}", e.body_text()),
+                field: None,
+            }
+        }
+    })
+}
+
 /// A JSON body extractor whose errors are the API's (400 naming the field,
 /// 413 past `api.max_body`, 415 without a JSON content type).
 #[derive(Debug, Clone)]
@@ -185,33 +243,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let json_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| {
-                let m = m.trim();
-                m.eq_ignore_ascii_case("application/json")
-                    || (m.starts_with("application/") && m.ends_with("+json"))
-            });
+        let json_type = media_type(&req).is_some_and(|m| {
+            m.eq_ignore_ascii_case("application/json")
+                || (m.starts_with("application/") && m.ends_with("+json"))
+        });
         if !json_type {
             return Err(ApiError::UnsupportedMediaType(
                 "the body must be JSON (Content-Type: application/json)".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge {
-                    limit: state.max_body(),
-                }
-            } else {
-                ApiError::BadRequest {
-                    message: format!("reading the body: {}", e.body_text()),
-                    field: None,
-                }
-            }
-        })?;
+        let bytes = body_bytes(req, state).await?;
         json(&bytes).map(JsonBody)
     }
 }

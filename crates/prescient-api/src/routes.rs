@@ -6,12 +6,14 @@
 //!
 //! [`ControlHandle::view`]: prescient_agent::control::ControlHandle::view
 
+use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use prescient_agent::config::Config;
 use prescient_agent::control::{Command, LiveView};
 use prescient_core::{HostId, TimestampMs};
 use prescient_forecast::events::{
@@ -22,7 +24,7 @@ use prescient_store::{AuditEntry, EventId, NewEvent, StoreError};
 use crate::auth::{Admin, Identity, Operator};
 use crate::dto::*;
 use crate::error::{ApiError, ErrorBody};
-use crate::parse::{JsonBody, Params, clip, path_id};
+use crate::parse::{JsonBody, Params, TomlBody, clip, path_id};
 use crate::state::AppState;
 
 /// The OpenAPI tag of every `/api/v1` route.
@@ -78,10 +80,10 @@ async fn audit(
 
 /// Sends a command built around a reply channel, and waits for the loop's
 /// answer (503 when it has stopped or does not answer in time).
-async fn ask<T: Send + 'static>(
+async fn ask<T: Send + 'static, E: Send + 'static>(
     state: &AppState,
-    make: impl FnOnce(Sender<Result<T, String>>) -> Command,
-) -> Result<Result<T, String>, ApiError> {
+    make: impl FnOnce(Sender<Result<T, E>>) -> Command,
+) -> Result<Result<T, E>, ApiError> {
     let (tx, rx) = channel();
     if !state.control.send(make(tx)) {
         return Err(ApiError::Unavailable("the agent loop has stopped".into()));
@@ -406,12 +408,21 @@ fn audit_id(p: &mut Params, name: &str) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-/// The configuration in force, token hashes redacted.
-#[utoipa::path(get, path = "/api/v1/config", tag = TAG,
-    responses((status = 200, description = "The configuration (as `prescient config` shows it), with every `api.token[].sha256` replaced by `<redacted>`", body = Object),
-        (status = 401, body = ErrorBody)))]
-pub async fn config(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut value = serde_json::to_value(&*state.config)
+/// The configuration in force: the loop's (after reloads and `PUT
+/// /config`), or the one the server started with before the loop's first
+/// view.
+fn config_in_force(state: &AppState) -> Arc<Config> {
+    state
+        .control
+        .view()
+        .config
+        .clone()
+        .unwrap_or_else(|| Arc::clone(&state.config))
+}
+
+/// `config` as JSON, every `api.token[].sha256` replaced by `<redacted>`.
+fn redacted(config: &Config) -> Result<serde_json::Value, ApiError> {
+    let mut value = serde_json::to_value(config)
         .map_err(|e| ApiError::Internal(format!("serialising the configuration: {e}")))?;
     if let Some(tokens) = value
         .get_mut("api")
@@ -424,7 +435,73 @@ pub async fn config(State(state): State<AppState>) -> Result<Json<serde_json::Va
             }
         }
     }
-    Ok(Json(value))
+    Ok(value)
+}
+
+/// The configuration in force, token hashes redacted.
+#[utoipa::path(get, path = "/api/v1/config", tag = TAG,
+    responses((status = 200, description = "The configuration in force (as `prescient config` shows it, after reloads and `PUT /config`), with every `api.token[].sha256` replaced by `<redacted>`", body = Object),
+        (status = 401, body = ErrorBody)))]
+pub async fn config(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(redacted(&config_in_force(&state))?))
+}
+
+/// Replaces the configuration (admin): the body is the whole configuration
+/// file's text (TOML), read in place of the file (the environment's and
+/// the command line's overrides still apply), validated and applied as a
+/// SIGHUP reload is. An invalid one is refused (422 naming each bad key and
+/// its value) and the running one kept. Parts set up once (the store's
+/// path, the cgroup subtree, the mode, guardrails, the host name, `[api]`,
+/// `[history]`) take a restart: they are kept, and the answer says so. The
+/// file on disk is not changed: a SIGHUP or a restart reads it again.
+#[utoipa::path(put, path = "/api/v1/config", tag = TAG,
+    request_body(content = String, content_type = "application/toml",
+        description = "The configuration, TOML (`application/toml`, `text/toml` or `text/plain`)"),
+    responses((status = 200, description = "Applied", body = ConfigChanged),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "Refused, the running configuration kept: `detail.issues` names each bad key and value (`detail.key` and `detail.at` for text that does not parse)", body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn put_config(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    TomlBody(toml): TomlBody,
+) -> Result<Json<ConfigChanged>, ApiError> {
+    let by = who.caller();
+    let answer = ask(&state, |reply| Command::SetConfig { toml, by, reply }).await?;
+    let change = answer.map_err(ApiError::ConfigRefused)?;
+    let mut summary = format!("changed: {}", or_nothing(&change.changed));
+    if !change.kept.is_empty() {
+        summary.push_str(&format!(
+            "; kept until a restart: {}",
+            change.kept.join("; ")
+        ));
+    }
+    audit(
+        &state,
+        &who,
+        "api.config",
+        "agent/config".into(),
+        None,
+        Some(summary),
+    )
+    .await?;
+    // The loop answers after publishing the view that holds it.
+    let config = redacted(&config_in_force(&state))?;
+    Ok(Json(ConfigChanged {
+        changed: change.changed,
+        kept: change.kept,
+        config,
+    }))
+}
+
+/// `a, b`, or `nothing`.
+fn or_nothing(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 // ---------------------------------------------------------------------------

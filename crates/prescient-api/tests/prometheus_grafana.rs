@@ -43,6 +43,9 @@ fn every_metric_the_dashboard_queries_is_rendered() {
         "prescient_stage_duration_seconds_bucket",
         "prescient_store_buffered_samples",
         "prescient_alerts_firing",
+        "prescient_solver_passes_total",
+        "prescient_solver_curves",
+        "prescient_plans_degraded_total",
     ] {
         assert!(used.contains(must), "no panel queries {must}");
     }

@@ -1,4 +1,5 @@
-//! `prescient config`, `prescient agent` and `prescient status` end to end.
+//! `prescient config`, `prescient agent` (its API included) and
+//! `prescient status` end to end.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -267,6 +268,143 @@ fn after_sigkill_a_restart_resumes_forecasters_and_the_plan() {
         counters["resumed_forecasters"].as_u64().unwrap() >= 1,
         "{v}"
     );
+}
+
+/// `GET url` as JSON (the API without tokens is open for reads).
+fn get_json(url: &str) -> serde_json::Value {
+    let mut r = ureq::get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    r.body_mut()
+        .read_json()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+#[test]
+fn the_agent_replaying_a_trace_serves_its_api_where_its_log_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("replay.db");
+    let cfg = dir.path().join("agent.toml");
+    let log = dir.path().join("agent.log");
+    // Port 0: the kernel picks a free one, which the log line names.
+    fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/sample/gcd.csv.gz");
+    // 600x: the trace's day lasts 144 s, well past this test.
+    let child = Command::new(env!("CARGO_BIN_EXE_prescient"))
+        .args(["agent", "--config", cfg.to_str().unwrap()])
+        .args(["--replay", sample.to_str().unwrap()])
+        .args(["--speed", "600", "--max-workloads", "5"])
+        .env_remove("PRESCIENT_CONFIG")
+        .env_remove("PRESCIENT_MODE")
+        .env_remove("PRESCIENT_STORE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut g = Guard(Some(child));
+    let c = g.0.as_mut().unwrap();
+    let text = wait_for(&log, "API listening on ", c);
+    let url = text
+        .lines()
+        .find_map(|l| l.split("API listening on ").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let addr: std::net::SocketAddr = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("not an http URL: {url}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{url}");
+
+    let health = get_json(&format!("{url}/api/v1/health"));
+    assert_eq!(health["status"], "ok", "{health}");
+    // Until the loop has planned its workloads.
+    let start = Instant::now();
+    let status = loop {
+        let s = get_json(&format!("{url}/api/v1/status"));
+        if s["counters"]["plans"].as_u64().unwrap_or(0) >= 2 && s["workloads"] == 5 {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no plans within 60 s: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["host"], "replay-gcd", "{status}");
+    assert_eq!(status["mode"], "recommend", "{status}");
+    let workloads = get_json(&format!("{url}/api/v1/workloads"));
+    let ids: Vec<&str> = workloads
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5, "{workloads}");
+    assert!(ids.iter().all(|i| i.starts_with("gcd000.")), "{ids:?}");
+    let plans = get_json(&format!("{url}/api/v1/plans"));
+    assert_eq!(plans[0]["pool"], "gcd000", "{plans}");
+    let config = get_json(&format!("{url}/api/v1/config"));
+    assert_eq!(config["api"]["listen"], "127.0.0.1:0");
+    assert_eq!(config["store"]["path"], db.to_str().unwrap());
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("prescient_plans_total"), "{metrics}");
+    assert!(
+        metrics.contains("prescient_solver_workloads 5"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("prescient_solver_curves 10"), "{metrics}");
+    // Writes are refused without tokens.
+    let refused = ureq::post(&format!("{url}/api/v1/replan"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_empty()
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    signal(c, "TERM");
+    let child = g.0.take().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(out.status.success(), "{text}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("recommend mode on replay-gcd: 5 workloads"),
+        "{stdout}"
+    );
+    // The server stopped with the agent.
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "{addr} still accepts connections"
+    );
+}
+
+#[test]
+fn the_default_api_listen_address_is_loopback() {
+    let default = prescient_agent::Config::default().api.listen;
+    let addr: std::net::SocketAddr = default.parse().unwrap();
+    assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST, "{default}");
+    // The commented defaults `prescient config example` prints say so too
+    // (and the example is checked against the code above).
+    let out = prescient(&["config", "example"]);
+    assert!(out.status.success());
+    let example: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(example["api"]["listen"].as_str(), Some(default.as_str()));
 }
 
 /// The CPU weight knob of `cg` as the enforcer writes it: v2 `cpu.weight`

@@ -21,24 +21,45 @@ pub enum Needs {
     Admin,
 }
 
+/// A request body.
+pub enum Body {
+    Json(serde_json::Value),
+    /// TOML text (`PUT /config`).
+    Toml(&'static str),
+}
+
 /// One call of the table: the route's template (as the OpenAPI document
 /// names it), the concrete path, and a body.
 pub struct Call {
     pub method: Method,
     pub template: &'static str,
     pub path: String,
-    pub body: Option<serde_json::Value>,
+    pub body: Option<Body>,
     pub needs: Needs,
+}
+
+impl Call {
+    /// `r` with this call's body.
+    pub fn with_body(
+        &self,
+        r: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        match &self.body {
+            None => r,
+            Some(Body::Json(v)) => r.json(v),
+            Some(Body::Toml(t)) => r.header("content-type", "application/toml").body(*t),
+        }
+    }
 }
 
 /// Every route of the API, each with a call that is valid for a caller
 /// allowed to make it.
 pub fn every_route() -> Vec<Call> {
-    let call = |method, template, path: &str, body, needs| Call {
+    let call = |method, template, path: &str, body: Option<serde_json::Value>, needs| Call {
         method,
         template,
         path: path.to_string(),
-        body,
+        body: body.map(Body::Json),
         needs,
     };
     let g = Method::GET;
@@ -196,6 +217,13 @@ pub fn every_route() -> Vec<Call> {
             None,
             Needs::Read,
         ),
+        Call {
+            method: Method::PUT,
+            template: "/api/v1/config",
+            path: "/api/v1/config".into(),
+            body: Some(Body::Toml("[agent]\nplan_interval = \"20s\"\n")),
+            needs: Needs::Admin,
+        },
         call(
             Method::PUT,
             "/api/v1/mode",
@@ -242,10 +270,7 @@ fn send(f: &Fixture, who: Who, c: &Call) -> reqwest::blocking::Response {
         Who::WrongToken => r.bearer_auth("not-a-token"),
         Who::Malformed => r.header("Authorization", "Basic b3BzOnNlY3JldA=="),
     };
-    if let Some(b) = &c.body {
-        r = r.json(b);
-    }
-    r.send().unwrap()
+    c.with_body(r).send().unwrap()
 }
 
 #[test]
@@ -305,10 +330,7 @@ fn without_tokens_every_read_is_open_and_every_write_refused() {
             if let Some(t) = token {
                 r = r.bearer_auth(t);
             }
-            if let Some(b) = &c.body {
-                r = r.json(b);
-            }
-            let r = r.send().unwrap();
+            let r = c.with_body(r).send().unwrap();
             let status = r.status().as_u16();
             let text = r.text().unwrap();
             match c.needs {

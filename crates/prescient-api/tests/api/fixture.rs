@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use prescient_agent::config::{Config, Mode, Role, TokenConfig};
 use prescient_agent::control::{
-    AlertState, AlertView, AnomalyView, CalibrationView, Command, Control, ControlPort, LiveView,
-    ModelWeight, PoolView, RequestState, RequestView, ResourceView, StoreView, WorkloadView,
+    AlertState, AlertView, AnomalyView, CONFIG_TEXT_NAME, CalibrationView, Command, ConfigChange,
+    Control, ControlPort, LiveView, ModelWeight, PoolView, RequestState, RequestView, ResourceView,
+    StoreView, WorkloadView,
 };
 use prescient_api::{AppState, Server, hash_token, serve_state};
 use prescient_core::{
@@ -346,6 +347,29 @@ fn answer(c: Command, view: &mut LiveView, log: &Log) {
             };
             view.requests.push(r.clone());
             let _ = reply.send(Ok(r));
+        }
+        Command::SetConfig { toml, by, reply } => {
+            log.push(format!("config by {}", by.name));
+            // Read as the agent's default loader reads it; the real path
+            // (layers, reload rules) is tested against a real agent in
+            // config.rs.
+            let read =
+                Config::from_toml(&toml, std::path::Path::new(CONFIG_TEXT_NAME)).and_then(|c| {
+                    c.validate(std::path::Path::new(CONFIG_TEXT_NAME))
+                        .map(|()| c)
+                });
+            match read {
+                Ok(c) => {
+                    view.config = Some(Arc::new(c));
+                    let _ = reply.send(Ok(ConfigChange {
+                        changed: vec!["agent".into()],
+                        kept: Vec::new(),
+                    }));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
         }
         Command::CancelRequest { id, by, reply } => {
             log.push(format!("cancel {id} by {}", by.name));

@@ -28,6 +28,59 @@ fn an_oversized_body_is_413() {
 }
 
 #[test]
+fn a_configuration_body_that_is_not_utf8_toml_or_too_large_never_reaches_the_loop() {
+    let f = Fixture::with(true, |c| {
+        c.api.max_body = prescient_agent::config::ByteSize(1024)
+    });
+    let put = |content_type: &str, body: Vec<u8>| {
+        f.req(Method::PUT, "/api/v1/config", Some(ADMIN))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let (s, e) = error_of(put(
+        "application/toml",
+        b"[agent]\nhost = \"\xff\xfe\"\n".to_vec(),
+    ));
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("not UTF-8 text (byte 16"),
+        "{e}"
+    );
+    let (s, e) = error_of(put("application/json", b"{}".to_vec()));
+    assert_eq!(s, 415, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("TOML"), "{e}");
+    let big = format!("# {}\n", "x".repeat(4096)).into_bytes();
+    let (s, e) = error_of(put("text/plain", big));
+    assert_eq!(s, 413, "{e}");
+    assert_eq!(e["detail"]["limit_bytes"], 1024, "{e}");
+    assert!(
+        !f.fake.commands().iter().any(|c| c.starts_with("config")),
+        "{:?}",
+        f.fake.commands()
+    );
+    // A configuration the stand-in loop refuses: 422 with each bad key.
+    let (s, e) = error_of(put(
+        "text/plain; charset=utf-8",
+        b"[agent]\nsample_interval = \"0s\"\nplan_steps = 0\n".to_vec(),
+    ));
+    assert_eq!(s, 422, "{e}");
+    let keys: Vec<&str> = e["detail"]["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"agent.sample_interval"), "{e}");
+    // Refusals are not audited.
+    assert!(!f.audit().iter().any(|a| a["action"] == "api.config"));
+}
+
+#[test]
 fn malformed_json_and_unknown_fields_are_400_naming_the_field() {
     let f = Fixture::new();
     let post = |body: &str| {

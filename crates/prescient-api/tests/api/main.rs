@@ -3,8 +3,13 @@
 
 mod fixture;
 
+// A real agent replaying a sample trace behind the server (config.rs).
+#[path = "../dashboard_support/mod.rs"]
+mod dashboard_support;
+
 mod access;
 mod audit;
+mod config;
 mod input;
 mod openapi;
 mod series;

@@ -1,5 +1,6 @@
-//! What the dashboard test and bench share: a real agent replaying a
-//! committed sample trace with the API server in front of it, a
+//! What the dashboard test and bench (and the API's configuration test)
+//! share: a real agent replaying a committed sample trace with the API
+//! server in front of it, a
 //! chromedriver child process, and a headless Chromium session driven
 //! through it. Every process started here is ended by its guard's `Drop`,
 //! by pid, even when a test fails.
@@ -22,6 +23,9 @@ use prescient_api::Server;
 
 /// The operator token configured on the server.
 pub const OPERATOR_TOKEN: &str = "dashboard-test-operator-token";
+
+/// The admin token configured on the server (named `root`).
+pub const ADMIN_TOKEN: &str = "dashboard-test-admin-token";
 
 /// The chromedriver binary (`PRESCIENT_CHROMEDRIVER` overrides).
 pub fn chromedriver_bin() -> PathBuf {
@@ -179,7 +183,8 @@ pub async fn browser(driver: &Chromedriver, profile: &Path) -> Result<Client, St
 }
 
 /// A real agent replaying a sample trace on a thread, with the API server
-/// (an operator token configured) in front of it. Dropping it stops the
+/// (an operator token, `ops`, and an admin token, `root`, configured) in
+/// front of it. Dropping it stops the
 /// server, then the agent, and removes its store.
 pub struct Live {
     /// The server.
@@ -201,11 +206,18 @@ impl Live {
         config.store.path = dir.path().join("prescient.db");
         config.api.enabled = true;
         config.api.listen = "127.0.0.1:0".into();
-        config.api.tokens = vec![TokenConfig {
-            name: "ops".into(),
-            role: Role::Operator,
-            sha256: prescient_api::hash_token(OPERATOR_TOKEN),
-        }];
+        config.api.tokens = vec![
+            TokenConfig {
+                name: "ops".into(),
+                role: Role::Operator,
+                sha256: prescient_api::hash_token(OPERATOR_TOKEN),
+            },
+            TokenConfig {
+                name: "root".into(),
+                role: Role::Admin,
+                sha256: prescient_api::hash_token(ADMIN_TOKEN),
+            },
+        ];
         let (handle, port) = Control::new();
         let signals = Signals::new();
         let path = sample(trace);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use prescient_agent::Counters;
 use prescient_agent::control::{
     AlertState, AlertView, AnomalyView, Caller, LiveView, ModelWeight, NewRequest, PoolView,
-    RequestState, RequestView, ResourceView, StoreView, WorkloadView,
+    RequestState, RequestView, ResourceView, SolverView, StoreView, WorkloadView,
 };
 use prescient_core::{HostId, Plan, Resource};
 
@@ -59,6 +59,7 @@ pub fn full_view(web_cpu_alloc: f64, plans: u64, runs: u32, updated_at: i64) -> 
             drift: 1,
             refused: 1,
             enforce_failures: 1,
+            solver_passes: plans * 4,
             ..Counters::default()
         },
         times,
@@ -136,6 +137,17 @@ pub fn full_view(web_cpu_alloc: f64, plans: u64, runs: u32, updated_at: i64) -> 
             dropped_samples: 0,
             failing: None,
         },
+        solver: SolverView {
+            at: updated_at,
+            workloads: 2,
+            curves: 3,
+            requests: 1,
+            passes: plans as usize,
+            working_bytes: 2048,
+            overcommitted: 0,
+            degraded_plans: 0,
+        },
+        config: None,
     }
 }
 
