@@ -12,7 +12,9 @@
 //! - [`calibrate`]: one-step quantile tracking and horizon conformal offsets;
 //! - [`forecaster`]: [`SeriesForecaster`], all of the above for one series,
 //!   serialisable;
-//! - [`backtest`]: the day-ahead protocol of DESIGN.md.
+//! - [`backtest`]: the day-ahead protocol of DESIGN.md;
+//! - [`tails`]: one-step tail curves per host and the allocation a
+//!   violation budget buys on them, for the replay policy and the agent.
 
 pub mod anomaly;
 pub mod backtest;
@@ -27,6 +29,7 @@ pub mod model;
 pub mod models;
 pub mod season;
 pub mod stats;
+pub mod tails;
 
 pub use ensemble::{Band, Weights};
 pub use forecaster::{ForecastError, MAX_HORIZON, STATE_VERSION, SeriesForecaster, StateError};
