@@ -178,6 +178,8 @@ fn main() {
                 }],
                 pdb: None,
                 resize: ResizeStatus::default(),
+                qos: prescient_kube::snapshot::QosClass::Burstable,
+                last_resize: None,
             });
             k += 1;
         }

@@ -28,9 +28,9 @@ use prescient_core::TimestampMs;
 use serde_json::json;
 
 use crate::crd::{PrescientPolicy, Recommendation};
-use crate::plan::{Action, NodePlan, Planner, PlannerConfig, PodPlan};
+use crate::plan::{Action, AttemptResult, NodePlan, Planner, PlannerConfig, PodPlan};
 use crate::quantity::{format_cpu, format_memory};
-use crate::snapshot::{ResizeStatus, UsageMap, node_snapshot, policy_for};
+use crate::snapshot::{FIELD_MANAGER, ResizeStatus, UsageMap, node_snapshot, policy_for, trim_pod};
 use crate::usage::{UsageSource, metrics_api_usage, prometheus_history, prometheus_usage};
 
 /// How the controller runs.
@@ -154,6 +154,9 @@ pub struct ClusterState {
     pub pdbs: Store<PodDisruptionBudget>,
     /// PrescientPolicies.
     pub policies: Store<PrescientPolicy>,
+    /// Watch errors since the last cycle (each watch retries with backoff);
+    /// a cycle reports them as problems.
+    pub watch_errors: Vec<String>,
 }
 
 /// What became of one pod in a cycle.
@@ -161,11 +164,12 @@ pub struct ClusterState {
 pub enum Outcome {
     /// Resized: the API server took the new requests.
     Resized,
-    /// The kubelet deferred the resize (`PodResizePending`/`Deferred`): it
-    /// is tried again at a later cycle.
+    /// The kubelet deferred the resize (`PodResizePending`/`Deferred`, in
+    /// the answer to the PATCH or later on the pod): it actuates it when
+    /// the node has room; the same target is not sent again.
     Deferred(String),
-    /// The kubelet cannot fit it (`PodResizePending`/`Infeasible`): not
-    /// tried again for the same target.
+    /// The kubelet cannot fit it (`PodResizePending`/`Infeasible`, in the
+    /// answer or later on the pod): not tried again for the same target.
     Infeasible(String),
     /// The recommendation was written (or logged, without a policy).
     Recommended,
@@ -229,6 +233,9 @@ pub struct Controller {
     /// Per policy (namespace, name): the recommendation keys written last,
     /// so that those of pods gone are removed.
     written: HashMap<(String, String), BTreeSet<String>>,
+    /// Per pod: the pending condition last reported by an Event (reason,
+    /// message), so that a condition is reported once, not every cycle.
+    reported: HashMap<(String, String), (String, String)>,
     history_loaded: bool,
 }
 
@@ -258,6 +265,7 @@ impl Controller {
             state: Arc::default(),
             recorder,
             written: HashMap::new(),
+            reported: HashMap::new(),
             history_loaded: false,
         }
     }
@@ -291,24 +299,28 @@ impl Controller {
                 pod_cfg,
                 state.clone(),
                 |s| &mut s.pods,
+                trim_pod,
             );
             let nodes = feed(
                 Api::<Node>::all(client.clone()),
                 node_cfg,
                 state.clone(),
                 |s| &mut s.nodes,
+                |_| {},
             );
             let pdbs = feed(
                 Api::<PodDisruptionBudget>::all(client.clone()),
                 watcher::Config::default(),
                 state.clone(),
                 |s| &mut s.pdbs,
+                |_| {},
             );
             let policies = feed(
                 Api::<PrescientPolicy>::all(client),
                 watcher::Config::default(),
                 state,
                 |s| &mut s.policies,
+                |_| {},
             );
             futures::join!(pods, nodes, pdbs, policies);
         }
@@ -376,6 +388,9 @@ impl Controller {
             let policies: Vec<PrescientPolicy> = st.policies.iter().cloned().collect();
             (nodes, by_node, pdbs, policies)
         };
+        report
+            .problems
+            .extend(std::mem::take(&mut lock(&self.state).watch_errors));
         let policy_refs: Vec<&PrescientPolicy> = policies.iter().collect();
         let pdb_refs: Vec<&PodDisruptionBudget> = pdbs.iter().collect();
 
@@ -403,6 +418,7 @@ impl Controller {
         self.planner.observe(&usage, now);
         self.planner
             .retain(|(ns, pod, _)| managed.contains(&(ns.clone(), pod.clone())));
+        self.reported.retain(|k, _| managed.contains(k));
 
         // 3. Plans.
         let mut snapshots = Vec::new();
@@ -447,7 +463,21 @@ impl Controller {
                     }
                     Outcome::Recommended
                 }
-                Action::NoChange => Outcome::Unchanged,
+                Action::NoChange => {
+                    self.reported
+                        .remove(&(plan.namespace.clone(), plan.name.clone()));
+                    Outcome::Unchanged
+                }
+                Action::Deferred(m) => {
+                    let outcome = Outcome::Deferred(m.clone());
+                    self.report_pending(&plan, "Deferred", m, &outcome).await;
+                    outcome
+                }
+                Action::Infeasible(m) => {
+                    let outcome = Outcome::Infeasible(m.clone());
+                    self.report_pending(&plan, "Infeasible", m, &outcome).await;
+                    outcome
+                }
                 Action::Hold(why) => {
                     log::info!("hold {}/{}: {why}", plan.namespace, plan.name);
                     Outcome::Held(why.clone())
@@ -542,37 +572,64 @@ impl Controller {
         })
     }
 
+    /// Reports a pending condition the kubelet set on a pod (an Event and
+    /// a log line), once per condition and message.
+    async fn report_pending(
+        &mut self,
+        plan: &PodPlan,
+        reason: &str,
+        message: &str,
+        outcome: &Outcome,
+    ) {
+        let key = (plan.namespace.clone(), plan.name.clone());
+        let seen = (reason.to_string(), message.to_string());
+        if self.reported.get(&key) == Some(&seen) {
+            log::debug!(
+                "{}/{}: resize still {reason}: {message}",
+                plan.namespace,
+                plan.name
+            );
+            return;
+        }
+        self.reported.insert(key, seen);
+        self.event(
+            plan,
+            outcome,
+            &format!("requests as in the spec ({})", spec_summary(plan)),
+        )
+        .await;
+    }
+
     /// Resizes one pod in place; a 409 Conflict is retried (bounded) after
-    /// a fresh GET of the pod.
+    /// a fresh GET of the pod. Every attempt is recorded for the rate limit.
     async fn resize(&mut self, plan: &PodPlan, now: TimestampMs) -> Outcome {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &plan.namespace);
         let mut fresh: Option<Pod> = None;
         let mut attempt = 0;
         let where_ = format!("pod {}/{}", plan.namespace, plan.name);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
         let outcome = loop {
             let patch = resize_patch(plan, fresh.as_ref());
             match api
-                .patch_resize(
-                    &plan.name,
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
+                .patch_resize(&plan.name, &params, &Patch::Strategic(&patch))
                 .await
             {
                 Ok(pod) => {
+                    // The kubelet may already have answered (a node without
+                    // room defers at once); more often its conditions come
+                    // later, on the pod, and the next cycles read them.
                     let status = ResizeStatus::of(&pod);
                     break match status.pending {
                         Some((reason, message)) if reason == "Deferred" => {
                             Outcome::Deferred(message)
                         }
                         Some((reason, message)) if reason == "Infeasible" => {
-                            self.planner.record_infeasible(plan, now);
                             Outcome::Infeasible(message)
                         }
-                        _ => {
-                            self.planner.record_resize(&plan.namespace, &plan.name, now);
-                            Outcome::Resized
-                        }
+                        _ => Outcome::Resized,
                     };
                 }
                 Err(kube::Error::Api(status))
@@ -603,6 +660,23 @@ impl Controller {
                 }
             }
         };
+        let key = (plan.namespace.clone(), plan.name.clone());
+        let result = match &outcome {
+            Outcome::Deferred(m) => {
+                self.reported.insert(key, ("Deferred".into(), m.clone()));
+                AttemptResult::Deferred(m.clone())
+            }
+            Outcome::Infeasible(m) => {
+                self.reported.insert(key, ("Infeasible".into(), m.clone()));
+                AttemptResult::Infeasible(m.clone())
+            }
+            Outcome::Failed(m) => AttemptResult::Failed(m.clone()),
+            _ => {
+                self.reported.remove(&key);
+                AttemptResult::Accepted
+            }
+        };
+        self.planner.record_attempt(plan, now, result);
         self.event(plan, &outcome, &patch_summary(plan)).await;
         outcome
     }
@@ -618,7 +692,9 @@ impl Controller {
             Outcome::Deferred(m) => (
                 EventType::Normal,
                 "ResizeDeferred",
-                format!("resize deferred by the kubelet, retried next cycle: {summary}: {m}"),
+                format!(
+                    "resize deferred by the kubelet, which applies it when the node has room (not sent again): {summary}: {m}"
+                ),
             ),
             Outcome::Infeasible(m) => (
                 EventType::Warning,
@@ -697,12 +773,15 @@ impl Controller {
     }
 }
 
-/// Feeds a watcher of `api` into `state`.
+/// Feeds a watcher of `api` into `state`, each object trimmed by `trim`.
+/// Errors are recorded for the next cycle's report; the watcher retries
+/// with backoff (and relists when its resourceVersion is too old).
 async fn feed<K>(
     api: Api<K>,
     config: watcher::Config,
     state: Arc<Mutex<ClusterState>>,
     store: fn(&mut ClusterState) -> &mut Store<K>,
+    trim: fn(&mut K),
 ) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
@@ -712,8 +791,16 @@ async fn feed<K>(
         .default_backoff()
         .for_each(|event| {
             match event {
-                Ok(ev) => store(&mut lock(&state)).apply(ev),
-                Err(e) => log::warn!("watch of {kind}: {e}"),
+                Ok(ev) => store(&mut lock(&state)).apply(ev.modify(trim)),
+                Err(e) => {
+                    log::warn!("watch of {kind}: {e} (retried with backoff)");
+                    let mut st = lock(&state);
+                    // Bounded: a cycle drains them; a long outage keeps
+                    // the first ones.
+                    if st.watch_errors.len() < 100 {
+                        st.watch_errors.push(format!("watch of {kind}: {e}"));
+                    }
+                }
             }
             futures::future::ready(())
         })
@@ -747,7 +834,7 @@ pub fn resize_patch(plan: &PodPlan, fresh: Option<&Pod>) -> serde_json::Value {
     for c in &plan.containers {
         let mut requests = serde_json::Map::new();
         let mut limits = serde_json::Map::new();
-        let fresh_ratio = |resource: &str| -> Option<f64> {
+        let fresh_ratio = |resource: &str| -> Option<(f64, f64)> {
             let spec = fresh?.spec.as_ref()?;
             let res = spec
                 .containers
@@ -762,7 +849,18 @@ pub fn resize_patch(plan: &PodPlan, fresh: Option<&Pod>) -> serde_json::Value {
                     .and_then(|q| crate::quantity::parse_quantity(&q.0).ok())
             };
             let (r, l) = (read(res.requests.as_ref())?, read(res.limits.as_ref())?);
-            (r > 0.0).then_some(l / r)
+            (r > 0.0).then_some((l / r, l))
+        };
+        let fresh_restarts = |resource: &str| {
+            fresh
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.containers.iter().find(|x| x.name == c.name))
+                .and_then(|x| x.resize_policy.as_ref())
+                .is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        p.resource_name == resource && p.restart_policy == "RestartContainer"
+                    })
+                })
         };
         for (resource, target, fmt) in [
             ("cpu", c.cpu, format_cpu as fn(f64) -> String),
@@ -773,8 +871,16 @@ pub fn resize_patch(plan: &PodPlan, fresh: Option<&Pod>) -> serde_json::Value {
             };
             requests.insert(resource.into(), json!(fmt(t.request)));
             let limit = match fresh_ratio(resource) {
-                Some(r) if fresh.is_some() => Some((t.request * r).max(t.request)),
-                _ => t.limit,
+                Some((r, old)) => {
+                    let new = (t.request * r).max(t.request);
+                    // As planned: a memory limit is not lowered in place.
+                    if resource == "memory" && !fresh_restarts(resource) {
+                        Some(new.max(old))
+                    } else {
+                        Some(new)
+                    }
+                }
+                None => t.limit,
             };
             if let Some(l) = limit {
                 limits.insert(resource.into(), json!(fmt(l)));
@@ -798,6 +904,24 @@ pub fn resize_patch(plan: &PodPlan, fresh: Option<&Pod>) -> serde_json::Value {
         patch["metadata"] = json!({"resourceVersion": rv});
     }
     patch
+}
+
+/// "web: cpu 400m, memory 768Mi": the requests a plan holds.
+fn spec_summary(plan: &PodPlan) -> String {
+    let mut parts = Vec::new();
+    for c in &plan.containers {
+        let mut s = Vec::new();
+        if let Some(t) = c.cpu {
+            s.push(format!("cpu {}", format_cpu(t.request)));
+        }
+        if let Some(t) = c.memory {
+            s.push(format!("memory {}", format_memory(t.request)));
+        }
+        if !s.is_empty() {
+            parts.push(format!("{}: {}", c.name, s.join(", ")));
+        }
+    }
+    parts.join("; ")
 }
 
 /// "web: cpu 250m→400m, memory 512Mi→768Mi".
@@ -892,6 +1016,38 @@ pub fn check_health(path: &std::path::Path, max_age: Duration) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"}})).unwrap()
+    }
+
+    fn names(s: &Store<Pod>) -> Vec<String> {
+        s.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
+    }
+
+    #[test]
+    fn store_follows_watch_events_and_relists() {
+        let mut s = Store::default();
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(pod("a")));
+        s.apply(Event::InitApply(pod("b")));
+        assert!(s.is_empty(), "a list in progress is not shown");
+        s.apply(Event::InitDone);
+        assert_eq!(names(&s), ["a", "b"]);
+        s.apply(Event::Apply(pod("c")));
+        s.apply(Event::Delete(pod("a")));
+        assert_eq!(names(&s), ["b", "c"]);
+        // A relist: the old objects stay until it is done, then only what
+        // it listed is left.
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(pod("c")));
+        assert_eq!(names(&s), ["b", "c"]);
+        s.apply(Event::InitApply(pod("d")));
+        s.apply(Event::InitDone);
+        assert_eq!(names(&s), ["c", "d"]);
+        assert_eq!(s.len(), 2);
+        assert!(s.get("ns", "d").is_some() && s.get("ns", "b").is_none());
+    }
 
     #[test]
     fn health_file_freshness() {

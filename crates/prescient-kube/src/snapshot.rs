@@ -9,9 +9,19 @@ use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use prescient_core::TimestampMs;
+
 use crate::crd::PrescientPolicy;
 use crate::policy::{MANAGED_LABEL, PodPolicy, PolicyError};
 use crate::quantity::parse_quantity;
+
+/// The field manager the controller writes resizes under. The API server
+/// stamps the pod's `managedFields` entry of this manager and the `resize`
+/// subresource with the time of each write that changes a value: that is
+/// where a restarted controller reads when it last resized a pod (an
+/// annotation cannot carry it: the resize subresource drops metadata
+/// changes).
+pub const FIELD_MANAGER: &str = "prescient-kube";
 
 /// Latest usage of one container: CPU in cores, memory in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -92,6 +102,59 @@ impl ResizeStatus {
     }
 }
 
+/// A pod's quality-of-service class. Kubernetes refuses an in-place
+/// resize that would change it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QosClass {
+    /// Every container (init containers too) has CPU and memory limits
+    /// equal to its requests.
+    Guaranteed,
+    /// Some request or limit, not Guaranteed.
+    #[default]
+    Burstable,
+    /// No CPU or memory request or limit anywhere.
+    BestEffort,
+}
+
+impl QosClass {
+    /// The class `status.qosClass` names (set by the API server when the
+    /// pod is created, and never changed).
+    pub fn from_status(s: &str) -> Option<QosClass> {
+        match s {
+            "Guaranteed" => Some(QosClass::Guaranteed),
+            "Burstable" => Some(QosClass::Burstable),
+            "BestEffort" => Some(QosClass::BestEffort),
+            _ => None,
+        }
+    }
+
+    /// The class of containers with these CPU and memory states, by the
+    /// rules of Kubernetes (requests default to limits).
+    pub fn of<'a>(
+        containers: impl IntoIterator<Item = (&'a ResourceState, &'a ResourceState)>,
+    ) -> QosClass {
+        let mut any = false;
+        let mut guaranteed = true;
+        for (cpu, memory) in containers {
+            for r in [cpu, memory] {
+                any |= r.request.is_some() || r.limit.is_some();
+                guaranteed &=
+                    matches!((r.request, r.limit), (Some(q), Some(l)) if same_amount(q, l));
+            }
+        }
+        match (any, guaranteed) {
+            (false, _) => QosClass::BestEffort,
+            (true, true) => QosClass::Guaranteed,
+            (true, false) => QosClass::Burstable,
+        }
+    }
+}
+
+/// Whether two amounts (as parsed or as rounded for writing) are the same.
+pub fn same_amount(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
 /// A pod on the node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodSnapshot {
@@ -113,6 +176,43 @@ pub struct PodSnapshot {
     pub pdb: Option<PdbState>,
     /// Its resize conditions.
     pub resize: ResizeStatus,
+    /// Its QoS class (`status.qosClass`, or worked out from its
+    /// containers).
+    pub qos: QosClass,
+    /// When this controller last changed its resources (the time of its
+    /// [`FIELD_MANAGER`] entry for the `resize` subresource in
+    /// `managedFields`), ms since the epoch.
+    pub last_resize: Option<TimestampMs>,
+}
+
+/// When [`FIELD_MANAGER`] last changed `pod`'s resources through the resize
+/// subresource, from its `managedFields`.
+pub fn last_resize_of(pod: &Pod) -> Option<TimestampMs> {
+    pod.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER)
+                && m.subresource.as_deref() == Some("resize")
+        })
+        .filter_map(|m| m.time.as_ref().map(|t| t.0.as_millisecond()))
+        .max()
+}
+
+/// Drops what the controller never reads from a watched pod, to keep
+/// 50,000 of them small: the managedFields of other managers and the field
+/// sets of all (only [`FIELD_MANAGER`]'s resize time is read).
+pub fn trim_pod(pod: &mut Pod) {
+    if let Some(fields) = pod.metadata.managed_fields.as_mut() {
+        fields.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
+        for m in fields.iter_mut() {
+            m.fields_v1 = None;
+        }
+        if fields.is_empty() {
+            pod.metadata.managed_fields = None;
+        }
+    }
 }
 
 /// One resource of one container.
@@ -288,6 +388,17 @@ pub fn node_snapshot(
         );
         let mut containers = Vec::new();
         let mut bad = None;
+        let mut init = Vec::new();
+        for c in pod
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+        {
+            match container_snapshot(c, Usage::default()) {
+                Ok(cs) => init.push(cs),
+                Err(e) => bad = Some(format!("init {e}")),
+            }
+        }
         for c in pod.spec.iter().flat_map(|s| &s.containers) {
             let u = usage
                 .get(&(ns.clone(), pod_name.clone(), c.name.clone()))
@@ -318,6 +429,14 @@ pub fn node_snapshot(
                 disruptions_allowed: b.status.as_ref().map_or(0, |s| s.disruptions_allowed),
             })
             .min_by_key(|b| b.disruptions_allowed);
+        let qos = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.qos_class.as_deref())
+            .and_then(QosClass::from_status)
+            .unwrap_or_else(|| {
+                QosClass::of(init.iter().chain(&containers).map(|c| (&c.cpu, &c.memory)))
+            });
         snap.pods.push(PodSnapshot {
             namespace: ns,
             name: pod_name,
@@ -327,6 +446,8 @@ pub fn node_snapshot(
             containers,
             pdb,
             resize: ResizeStatus::of(pod),
+            qos,
+            last_resize: last_resize_of(pod),
         });
     }
     Ok(snap)
@@ -418,10 +539,87 @@ mod tests {
         assert!(!w.containers[0].cpu.restart_on_resize);
         assert_eq!(w.pdb.as_ref().unwrap().disruptions_allowed, 0);
         assert_eq!(w.resize.pending.as_ref().unwrap().0, "Deferred");
+        assert_eq!(w.qos, QosClass::Burstable);
+        assert_eq!(w.last_resize, None);
         let db = &snap.pods[1];
         assert_eq!(db.opt_in, Some(OptIn::Label));
         assert_eq!(db.containers[0].memory.request, Some(2.0 * 1_073_741_824.0));
         assert!(db.pdb.is_none());
+    }
+
+    #[test]
+    fn qos_class_from_status_or_containers() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi"}}
+        }))
+        .unwrap();
+        let guaranteed = json!({"limits": {"cpu": "1", "memory": "1Gi"}});
+        let mk = |name: &str, init: serde_json::Value, status: serde_json::Value| {
+            pod(json!({
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"initContainers": init, "containers": [{"name": "c", "resources": guaranteed}]},
+                "status": status
+            }))
+        };
+        let pods = [
+            // Limits only: requests default to them.
+            mk("g", json!([]), json!({})),
+            // An init container without limits makes the pod Burstable.
+            mk(
+                "b",
+                json!([{"name": "i", "resources": {"requests": {"cpu": "1"}}}]),
+                json!({}),
+            ),
+            // The API server's word wins.
+            mk("s", json!([]), json!({"qosClass": "Burstable"})),
+            pod(json!({"metadata": {"name": "e", "namespace": "ns"},
+                       "spec": {"containers": [{"name": "c"}]}})),
+        ];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let snap = node_snapshot(&node, &refs, &[], &[], &UsageMap::new()).unwrap();
+        let qos: Vec<(String, QosClass)> =
+            snap.pods.iter().map(|p| (p.name.clone(), p.qos)).collect();
+        assert_eq!(
+            qos,
+            [
+                ("g".to_string(), QosClass::Guaranteed),
+                ("b".to_string(), QosClass::Burstable),
+                ("s".to_string(), QosClass::Burstable),
+                ("e".to_string(), QosClass::BestEffort),
+            ]
+        );
+    }
+
+    #[test]
+    fn last_resize_comes_from_our_managed_fields_entry() {
+        let p = pod(json!({
+            "metadata": {"name": "web", "namespace": "ns", "managedFields": [
+                {"manager": "kubectl", "operation": "Update", "subresource": "resize",
+                 "time": "2023-11-14T23:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {}},
+                {"manager": FIELD_MANAGER, "operation": "Update",
+                 "time": "2023-11-14T21:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {}},
+                {"manager": FIELD_MANAGER, "operation": "Update", "subresource": "resize",
+                 "time": "2023-11-14T22:13:20Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:spec": {}}}
+            ]},
+            "spec": {"containers": [{"name": "c"}]}
+        }));
+        // Only our manager's resize entry counts (not kubectl's resize,
+        // nor our own main-resource writes).
+        assert_eq!(last_resize_of(&p), Some(1_700_000_000_000));
+        let mut trimmed = p.clone();
+        trim_pod(&mut trimmed);
+        let fields = trimmed.metadata.managed_fields.as_ref().unwrap();
+        assert_eq!(fields.len(), 2);
+        assert!(fields.iter().all(|f| f.fields_v1.is_none()));
+        assert_eq!(last_resize_of(&trimmed), Some(1_700_000_000_000));
+        let mut bare = pod(json!({"metadata": {"name": "x", "managedFields": [
+            {"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {}}]},
+            "spec": {"containers": []}}));
+        trim_pod(&mut bare);
+        assert!(bare.metadata.managed_fields.is_none());
+        assert_eq!(last_resize_of(&bare), None);
     }
 
     #[test]
