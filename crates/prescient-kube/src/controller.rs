@@ -31,7 +31,10 @@ use crate::crd::{PrescientPolicy, Recommendation};
 use crate::plan::{Action, AttemptResult, NodePlan, Planner, PlannerConfig, PodPlan};
 use crate::quantity::{format_cpu, format_memory};
 use crate::snapshot::{FIELD_MANAGER, ResizeStatus, UsageMap, node_snapshot, policy_for, trim_pod};
-use crate::usage::{UsageSource, metrics_api_usage, prometheus_history, prometheus_usage};
+use crate::usage::{
+    HistoryConfig, UsageSource, fill_history_query, metrics_api_usage, prometheus_history,
+    prometheus_usage,
+};
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -236,7 +239,20 @@ pub struct Controller {
     /// Per pod: the pending condition last reported by an Event (reason,
     /// message), so that a condition is reported once, not every cycle.
     reported: HashMap<(String, String), (String, String)>,
-    history_loaded: bool,
+    /// Per managed pod (Prometheus only): whether its history was read.
+    history: HashMap<(String, String), HistoryState>,
+}
+
+/// Whether a pod's history was read from Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum HistoryState {
+    /// Read (or found empty: a new pod has none).
+    Loaded,
+    /// The last read failed: `failures` in a row, tried again at `next_try`.
+    Failed {
+        failures: u32,
+        next_try: TimestampMs,
+    },
 }
 
 fn lock(state: &Mutex<ClusterState>) -> MutexGuard<'_, ClusterState> {
@@ -266,7 +282,7 @@ impl Controller {
             recorder,
             written: HashMap::new(),
             reported: HashMap::new(),
-            history_loaded: false,
+            history: HashMap::new(),
         }
     }
 
@@ -537,32 +553,11 @@ impl Controller {
                         return UsageMap::new();
                     }
                 };
-                if !self.history_loaded {
-                    self.history_loaded = true;
-                    let start = now - i64::try_from(history.as_millis()).unwrap_or(0);
-                    match prometheus_history(
-                        client.clone(),
-                        cpu_query.clone(),
-                        memory_query.clone(),
-                        start,
-                        now - self.planner.config().step_ms,
-                        self.config.interval,
-                    )
-                    .await
-                    {
-                        Ok(history) => {
-                            for (key, resource, points) in history {
-                                if managed.contains(&(key.0.clone(), key.1.clone())) {
-                                    for (ts, v) in points {
-                                        self.planner.observe_one(&key, resource, ts, v);
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => report.problems.push(format!("usage history: {e}")),
-                    }
-                }
-                prometheus_usage(client, cpu_query.clone(), memory_query.clone(), now).await
+                let (cpu_query, memory_query) = (cpu_query.clone(), memory_query.clone());
+                let history = history.clone();
+                self.load_history(&client, &history, managed, now, report)
+                    .await;
+                prometheus_usage(client, cpu_query, memory_query, now).await
             }
         };
         result.unwrap_or_else(|e| {
@@ -598,6 +593,102 @@ impl Controller {
             &format!("requests as in the spec ({})", spec_summary(plan)),
         )
         .await;
+    }
+
+    /// Reads the history of the managed pods not read yet (or whose last
+    /// read failed and is due again), at most `pods_per_cycle` of them, in
+    /// range queries over batches of one namespace's pods, and trains
+    /// their forecasters on it. A failed batch is a problem of the cycle,
+    /// tried again after a backoff.
+    async fn load_history(
+        &mut self,
+        client: &prescient_prometheus::Client,
+        h: &HistoryConfig,
+        managed: &BTreeSet<(String, String)>,
+        now: TimestampMs,
+        report: &mut CycleReport,
+    ) {
+        self.history.retain(|k, _| managed.contains(k));
+        let step = self.planner.config().step_ms;
+        let lookback = i64::try_from(h.lookback.as_millis()).unwrap_or(i64::MAX);
+        if lookback < step {
+            return;
+        }
+        let mut due: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut n = 0;
+        for (ns, pod) in managed {
+            let key = (ns.clone(), pod.clone());
+            let wanted = match self.history.get(&key) {
+                None => true,
+                Some(HistoryState::Loaded) => false,
+                Some(HistoryState::Failed { next_try, .. }) => *next_try <= now,
+            };
+            if wanted && n < h.pods_per_cycle {
+                due.entry(ns).or_default().push(pod);
+                n += 1;
+            }
+        }
+        for (ns, pods) in due {
+            for batch in pods.chunks(h.pods_per_query.max(1)) {
+                let read = prometheus_history(
+                    client.clone(),
+                    fill_history_query(&h.cpu_query, ns, batch),
+                    fill_history_query(&h.memory_query, ns, batch),
+                    now.saturating_sub(lookback),
+                    now - step,
+                    self.config.interval,
+                )
+                .await;
+                let in_batch = |pod: &str| batch.contains(&pod);
+                match read {
+                    Ok(series) => {
+                        let mut points = 0;
+                        for (key, resource, values) in series {
+                            // The templates select the batch; a query that
+                            // ignores `{pods}` still only teaches these.
+                            if key.0 == ns && in_batch(&key.1) {
+                                points += self.planner.learn_history(&key, resource, &values);
+                            }
+                        }
+                        log::info!(
+                            "usage history: {points} point(s) for {} pod(s) of namespace {ns}",
+                            batch.len()
+                        );
+                        for pod in batch {
+                            self.history
+                                .insert((ns.to_string(), pod.to_string()), HistoryState::Loaded);
+                        }
+                    }
+                    Err(e) => {
+                        let mut wait = h.retry;
+                        for pod in batch {
+                            let key = (ns.to_string(), pod.to_string());
+                            let failures = match self.history.get(&key) {
+                                Some(HistoryState::Failed { failures, .. }) => failures + 1,
+                                _ => 1,
+                            };
+                            wait = h.retry_delay(failures);
+                            let next_try = now.saturating_add(
+                                i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                            );
+                            self.history
+                                .insert(key, HistoryState::Failed { failures, next_try });
+                        }
+                        let problem = format!(
+                            "usage history of {} pod(s) of namespace {ns} ({}{}): {e}; tried again in {}",
+                            batch.len(),
+                            batch[0],
+                            if batch.len() > 1 { ", ..." } else { "" },
+                            crate::plan::fmt_duration(
+                                i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)
+                            )
+                        );
+                        log::warn!("{problem}");
+                        report.problems.push(problem);
+                    }
+                }
+            }
+        }
     }
 
     /// Resizes one pod in place; a 409 Conflict is retried (bounded) after

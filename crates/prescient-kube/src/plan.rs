@@ -321,6 +321,44 @@ impl Planner {
         }
     }
 
+    /// Replaces what was learnt of `key`'s `resource` by a forecaster
+    /// trained on `points`, its history (time order): the history covers
+    /// the steps seen live so far too. Returns the points learnt; with none
+    /// usable, what was learnt is kept.
+    pub fn learn_history(
+        &mut self,
+        key: &ContainerKey,
+        resource: Resource,
+        points: &[(TimestampMs, f64)],
+    ) -> usize {
+        let mut fresh = ContainerSeries::new(&self.config);
+        let f = match resource {
+            Resource::Cpu => &mut fresh.cpu,
+            Resource::Memory => &mut fresh.memory,
+            _ => return 0,
+        };
+        for &(t, v) in points {
+            f.observe(t, v);
+        }
+        let n = usize::try_from(f.observations()).unwrap_or(usize::MAX);
+        if n == 0 {
+            return 0;
+        }
+        let f = match resource {
+            Resource::Cpu => fresh.cpu,
+            _ => fresh.memory,
+        };
+        let s = self
+            .series
+            .entry(key.clone())
+            .or_insert_with(|| ContainerSeries::new(&self.config));
+        match resource {
+            Resource::Cpu => s.cpu = f,
+            _ => s.memory = f,
+        }
+        n
+    }
+
     /// Drops what was learnt of containers `keep` does not accept (pods
     /// gone), and their resize history.
     pub fn retain(&mut self, keep: impl Fn(&ContainerKey) -> bool) {
