@@ -11,7 +11,7 @@
 //! re-read from the API server (the watches), so a restarted controller
 //! only relearns usage (from Prometheus history when it has it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,11 +30,15 @@ use serde_json::json;
 use crate::crd::{PrescientPolicy, Recommendation};
 use crate::plan::{Action, AttemptResult, NodePlan, Planner, PlannerConfig, PodPlan};
 use crate::quantity::{format_cpu, format_memory};
-use crate::snapshot::{FIELD_MANAGER, ResizeStatus, UsageMap, node_snapshot, policy_for, trim_pod};
+use crate::snapshot::{
+    FIELD_MANAGER, NodeSnapshot, ResizeStatus, UsageMap, WatchedPod, node_snapshot, policy_for,
+    trim,
+};
 use crate::usage::{
     HistoryConfig, UsageSource, fill_history_query, metrics_api_usage, prometheus_history,
     prometheus_usage,
 };
+use rayon::prelude::*;
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -150,7 +154,7 @@ impl<K: kube::Resource + Clone> Store<K> {
 #[derive(Debug, Default)]
 pub struct ClusterState {
     /// Pods.
-    pub pods: Store<Pod>,
+    pub pods: Store<WatchedPod>,
     /// Nodes.
     pub nodes: Store<Node>,
     /// PodDisruptionBudgets.
@@ -160,6 +164,86 @@ pub struct ClusterState {
     /// Watch errors since the last cycle (each watch retries with backoff);
     /// a cycle reports them as problems.
     pub watch_errors: Vec<String>,
+}
+
+impl ClusterState {
+    /// The nodes planned: all, or only `node` (sharding).
+    fn planned_nodes<'a>(&'a self, node: Option<&'a str>) -> impl Iterator<Item = &'a Node> {
+        self.nodes
+            .iter()
+            .filter(move |n| node.is_none_or(|want| n.metadata.name.as_deref() == Some(want)))
+    }
+
+    /// The pods bound to the planned nodes, by node name.
+    fn pods_by_node<'a>(&'a self, node: Option<&'a str>) -> HashMap<&'a str, Vec<&'a WatchedPod>> {
+        let mut by_node: HashMap<&str, Vec<&WatchedPod>> = self
+            .planned_nodes(node)
+            .map(|n| (n.metadata.name.as_deref().unwrap_or(""), Vec::new()))
+            .collect();
+        for p in self.pods.iter() {
+            if let Some(list) = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .and_then(|n| by_node.get_mut(n))
+            {
+                list.push(p);
+            }
+        }
+        by_node
+    }
+
+    /// The managed pods (namespace, name) of the planned nodes: labelled
+    /// `prescient.io/managed=true` or selected by a PrescientPolicy.
+    pub fn managed_pods(&self, node: Option<&str>) -> BTreeSet<(String, String)> {
+        let policies: Vec<&PrescientPolicy> = self.policies.iter().collect();
+        self.pods_by_node(node)
+            .into_values()
+            .flatten()
+            .filter(|p| {
+                let labelled = p
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crate::policy::MANAGED_LABEL))
+                    .is_some_and(|v| v == "true");
+                labelled || policy_for(p, &policies).is_some()
+            })
+            .map(key_of)
+            .collect()
+    }
+
+    /// What a cycle plans from: the snapshot of each planned node, from the
+    /// watched objects and `usage`, built in parallel over nodes; and the
+    /// problems met (each naming its node).
+    pub fn snapshots(
+        &self,
+        node: Option<&str>,
+        usage: &UsageMap,
+    ) -> (Vec<NodeSnapshot>, Vec<String>) {
+        let by_node = self.pods_by_node(node);
+        let pdbs: Vec<&PodDisruptionBudget> = self.pdbs.iter().collect();
+        let policies: Vec<&PrescientPolicy> = self.policies.iter().collect();
+        let nodes: Vec<&Node> = self.planned_nodes(node).collect();
+        let results: Vec<Result<NodeSnapshot, String>> = nodes
+            .par_iter()
+            .map(|n| {
+                let pods = by_node
+                    .get(n.metadata.name.as_deref().unwrap_or(""))
+                    .map_or(&[][..], Vec::as_slice);
+                node_snapshot(n, pods, &pdbs, &policies, usage)
+            })
+            .collect();
+        let mut snapshots = Vec::with_capacity(results.len());
+        let mut problems = Vec::new();
+        for r in results {
+            match r {
+                Ok(s) => snapshots.push(s),
+                Err(e) => problems.push(e),
+            }
+        }
+        (snapshots, problems)
+    }
 }
 
 /// What became of one pod in a cycle.
@@ -311,11 +395,11 @@ impl Controller {
                 node_cfg = node_cfg.fields(&format!("metadata.name={n}"));
             }
             let pods = feed(
-                Api::<Pod>::all(client.clone()),
+                Api::<WatchedPod>::all(client.clone()),
                 pod_cfg,
                 state.clone(),
                 |s| &mut s.pods,
-                trim_pod,
+                trim,
             );
             let nodes = feed(
                 Api::<Node>::all(client.clone()),
@@ -380,72 +464,35 @@ impl Controller {
     /// recommendations.
     pub async fn cycle(&mut self, now: TimestampMs) -> CycleReport {
         let mut report = CycleReport::default();
-        // 1. What the watches saw, for the nodes this controller plans.
-        let (nodes, pods_by_node, pdbs, policies) = {
-            let st = lock(&self.state);
-            let nodes: Vec<Node> = st
-                .nodes
-                .iter()
-                .filter(|n| {
-                    self.config
-                        .node
-                        .as_ref()
-                        .is_none_or(|want| n.metadata.name.as_ref() == Some(want))
-                })
-                .cloned()
-                .collect();
-            let mut by_node: HashMap<String, Vec<Pod>> = HashMap::new();
-            for p in st.pods.iter() {
-                if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_ref()) {
-                    by_node.entry(n.clone()).or_default().push(p.clone());
-                }
-            }
-            let pdbs: Vec<PodDisruptionBudget> = st.pdbs.iter().cloned().collect();
-            let policies: Vec<PrescientPolicy> = st.policies.iter().cloned().collect();
-            (nodes, by_node, pdbs, policies)
+        // 1. What the watches saw: the managed pods of the nodes this
+        // controller plans.
+        let node = self.config.node.clone();
+        let managed = {
+            let mut st = lock(&self.state);
+            report.problems.append(&mut st.watch_errors);
+            st.managed_pods(node.as_deref())
         };
-        report
-            .problems
-            .extend(std::mem::take(&mut lock(&self.state).watch_errors));
-        let policy_refs: Vec<&PrescientPolicy> = policies.iter().collect();
-        let pdb_refs: Vec<&PodDisruptionBudget> = pdbs.iter().collect();
 
         // 2. Usage of the managed containers.
-        let mut managed: BTreeSet<(String, String)> = BTreeSet::new();
-        for n in &nodes {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            for p in pods_by_node.get(&name).into_iter().flatten() {
-                let labelled = p
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(crate::policy::MANAGED_LABEL))
-                    .is_some_and(|v| v == "true");
-                if labelled || policy_for(p, &policy_refs).is_some() {
-                    managed.insert(key_of(p));
-                }
-            }
-        }
         let usage = self.usage(&managed, now, &mut report).await;
+        // Looked up by reference: no key is copied.
+        let live: HashSet<(&str, &str)> = managed
+            .iter()
+            .map(|(ns, pod)| (ns.as_str(), pod.as_str()))
+            .collect();
         let usage: UsageMap = usage
             .into_iter()
-            .filter(|((ns, pod, _), _)| managed.contains(&(ns.clone(), pod.clone())))
+            .filter(|((ns, pod, _), _)| live.contains(&(ns.as_str(), pod.as_str())))
             .collect();
         self.planner.observe(&usage, now);
-        self.planner
-            .retain(|(ns, pod, _)| managed.contains(&(ns.clone(), pod.clone())));
-        self.reported.retain(|k, _| managed.contains(k));
+        self.planner.retain(|ns, pod| live.contains(&(ns, pod)));
+        self.reported
+            .retain(|(ns, pod), _| live.contains(&(ns.as_str(), pod.as_str())));
 
-        // 3. Plans.
-        let mut snapshots = Vec::new();
-        for n in &nodes {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            let pods: Vec<&Pod> = pods_by_node.get(&name).into_iter().flatten().collect();
-            match node_snapshot(n, &pods, &pdb_refs, &policy_refs, &usage) {
-                Ok(s) => snapshots.push(s),
-                Err(e) => report.problems.push(e),
-            }
-        }
+        // 3. Plans, from the objects as the watches hold them now (read in
+        // place, under the lock: no copy of 50,000 pods).
+        let (snapshots, problems) = lock(&self.state).snapshots(node.as_deref(), &usage);
+        report.problems.extend(problems);
         report.nodes = self.planner.plan_nodes(&snapshots, now);
 
         // 4. Act.
@@ -1108,11 +1155,11 @@ pub fn check_health(path: &std::path::Path, max_age: Duration) -> Result<(), Str
 mod tests {
     use super::*;
 
-    fn pod(name: &str) -> Pod {
+    fn pod(name: &str) -> WatchedPod {
         serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"}})).unwrap()
     }
 
-    fn names(s: &Store<Pod>) -> Vec<String> {
+    fn names(s: &Store<WatchedPod>) -> Vec<String> {
         s.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
     }
 

@@ -359,16 +359,11 @@ impl Planner {
         n
     }
 
-    /// Drops what was learnt of containers `keep` does not accept (pods
-    /// gone), and their resize history.
-    pub fn retain(&mut self, keep: impl Fn(&ContainerKey) -> bool) {
-        self.series.retain(|k, _| keep(k));
-        let live: std::collections::HashSet<(String, String)> = self
-            .series
-            .keys()
-            .map(|(ns, pod, _)| (ns.clone(), pod.clone()))
-            .collect();
-        self.attempts.retain(|k, _| live.contains(k));
+    /// Drops what was learnt of the pods (namespace, name) `keep` does not
+    /// accept (pods gone), and their resize history.
+    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        self.series.retain(|(ns, pod, _), _| keep(ns, pod));
+        self.attempts.retain(|(ns, pod), _| keep(ns, pod));
     }
 
     /// Records an attempt to resize `plan`'s pod at `at`, and how it went.
@@ -1443,7 +1438,7 @@ mod tests {
             assert_eq!(&planner.plan_node(n, T0 + 600_000), p);
         }
         assert_eq!(planner.series_count(), 6);
-        planner.retain(|k| k.1 != "p0");
+        planner.retain(|_, pod| pod != "p0");
         assert_eq!(planner.series_count(), 5);
     }
 }

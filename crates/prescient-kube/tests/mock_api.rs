@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
 use prescient_kube::controller::{ClusterState, CycleReport};
 use prescient_kube::quantity::parse_quantity;
 use prescient_kube::rbac::API_CALLS;
+use prescient_kube::snapshot::{WatchedPod, trim};
 use prescient_kube::{Controller, ControllerConfig, Mode, Outcome, PlannerConfig, PrescientPolicy};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -243,7 +244,7 @@ fn merge(a: &mut Value, b: Value) {
     }
 }
 
-fn pod(name: &str, extra: Value) -> Pod {
+fn pod(name: &str, extra: Value) -> WatchedPod {
     serde_json::from_value(pod_json(name, "7", extra)).unwrap()
 }
 
@@ -269,7 +270,7 @@ fn config(mode: Mode) -> ControllerConfig {
     }
 }
 
-fn seed(state: &Mutex<ClusterState>, pods: Vec<Pod>) {
+fn seed(state: &Mutex<ClusterState>, pods: Vec<WatchedPod>) {
     let mut st = state.lock().unwrap();
     st.nodes.insert(node());
     for p in pods {
@@ -318,7 +319,7 @@ async fn enforcing_web(mock: &Mock) -> (Controller, i64) {
     enforcing(mock, vec![pod("web", json!({}))]).await
 }
 
-async fn enforcing(mock: &Mock, pods: Vec<Pod>) -> (Controller, i64) {
+async fn enforcing(mock: &Mock, pods: Vec<WatchedPod>) -> (Controller, i64) {
     let mut ctl = Controller::new(mock.client.clone(), config(Mode::Enforce));
     seed(&ctl.state(), pods);
     let next = learn(&mut ctl).await;
@@ -469,6 +470,63 @@ async fn pods_from_the_watch_get_planned() -> Vec<Call> {
         assert!(cpu.request < 1.0, "{cpu:?}");
     }
     assert!(mock.resizes().is_empty(), "recommend mode never resizes");
+    watches.abort();
+    mock.calls()
+}
+
+async fn a_shard_watches_and_plans_only_its_node() -> Vec<Call> {
+    let mut answer = lists(vec![Ok(list(
+        "PodList",
+        "10",
+        vec![pod_json("a", "5", json!({}))],
+    ))]);
+    let mock = Mock::new(
+        usage(&["a", "elsewhere"], "1Gi"),
+        Box::new(move |c| answer(c).unwrap_or_else(not_found)),
+    );
+    let mut ctl = Controller::new(
+        mock.client.clone(),
+        ControllerConfig {
+            node: Some("n1".into()),
+            ..config(Mode::Recommend)
+        },
+    );
+    let watches = tokio::spawn(ctl.watches());
+    let state = ctl.state();
+    until(&state, "pod a and node n1", |st| {
+        st.pods.len() == 1 && st.nodes.len() == 1
+    })
+    .await;
+    let calls = mock.calls();
+    let selector = |path: &str| -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.path == path)
+            .map(|c| c.query.clone())
+            .collect()
+    };
+    for q in selector(PODS) {
+        assert!(q.contains("fieldSelector=spec.nodeName%3Dn1"), "{q}");
+    }
+    for q in selector("/api/v1/nodes") {
+        assert!(q.contains("fieldSelector=metadata.name%3Dn1"), "{q}");
+    }
+    // A pod and a node of another shard, as a wider watch would show them:
+    // not planned here.
+    {
+        let mut st = state.lock().unwrap();
+        let mut other = node_json();
+        other["metadata"]["name"] = json!("n2");
+        st.nodes.insert(serde_json::from_value(other).unwrap());
+        st.pods
+            .insert(pod("elsewhere", json!({"spec": {"nodeName": "n2"}})));
+    }
+    let next = learn(&mut ctl).await;
+    let report = ctl.cycle(next).await;
+    assert_eq!(report.nodes.len(), 1);
+    assert_eq!(report.nodes[0].node, "n1");
+    assert_eq!(report.outcome(NS, "a"), Some(&Outcome::Recommended));
+    assert_eq!(report.outcome(NS, "elsewhere"), None);
     watches.abort();
     mock.calls()
 }
@@ -1003,14 +1061,15 @@ async fn a_restarted_controller_honours_the_last_resize() -> Vec<Call> {
     );
     let (mut ctl, next) = enforcing_web(&mock).await;
     assert_outcome(&ctl.cycle(next).await, "web", &Outcome::Resized);
-    let answered: Pod =
+    // As the watch delivers it.
+    let answered: WatchedPod =
         serde_json::from_value(resized_at(&mock.resizes()[0], "8", json!([]), next)).unwrap();
     drop(ctl);
     // A new controller (its memory empty) sees the pod as the API server
     // keeps it: the resize time is in its managedFields. Usage moved, so
     // the plan wants another change: it waits out the interval.
     let mut pod = answered;
-    prescient_kube::snapshot::trim_pod(&mut pod);
+    trim(&mut pod);
     let fields = pod.metadata.managed_fields.as_ref().unwrap();
     assert_eq!(
         fields.len(),
@@ -1287,6 +1346,7 @@ macro_rules! scenario_tests {
 
 scenario_tests!(
     pods_from_the_watch_get_planned,
+    a_shard_watches_and_plans_only_its_node,
     modified_and_deleted_pods_are_followed,
     a_relist_replaces_the_pods_seen,
     a_failed_list_is_retried_with_backoff,

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Response;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::client::Body;
+use prescient_kube::snapshot::WatchedPod;
 use prescient_kube::usage::{DEFAULT_CPU_QUERY, DEFAULT_MEMORY_QUERY, HistoryConfig};
 use prescient_kube::{Controller, ControllerConfig, Mode, Outcome, PlannerConfig, UsageSource};
 use prescient_prometheus::testing::{Reply, TinyServer};
@@ -188,7 +189,7 @@ fn idle_api() -> (kube::Client, Calls, tokio::task::JoinHandle<()>) {
     (kube::Client::new(service, "default"), calls, task)
 }
 
-fn pod(name: &str) -> Pod {
+fn pod(name: &str) -> WatchedPod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": NS, "resourceVersion": "1",
                      "labels": {"prescient.io/managed": "true"}},
