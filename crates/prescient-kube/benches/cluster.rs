@@ -1,27 +1,35 @@
-//! One full planning cycle of a simulated 1,000-node, 50,000-pod cluster
-//! (forecast + solve for every node; no API calls), pods' usage replayed
-//! from the shared traces. Prints the median wall time of several cycles
-//! (2 rayon threads) and the peak memory (VmHWM), next to a reference
+//! One full planning cycle of a simulated 1,000-node, 50,000-pod cluster,
+//! as `Controller::cycle` runs it minus the API calls: the managed set and
+//! the node snapshots built from the watched Kubernetes objects (50,000
+//! `Pod`s of a realistic shape, 1,000 `Node`s, PDBs and PrescientPolicies,
+//! held in a `ClusterState` as the watches hold them), usage learnt, then
+//! forecast + solve per node. Pods' usage is replayed from the shared
+//! traces. Prints the median wall time of several cycles (2 rayon threads),
+//! split by stage, the peak memory (VmHWM, which includes the stored
+//! objects) and the memory the stored objects took, next to a reference
 //! measured in the same run (sorting 50,000 x 4 f64s).
 //!
 //! `cargo bench -p prescient-kube --bench cluster`
 //! Targets: < 1 s a cycle, < 1 GiB.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use prescient_core::Resource;
+use prescient_kube::controller::ClusterState;
 use prescient_kube::plan::{Planner, PlannerConfig};
-use prescient_kube::policy::PodPolicy;
-use prescient_kube::snapshot::{
-    ContainerSnapshot, NodeSnapshot, OptIn, PodSnapshot, ResizeStatus, ResourceState, Usage,
-    UsageMap,
-};
-use prescient_kube::{Action, Mode};
+use prescient_kube::snapshot::{Usage, UsageMap, WatchedPod, trim};
+use prescient_kube::{Action, Mode, PrescientPolicy};
+use serde_json::json;
 
 const NODES: usize = 1_000;
 const PODS_PER_NODE: usize = 50;
+const NAMESPACES: usize = 20;
+/// Apps (each with a PDB) per namespace.
+const APPS_PER_NAMESPACE: usize = 50;
 const WARMUP: usize = 4;
 const CYCLES: usize = 7;
 /// Steps kept per series (warm-up plus measured cycles, with room).
@@ -106,6 +114,101 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+fn vm_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A pod as the API server serves it (one container with the usual spec
+/// and status, a managedFields entry of another manager and ours for the
+/// resize subresource), deserialized from its JSON as the watch does it.
+#[allow(clippy::too_many_arguments)]
+fn pod_object(
+    ns: &str,
+    name: &str,
+    node: &str,
+    k: usize,
+    mut labels: serde_json::Value,
+    mean_cpu: f64,
+    mean_mem: f64,
+    restart_memory: bool,
+) -> WatchedPod {
+    let app = format!("app-{}", k % APPS_PER_NAMESPACE);
+    labels["app"] = json!(app);
+    labels["pod-template-hash"] = json!("7d9f8b6c5d");
+    let memory_policy = if restart_memory {
+        "RestartContainer"
+    } else {
+        "NotRequired"
+    };
+    let json = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": ns, "uid": format!("6f1c2d3e-0000-4000-8000-{k:012}"),
+            "resourceVersion": format!("{}", 100_000 + k), "generateName": format!("{app}-7d9f8b6c5d-"),
+            "creationTimestamp": "2023-11-01T00:00:00Z", "labels": labels,
+            "annotations": {"kubectl.kubernetes.io/restartedAt": "2023-11-01T00:00:00Z"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-7d9f8b6c5d"),
+                                 "uid": "0a1b2c3d-0000-4000-8000-000000000000", "controller": true, "blockOwnerDeletion": true}],
+            "managedFields": [
+                {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                 "time": "2023-11-01T00:00:00Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}}},
+                              "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:image": {}, "f:resources": {}}}}}},
+                {"manager": "prescient-kube", "operation": "Update", "apiVersion": "v1", "subresource": "resize",
+                 "time": "2023-11-14T20:00:00Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {"f:resources": {}}}}}}
+            ]
+        },
+        "spec": {
+            "nodeName": node, "restartPolicy": "Always", "schedulerName": "default-scheduler",
+            "serviceAccountName": "default", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+            "containers": [{
+                "name": "app", "image": "registry.example/app:1.4.2", "imagePullPolicy": "IfNotPresent",
+                "ports": [{"containerPort": 8080, "protocol": "TCP", "name": "http"}],
+                "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "PORT", "value": "8080"},
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "resources": {
+                    "requests": {"cpu": format!("{}m", ((1.5 * mean_cpu).max(0.05) * 1000.0) as u64),
+                                 "memory": format!("{}", (1.5 * mean_mem + 64.0 * MIB) as u64)},
+                    "limits": {"cpu": format!("{}m", ((3.0 * mean_cpu).max(0.1) * 1000.0) as u64),
+                               "memory": format!("{}", (3.0 * mean_mem + 128.0 * MIB) as u64)}},
+                "resizePolicy": [{"resourceName": "cpu", "restartPolicy": "NotRequired"},
+                                 {"resourceName": "memory", "restartPolicy": memory_policy}],
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 10},
+                "volumeMounts": [{"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}],
+                "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"
+            }],
+            "volumes": [{"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}]
+        },
+        "status": {
+            "phase": "Running", "qosClass": "Burstable", "hostIP": "10.0.0.1", "podIP": "10.244.0.1",
+            "startTime": "2023-11-01T00:00:05Z",
+            "conditions": [
+                {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": "2023-11-01T00:00:06Z"},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": "2023-11-01T00:00:05Z"},
+                {"type": "Ready", "status": "True", "lastTransitionTime": "2023-11-01T00:00:09Z"},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": "2023-11-01T00:00:09Z"},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2023-11-01T00:00:00Z"}
+            ],
+            "containerStatuses": [{
+                "name": "app", "ready": true, "started": true, "restartCount": 0,
+                "image": "registry.example/app:1.4.2", "imageID": "registry.example/app@sha256:0123456789abcdef",
+                "containerID": format!("containerd://{k:064}"),
+                "state": {"running": {"startedAt": "2023-11-01T00:00:07Z"}}
+            }]
+        }
+    });
+    serde_json::from_slice(&serde_json::to_vec(&json).unwrap()).expect("a valid Pod")
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -129,67 +232,89 @@ fn main() {
         cpu.len(),
         mem.len()
     );
-    // The cluster.
-    let mut nodes = Vec::with_capacity(NODES);
+    // The cluster, as the watches hold it.
+    let rss_before = vm_rss_kib();
+    let mut state = ClusterState::default();
     let mut keys = Vec::with_capacity(NODES * PODS_PER_NODE);
     let mut k = 0usize;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    for ns in 0..NAMESPACES {
+        // Pods labelled `policy: ppol` in every namespace are managed by its
+        // policy; a PDB per app.
+        state.policies.insert(
+            serde_json::from_value::<PrescientPolicy>(json!({
+                "apiVersion": "prescient.io/v1alpha1", "kind": "PrescientPolicy",
+                "metadata": {"name": "ppol", "namespace": format!("ns-{ns}")},
+                "spec": {"selector": {"matchLabels": {"policy": "ppol"}}, "sloQuantile": 0.95}
+            }))
+            .unwrap(),
+        );
+        for app in 0..APPS_PER_NAMESPACE {
+            state.pdbs.insert(
+                serde_json::from_value::<PodDisruptionBudget>(json!({
+                    "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                    "metadata": {"name": format!("app-{app}"), "namespace": format!("ns-{ns}")},
+                    "spec": {"selector": {"matchLabels": {"app": format!("app-{app}")}}, "maxUnavailable": 1},
+                    "status": {"disruptionsAllowed": 1, "currentHealthy": 3, "desiredHealthy": 2, "expectedPods": 3}
+                }))
+                .unwrap(),
+            );
+        }
+    }
     for n in 0..NODES {
-        let mut pods = Vec::with_capacity(PODS_PER_NODE);
         let (mut sum_cpu, mut sum_mem) = (0.0, 0.0);
         for p in 0..PODS_PER_NODE {
             let c = &cpu[k % cpu.len()];
             let m = &mem[(k * 7 + 3) % mem.len()];
-            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
             let (mc, mm) = (mean(c), mean(m));
             sum_cpu += mc;
             sum_mem += mm;
+            let ns = format!("ns-{}", n % NAMESPACES);
             let name = format!("pod-{n}-{p}");
-            // As the controller does, only managed pods' usage is learnt.
-            if p % 10 != 9 {
-                keys.push((format!("ns-{}", n % 20), name.clone(), "app".to_string(), k));
+            // 45% opted in by label, 45% by policy, 10% not managed.
+            let labels = match p % 20 {
+                18 | 19 => json!({}),
+                x if x % 2 == 0 => json!({"prescient.io/managed": "true"}),
+                _ => json!({"policy": "ppol"}),
+            };
+            if p % 20 < 18 {
+                keys.push((ns.clone(), name.clone(), "app".to_string(), k));
             }
-            pods.push(PodSnapshot {
-                namespace: format!("ns-{}", n % 20),
-                name,
-                resource_version: Some("1".into()),
-                opt_in: if p % 10 == 9 {
-                    None
-                } else {
-                    Some(OptIn::Label)
-                },
-                policy: Ok(PodPolicy {
-                    priority: (p % 3) as u32,
-                    ..Default::default()
-                }),
-                containers: vec![ContainerSnapshot {
-                    name: "app".into(),
-                    cpu: ResourceState {
-                        request: Some((1.5 * mc).max(0.05)),
-                        limit: Some((3.0 * mc).max(0.1)),
-                        restart_on_resize: false,
-                        usage: None,
-                    },
-                    memory: ResourceState {
-                        request: Some(1.5 * mm + 64.0 * MIB),
-                        limit: Some(3.0 * mm + 128.0 * MIB),
-                        restart_on_resize: p % 5 == 0,
-                        usage: None,
-                    },
-                }],
-                pdb: None,
-                resize: ResizeStatus::default(),
-            });
+            let mut pod = pod_object(
+                &ns,
+                &name,
+                &format!("node-{n}"),
+                k,
+                labels,
+                mc,
+                mm,
+                p % 5 == 0,
+            );
+            trim(&mut pod);
+            state.pods.insert(pod);
             k += 1;
         }
-        nodes.push(NodeSnapshot {
-            name: format!("node-{n}"),
-            // Room for the mean, not always for the peaks: contended.
-            allocatable_cpu: 1.2 * sum_cpu + 1.0,
-            allocatable_memory: 1.3 * sum_mem + 1024.0 * MIB,
-            pods,
-            problems: Vec::new(),
-        });
+        state.nodes.insert(
+            serde_json::from_value::<Node>(json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": format!("node-{n}"), "resourceVersion": "1",
+                             "labels": {"kubernetes.io/hostname": format!("node-{n}")}},
+                "status": {"allocatable": {
+                    // Room for the mean, not always for the peaks: contended.
+                    "cpu": format!("{}m", ((1.2 * sum_cpu + 1.0) * 1000.0) as u64),
+                    "memory": format!("{}", (1.3 * sum_mem + 1024.0 * MIB) as u64),
+                    "pods": "110"}}
+            }))
+            .unwrap(),
+        );
     }
+    let stored_mib = vm_rss_kib().saturating_sub(rss_before) as f64 / 1024.0;
+    // What the stored pods take, without the building's garbage: the RSS
+    // growth of one copy of them (dropped at once).
+    let before_copy = vm_rss_kib();
+    let copy: Vec<WatchedPod> = state.pods.iter().cloned().collect();
+    let pods_mib = vm_rss_kib().saturating_sub(before_copy) as f64 / 1024.0;
+    drop(copy);
     let usage_at = |t: usize| -> UsageMap {
         keys.iter()
             .map(|(ns, pod, c, k)| {
@@ -205,17 +330,6 @@ fn main() {
             })
             .collect()
     };
-    let set_usage = |nodes: &mut Vec<NodeSnapshot>, u: &UsageMap| {
-        for n in nodes.iter_mut() {
-            for p in &mut n.pods {
-                for c in &mut p.containers {
-                    let got = u.get(&(p.namespace.clone(), p.name.clone(), c.name.clone()));
-                    c.cpu.usage = got.and_then(|u| u.cpu);
-                    c.memory.usage = got.and_then(|u| u.memory);
-                }
-            }
-        }
-    };
     let mut planner = Planner::new(PlannerConfig {
         mode: Mode::Enforce,
         step_ms: STEP_MS,
@@ -224,28 +338,47 @@ fn main() {
     for t in 0..WARMUP {
         planner.observe(&usage_at(t), T0 + t as i64 * STEP_MS);
     }
+    let rss_learnt = vm_rss_kib();
     let mut times = Vec::new();
-    let mut plan_times = Vec::new();
+    let mut stage_times = Vec::new();
     let mut resizes = 0;
+    let mut managed_count = 0;
     for t in WARMUP..WARMUP + CYCLES {
+        // What the usage source answers (I/O in the controller; not timed).
         let usage = usage_at(t);
-        set_usage(&mut nodes, &usage);
         let now = T0 + t as i64 * STEP_MS;
         let start = Instant::now();
+        // Controller::cycle, steps 1 to 3 (as it does them).
+        let managed = state.managed_pods(None);
+        let t1 = Instant::now();
+        let live: HashSet<(&str, &str)> = managed
+            .iter()
+            .map(|(ns, pod)| (ns.as_str(), pod.as_str()))
+            .collect();
+        let usage: UsageMap = usage
+            .into_iter()
+            .filter(|((ns, pod, _), _)| live.contains(&(ns.as_str(), pod.as_str())))
+            .collect();
         planner.observe(&usage, now);
-        let mid = Instant::now();
-        let plans = planner.plan_nodes(&nodes, now + STEP_MS);
+        planner.retain(|ns, pod| live.contains(&(ns, pod)));
+        let t2 = Instant::now();
+        let (snapshots, problems) = state.snapshots(None, &usage);
+        let t3 = Instant::now();
+        let plans = planner.plan_nodes(&snapshots, now + STEP_MS);
         let end = Instant::now();
         times.push(end - start);
-        plan_times.push(end - mid);
+        stage_times.push([t1 - start, t2 - t1, t3 - t2, end - t3]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(plans.len(), NODES);
+        managed_count = managed.len();
         resizes = plans
             .iter()
             .flat_map(|p| &p.pods)
             .filter(|p| p.action == Action::Resize)
             .count();
-        assert_eq!(plans.len(), NODES);
     }
     let hwm = vm_hwm_kib();
+    let rss_end = vm_rss_kib();
     // The reference: sorting 50,000 x 4 f64s, in the same run.
     let data: Vec<f64> = (0..200_000u64)
         .map(|i| ((i.wrapping_mul(2_654_435_761) % 1_000_003) as f64).sin())
@@ -260,18 +393,37 @@ fn main() {
     }
     let cycle = median(times);
     let reference = median(ref_times);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "planning cycle (observe + forecast + solve, {} containers, 2 threads): median {:.1} ms of {CYCLES} (of which forecast+solve {:.1} ms); {resizes} resizes planned in the last",
+        "planning cycle (managed set, observe, snapshots from {} Pod objects, forecast + solve; {managed_count} managed pods, {} containers, 2 threads): median {:.1} ms of {CYCLES}; {resizes} resizes planned in the last",
+        state.pods.len(),
         planner.series_count(),
-        cycle.as_secs_f64() * 1e3,
-        median(plan_times).as_secs_f64() * 1e3
+        ms(cycle),
+    );
+    println!(
+        "  by stage (medians): managed set {:.1} ms, observe {:.1} ms, snapshots {:.1} ms, forecast + solve {:.1} ms",
+        ms(median(stage_times.iter().map(|s| s[0]).collect())),
+        ms(median(stage_times.iter().map(|s| s[1]).collect())),
+        ms(median(stage_times.iter().map(|s| s[2]).collect())),
+        ms(median(stage_times.iter().map(|s| s[3]).collect())),
     );
     println!(
         "reference (sort 50,000 x 4 f64s): median {:.2} ms; cycle / reference = {:.0}",
         reference.as_secs_f64() * 1e3,
         cycle.as_secs_f64() / reference.as_secs_f64()
     );
-    println!("peak memory (VmHWM): {:.0} MiB", hwm as f64 / 1024.0);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "stored pods: {pods_mib:.0} MiB ({:.1} KiB a pod, the RSS growth of a copy of them)",
+        pods_mib * 1024.0 / state.pods.len() as f64
+    );
+    println!(
+        "peak memory (VmHWM): {:.0} MiB; RSS: {:.0} MiB before the cluster, +{stored_mib:.0} MiB building the stored objects (trimmed as the watches store them), {:.0} MiB once the forecasters had learnt, {:.0} MiB at the end",
+        mib(hwm),
+        mib(rss_before),
+        mib(rss_learnt),
+        mib(rss_end)
+    );
     println!(
         "targets: < 1 s a cycle ({}), < 1 GiB ({})",
         if cycle < Duration::from_secs(1) {

@@ -11,7 +11,7 @@
 //! re-read from the API server (the watches), so a restarted controller
 //! only relearns usage (from Prometheus history when it has it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -28,10 +28,17 @@ use prescient_core::TimestampMs;
 use serde_json::json;
 
 use crate::crd::{PrescientPolicy, Recommendation};
-use crate::plan::{Action, NodePlan, Planner, PlannerConfig, PodPlan};
+use crate::plan::{Action, AttemptResult, NodePlan, Planner, PlannerConfig, PodPlan};
 use crate::quantity::{format_cpu, format_memory};
-use crate::snapshot::{ResizeStatus, UsageMap, node_snapshot, policy_for};
-use crate::usage::{UsageSource, metrics_api_usage, prometheus_history, prometheus_usage};
+use crate::snapshot::{
+    FIELD_MANAGER, NodeSnapshot, ResizeStatus, UsageMap, WatchedPod, node_snapshot, policy_for,
+    trim,
+};
+use crate::usage::{
+    HistoryConfig, UsageSource, fill_history_query, metrics_api_usage, prometheus_history,
+    prometheus_usage,
+};
+use rayon::prelude::*;
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -147,13 +154,96 @@ impl<K: kube::Resource + Clone> Store<K> {
 #[derive(Debug, Default)]
 pub struct ClusterState {
     /// Pods.
-    pub pods: Store<Pod>,
+    pub pods: Store<WatchedPod>,
     /// Nodes.
     pub nodes: Store<Node>,
     /// PodDisruptionBudgets.
     pub pdbs: Store<PodDisruptionBudget>,
     /// PrescientPolicies.
     pub policies: Store<PrescientPolicy>,
+    /// Watch errors since the last cycle (each watch retries with backoff);
+    /// a cycle reports them as problems.
+    pub watch_errors: Vec<String>,
+}
+
+impl ClusterState {
+    /// The nodes planned: all, or only `node` (sharding).
+    fn planned_nodes<'a>(&'a self, node: Option<&'a str>) -> impl Iterator<Item = &'a Node> {
+        self.nodes
+            .iter()
+            .filter(move |n| node.is_none_or(|want| n.metadata.name.as_deref() == Some(want)))
+    }
+
+    /// The pods bound to the planned nodes, by node name.
+    fn pods_by_node<'a>(&'a self, node: Option<&'a str>) -> HashMap<&'a str, Vec<&'a WatchedPod>> {
+        let mut by_node: HashMap<&str, Vec<&WatchedPod>> = self
+            .planned_nodes(node)
+            .map(|n| (n.metadata.name.as_deref().unwrap_or(""), Vec::new()))
+            .collect();
+        for p in self.pods.iter() {
+            if let Some(list) = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .and_then(|n| by_node.get_mut(n))
+            {
+                list.push(p);
+            }
+        }
+        by_node
+    }
+
+    /// The managed pods (namespace, name) of the planned nodes: labelled
+    /// `prescient.io/managed=true` or selected by a PrescientPolicy.
+    pub fn managed_pods(&self, node: Option<&str>) -> BTreeSet<(String, String)> {
+        let policies: Vec<&PrescientPolicy> = self.policies.iter().collect();
+        self.pods_by_node(node)
+            .into_values()
+            .flatten()
+            .filter(|p| {
+                let labelled = p
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crate::policy::MANAGED_LABEL))
+                    .is_some_and(|v| v == "true");
+                labelled || policy_for(p, &policies).is_some()
+            })
+            .map(key_of)
+            .collect()
+    }
+
+    /// What a cycle plans from: the snapshot of each planned node, from the
+    /// watched objects and `usage`, built in parallel over nodes; and the
+    /// problems met (each naming its node).
+    pub fn snapshots(
+        &self,
+        node: Option<&str>,
+        usage: &UsageMap,
+    ) -> (Vec<NodeSnapshot>, Vec<String>) {
+        let by_node = self.pods_by_node(node);
+        let pdbs: Vec<&PodDisruptionBudget> = self.pdbs.iter().collect();
+        let policies: Vec<&PrescientPolicy> = self.policies.iter().collect();
+        let nodes: Vec<&Node> = self.planned_nodes(node).collect();
+        let results: Vec<Result<NodeSnapshot, String>> = nodes
+            .par_iter()
+            .map(|n| {
+                let pods = by_node
+                    .get(n.metadata.name.as_deref().unwrap_or(""))
+                    .map_or(&[][..], Vec::as_slice);
+                node_snapshot(n, pods, &pdbs, &policies, usage)
+            })
+            .collect();
+        let mut snapshots = Vec::with_capacity(results.len());
+        let mut problems = Vec::new();
+        for r in results {
+            match r {
+                Ok(s) => snapshots.push(s),
+                Err(e) => problems.push(e),
+            }
+        }
+        (snapshots, problems)
+    }
 }
 
 /// What became of one pod in a cycle.
@@ -161,11 +251,12 @@ pub struct ClusterState {
 pub enum Outcome {
     /// Resized: the API server took the new requests.
     Resized,
-    /// The kubelet deferred the resize (`PodResizePending`/`Deferred`): it
-    /// is tried again at a later cycle.
+    /// The kubelet deferred the resize (`PodResizePending`/`Deferred`, in
+    /// the answer to the PATCH or later on the pod): it actuates it when
+    /// the node has room; the same target is not sent again.
     Deferred(String),
-    /// The kubelet cannot fit it (`PodResizePending`/`Infeasible`): not
-    /// tried again for the same target.
+    /// The kubelet cannot fit it (`PodResizePending`/`Infeasible`, in the
+    /// answer or later on the pod): not tried again for the same target.
     Infeasible(String),
     /// The recommendation was written (or logged, without a policy).
     Recommended,
@@ -229,7 +320,23 @@ pub struct Controller {
     /// Per policy (namespace, name): the recommendation keys written last,
     /// so that those of pods gone are removed.
     written: HashMap<(String, String), BTreeSet<String>>,
-    history_loaded: bool,
+    /// Per pod: the pending condition last reported by an Event (reason,
+    /// message), so that a condition is reported once, not every cycle.
+    reported: HashMap<(String, String), (String, String)>,
+    /// Per managed pod (Prometheus only): whether its history was read.
+    history: HashMap<(String, String), HistoryState>,
+}
+
+/// Whether a pod's history was read from Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum HistoryState {
+    /// Read (or found empty: a new pod has none).
+    Loaded,
+    /// The last read failed: `failures` in a row, tried again at `next_try`.
+    Failed {
+        failures: u32,
+        next_try: TimestampMs,
+    },
 }
 
 fn lock(state: &Mutex<ClusterState>) -> MutexGuard<'_, ClusterState> {
@@ -258,7 +365,8 @@ impl Controller {
             state: Arc::default(),
             recorder,
             written: HashMap::new(),
-            history_loaded: false,
+            reported: HashMap::new(),
+            history: HashMap::new(),
         }
     }
 
@@ -287,28 +395,32 @@ impl Controller {
                 node_cfg = node_cfg.fields(&format!("metadata.name={n}"));
             }
             let pods = feed(
-                Api::<Pod>::all(client.clone()),
+                Api::<WatchedPod>::all(client.clone()),
                 pod_cfg,
                 state.clone(),
                 |s| &mut s.pods,
+                trim,
             );
             let nodes = feed(
                 Api::<Node>::all(client.clone()),
                 node_cfg,
                 state.clone(),
                 |s| &mut s.nodes,
+                |_| {},
             );
             let pdbs = feed(
                 Api::<PodDisruptionBudget>::all(client.clone()),
                 watcher::Config::default(),
                 state.clone(),
                 |s| &mut s.pdbs,
+                |_| {},
             );
             let policies = feed(
                 Api::<PrescientPolicy>::all(client),
                 watcher::Config::default(),
                 state,
                 |s| &mut s.policies,
+                |_| {},
             );
             futures::join!(pods, nodes, pdbs, policies);
         }
@@ -352,68 +464,35 @@ impl Controller {
     /// recommendations.
     pub async fn cycle(&mut self, now: TimestampMs) -> CycleReport {
         let mut report = CycleReport::default();
-        // 1. What the watches saw, for the nodes this controller plans.
-        let (nodes, pods_by_node, pdbs, policies) = {
-            let st = lock(&self.state);
-            let nodes: Vec<Node> = st
-                .nodes
-                .iter()
-                .filter(|n| {
-                    self.config
-                        .node
-                        .as_ref()
-                        .is_none_or(|want| n.metadata.name.as_ref() == Some(want))
-                })
-                .cloned()
-                .collect();
-            let mut by_node: HashMap<String, Vec<Pod>> = HashMap::new();
-            for p in st.pods.iter() {
-                if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_ref()) {
-                    by_node.entry(n.clone()).or_default().push(p.clone());
-                }
-            }
-            let pdbs: Vec<PodDisruptionBudget> = st.pdbs.iter().cloned().collect();
-            let policies: Vec<PrescientPolicy> = st.policies.iter().cloned().collect();
-            (nodes, by_node, pdbs, policies)
+        // 1. What the watches saw: the managed pods of the nodes this
+        // controller plans.
+        let node = self.config.node.clone();
+        let managed = {
+            let mut st = lock(&self.state);
+            report.problems.append(&mut st.watch_errors);
+            st.managed_pods(node.as_deref())
         };
-        let policy_refs: Vec<&PrescientPolicy> = policies.iter().collect();
-        let pdb_refs: Vec<&PodDisruptionBudget> = pdbs.iter().collect();
 
         // 2. Usage of the managed containers.
-        let mut managed: BTreeSet<(String, String)> = BTreeSet::new();
-        for n in &nodes {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            for p in pods_by_node.get(&name).into_iter().flatten() {
-                let labelled = p
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(crate::policy::MANAGED_LABEL))
-                    .is_some_and(|v| v == "true");
-                if labelled || policy_for(p, &policy_refs).is_some() {
-                    managed.insert(key_of(p));
-                }
-            }
-        }
         let usage = self.usage(&managed, now, &mut report).await;
+        // Looked up by reference: no key is copied.
+        let live: HashSet<(&str, &str)> = managed
+            .iter()
+            .map(|(ns, pod)| (ns.as_str(), pod.as_str()))
+            .collect();
         let usage: UsageMap = usage
             .into_iter()
-            .filter(|((ns, pod, _), _)| managed.contains(&(ns.clone(), pod.clone())))
+            .filter(|((ns, pod, _), _)| live.contains(&(ns.as_str(), pod.as_str())))
             .collect();
         self.planner.observe(&usage, now);
-        self.planner
-            .retain(|(ns, pod, _)| managed.contains(&(ns.clone(), pod.clone())));
+        self.planner.retain(|ns, pod| live.contains(&(ns, pod)));
+        self.reported
+            .retain(|(ns, pod), _| live.contains(&(ns.as_str(), pod.as_str())));
 
-        // 3. Plans.
-        let mut snapshots = Vec::new();
-        for n in &nodes {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            let pods: Vec<&Pod> = pods_by_node.get(&name).into_iter().flatten().collect();
-            match node_snapshot(n, &pods, &pdb_refs, &policy_refs, &usage) {
-                Ok(s) => snapshots.push(s),
-                Err(e) => report.problems.push(e),
-            }
-        }
+        // 3. Plans, from the objects as the watches hold them now (read in
+        // place, under the lock: no copy of 50,000 pods).
+        let (snapshots, problems) = lock(&self.state).snapshots(node.as_deref(), &usage);
+        report.problems.extend(problems);
         report.nodes = self.planner.plan_nodes(&snapshots, now);
 
         // 4. Act.
@@ -447,7 +526,21 @@ impl Controller {
                     }
                     Outcome::Recommended
                 }
-                Action::NoChange => Outcome::Unchanged,
+                Action::NoChange => {
+                    self.reported
+                        .remove(&(plan.namespace.clone(), plan.name.clone()));
+                    Outcome::Unchanged
+                }
+                Action::Deferred(m) => {
+                    let outcome = Outcome::Deferred(m.clone());
+                    self.report_pending(&plan, "Deferred", m, &outcome).await;
+                    outcome
+                }
+                Action::Infeasible(m) => {
+                    let outcome = Outcome::Infeasible(m.clone());
+                    self.report_pending(&plan, "Infeasible", m, &outcome).await;
+                    outcome
+                }
                 Action::Hold(why) => {
                     log::info!("hold {}/{}: {why}", plan.namespace, plan.name);
                     Outcome::Held(why.clone())
@@ -507,32 +600,11 @@ impl Controller {
                         return UsageMap::new();
                     }
                 };
-                if !self.history_loaded {
-                    self.history_loaded = true;
-                    let start = now - i64::try_from(history.as_millis()).unwrap_or(0);
-                    match prometheus_history(
-                        client.clone(),
-                        cpu_query.clone(),
-                        memory_query.clone(),
-                        start,
-                        now - self.planner.config().step_ms,
-                        self.config.interval,
-                    )
-                    .await
-                    {
-                        Ok(history) => {
-                            for (key, resource, points) in history {
-                                if managed.contains(&(key.0.clone(), key.1.clone())) {
-                                    for (ts, v) in points {
-                                        self.planner.observe_one(&key, resource, ts, v);
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => report.problems.push(format!("usage history: {e}")),
-                    }
-                }
-                prometheus_usage(client, cpu_query.clone(), memory_query.clone(), now).await
+                let (cpu_query, memory_query) = (cpu_query.clone(), memory_query.clone());
+                let history = history.clone();
+                self.load_history(&client, &history, managed, now, report)
+                    .await;
+                prometheus_usage(client, cpu_query, memory_query, now).await
             }
         };
         result.unwrap_or_else(|e| {
@@ -542,37 +614,160 @@ impl Controller {
         })
     }
 
+    /// Reports a pending condition the kubelet set on a pod (an Event and
+    /// a log line), once per condition and message.
+    async fn report_pending(
+        &mut self,
+        plan: &PodPlan,
+        reason: &str,
+        message: &str,
+        outcome: &Outcome,
+    ) {
+        let key = (plan.namespace.clone(), plan.name.clone());
+        let seen = (reason.to_string(), message.to_string());
+        if self.reported.get(&key) == Some(&seen) {
+            log::debug!(
+                "{}/{}: resize still {reason}: {message}",
+                plan.namespace,
+                plan.name
+            );
+            return;
+        }
+        self.reported.insert(key, seen);
+        self.event(
+            plan,
+            outcome,
+            &format!("requests as in the spec ({})", spec_summary(plan)),
+        )
+        .await;
+    }
+
+    /// Reads the history of the managed pods not read yet (or whose last
+    /// read failed and is due again), at most `pods_per_cycle` of them, in
+    /// range queries over batches of one namespace's pods, and trains
+    /// their forecasters on it. A failed batch is a problem of the cycle,
+    /// tried again after a backoff.
+    async fn load_history(
+        &mut self,
+        client: &prescient_prometheus::Client,
+        h: &HistoryConfig,
+        managed: &BTreeSet<(String, String)>,
+        now: TimestampMs,
+        report: &mut CycleReport,
+    ) {
+        self.history.retain(|k, _| managed.contains(k));
+        let step = self.planner.config().step_ms;
+        let lookback = i64::try_from(h.lookback.as_millis()).unwrap_or(i64::MAX);
+        if lookback < step {
+            return;
+        }
+        let mut due: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut n = 0;
+        for (ns, pod) in managed {
+            let key = (ns.clone(), pod.clone());
+            let wanted = match self.history.get(&key) {
+                None => true,
+                Some(HistoryState::Loaded) => false,
+                Some(HistoryState::Failed { next_try, .. }) => *next_try <= now,
+            };
+            if wanted && n < h.pods_per_cycle {
+                due.entry(ns).or_default().push(pod);
+                n += 1;
+            }
+        }
+        for (ns, pods) in due {
+            for batch in pods.chunks(h.pods_per_query.max(1)) {
+                let read = prometheus_history(
+                    client.clone(),
+                    fill_history_query(&h.cpu_query, ns, batch),
+                    fill_history_query(&h.memory_query, ns, batch),
+                    now.saturating_sub(lookback),
+                    now - step,
+                    self.config.interval,
+                )
+                .await;
+                let in_batch = |pod: &str| batch.contains(&pod);
+                match read {
+                    Ok(series) => {
+                        let mut points = 0;
+                        for (key, resource, values) in series {
+                            // The templates select the batch; a query that
+                            // ignores `{pods}` still only teaches these.
+                            if key.0 == ns && in_batch(&key.1) {
+                                points += self.planner.learn_history(&key, resource, &values);
+                            }
+                        }
+                        log::info!(
+                            "usage history: {points} point(s) for {} pod(s) of namespace {ns}",
+                            batch.len()
+                        );
+                        for pod in batch {
+                            self.history
+                                .insert((ns.to_string(), pod.to_string()), HistoryState::Loaded);
+                        }
+                    }
+                    Err(e) => {
+                        let mut wait = h.retry;
+                        for pod in batch {
+                            let key = (ns.to_string(), pod.to_string());
+                            let failures = match self.history.get(&key) {
+                                Some(HistoryState::Failed { failures, .. }) => failures + 1,
+                                _ => 1,
+                            };
+                            wait = h.retry_delay(failures);
+                            let next_try = now.saturating_add(
+                                i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                            );
+                            self.history
+                                .insert(key, HistoryState::Failed { failures, next_try });
+                        }
+                        let problem = format!(
+                            "usage history of {} pod(s) of namespace {ns} ({}{}): {e}; tried again in {}",
+                            batch.len(),
+                            batch[0],
+                            if batch.len() > 1 { ", ..." } else { "" },
+                            crate::plan::fmt_duration(
+                                i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)
+                            )
+                        );
+                        log::warn!("{problem}");
+                        report.problems.push(problem);
+                    }
+                }
+            }
+        }
+    }
+
     /// Resizes one pod in place; a 409 Conflict is retried (bounded) after
-    /// a fresh GET of the pod.
+    /// a fresh GET of the pod. Every attempt is recorded for the rate limit.
     async fn resize(&mut self, plan: &PodPlan, now: TimestampMs) -> Outcome {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &plan.namespace);
         let mut fresh: Option<Pod> = None;
         let mut attempt = 0;
         let where_ = format!("pod {}/{}", plan.namespace, plan.name);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
         let outcome = loop {
             let patch = resize_patch(plan, fresh.as_ref());
             match api
-                .patch_resize(
-                    &plan.name,
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
+                .patch_resize(&plan.name, &params, &Patch::Strategic(&patch))
                 .await
             {
                 Ok(pod) => {
+                    // The kubelet may already have answered (a node without
+                    // room defers at once); more often its conditions come
+                    // later, on the pod, and the next cycles read them.
                     let status = ResizeStatus::of(&pod);
                     break match status.pending {
                         Some((reason, message)) if reason == "Deferred" => {
                             Outcome::Deferred(message)
                         }
                         Some((reason, message)) if reason == "Infeasible" => {
-                            self.planner.record_infeasible(plan, now);
                             Outcome::Infeasible(message)
                         }
-                        _ => {
-                            self.planner.record_resize(&plan.namespace, &plan.name, now);
-                            Outcome::Resized
-                        }
+                        _ => Outcome::Resized,
                     };
                 }
                 Err(kube::Error::Api(status))
@@ -603,6 +798,23 @@ impl Controller {
                 }
             }
         };
+        let key = (plan.namespace.clone(), plan.name.clone());
+        let result = match &outcome {
+            Outcome::Deferred(m) => {
+                self.reported.insert(key, ("Deferred".into(), m.clone()));
+                AttemptResult::Deferred(m.clone())
+            }
+            Outcome::Infeasible(m) => {
+                self.reported.insert(key, ("Infeasible".into(), m.clone()));
+                AttemptResult::Infeasible(m.clone())
+            }
+            Outcome::Failed(m) => AttemptResult::Failed(m.clone()),
+            _ => {
+                self.reported.remove(&key);
+                AttemptResult::Accepted
+            }
+        };
+        self.planner.record_attempt(plan, now, result);
         self.event(plan, &outcome, &patch_summary(plan)).await;
         outcome
     }
@@ -618,7 +830,9 @@ impl Controller {
             Outcome::Deferred(m) => (
                 EventType::Normal,
                 "ResizeDeferred",
-                format!("resize deferred by the kubelet, retried next cycle: {summary}: {m}"),
+                format!(
+                    "resize deferred by the kubelet, which applies it when the node has room (not sent again): {summary}: {m}"
+                ),
             ),
             Outcome::Infeasible(m) => (
                 EventType::Warning,
@@ -697,12 +911,15 @@ impl Controller {
     }
 }
 
-/// Feeds a watcher of `api` into `state`.
+/// Feeds a watcher of `api` into `state`, each object trimmed by `trim`.
+/// Errors are recorded for the next cycle's report; the watcher retries
+/// with backoff (and relists when its resourceVersion is too old).
 async fn feed<K>(
     api: Api<K>,
     config: watcher::Config,
     state: Arc<Mutex<ClusterState>>,
     store: fn(&mut ClusterState) -> &mut Store<K>,
+    trim: fn(&mut K),
 ) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
@@ -712,8 +929,16 @@ async fn feed<K>(
         .default_backoff()
         .for_each(|event| {
             match event {
-                Ok(ev) => store(&mut lock(&state)).apply(ev),
-                Err(e) => log::warn!("watch of {kind}: {e}"),
+                Ok(ev) => store(&mut lock(&state)).apply(ev.modify(trim)),
+                Err(e) => {
+                    log::warn!("watch of {kind}: {e} (retried with backoff)");
+                    let mut st = lock(&state);
+                    // Bounded: a cycle drains them; a long outage keeps
+                    // the first ones.
+                    if st.watch_errors.len() < 100 {
+                        st.watch_errors.push(format!("watch of {kind}: {e}"));
+                    }
+                }
             }
             futures::future::ready(())
         })
@@ -747,7 +972,7 @@ pub fn resize_patch(plan: &PodPlan, fresh: Option<&Pod>) -> serde_json::Value {
     for c in &plan.containers {
         let mut requests = serde_json::Map::new();
         let mut limits = serde_json::Map::new();
-        let fresh_ratio = |resource: &str| -> Option<f64> {
+        let fresh_ratio = |resource: &str| -> Option<(f64, f64)> {
             let spec = fresh?.spec.as_ref()?;
             let res = spec
                 .containers
@@ -762,7 +987,18 @@ pub fn resize_patch(plan: &PodPlan, fresh: Option<&Pod>) -> serde_json::Value {
                     .and_then(|q| crate::quantity::parse_quantity(&q.0).ok())
             };
             let (r, l) = (read(res.requests.as_ref())?, read(res.limits.as_ref())?);
-            (r > 0.0).then_some(l / r)
+            (r > 0.0).then_some((l / r, l))
+        };
+        let fresh_restarts = |resource: &str| {
+            fresh
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.containers.iter().find(|x| x.name == c.name))
+                .and_then(|x| x.resize_policy.as_ref())
+                .is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        p.resource_name == resource && p.restart_policy == "RestartContainer"
+                    })
+                })
         };
         for (resource, target, fmt) in [
             ("cpu", c.cpu, format_cpu as fn(f64) -> String),
@@ -773,8 +1009,16 @@ pub fn resize_patch(plan: &PodPlan, fresh: Option<&Pod>) -> serde_json::Value {
             };
             requests.insert(resource.into(), json!(fmt(t.request)));
             let limit = match fresh_ratio(resource) {
-                Some(r) if fresh.is_some() => Some((t.request * r).max(t.request)),
-                _ => t.limit,
+                Some((r, old)) => {
+                    let new = (t.request * r).max(t.request);
+                    // As planned: a memory limit is not lowered in place.
+                    if resource == "memory" && !fresh_restarts(resource) {
+                        Some(new.max(old))
+                    } else {
+                        Some(new)
+                    }
+                }
+                None => t.limit,
             };
             if let Some(l) = limit {
                 limits.insert(resource.into(), json!(fmt(l)));
@@ -798,6 +1042,24 @@ pub fn resize_patch(plan: &PodPlan, fresh: Option<&Pod>) -> serde_json::Value {
         patch["metadata"] = json!({"resourceVersion": rv});
     }
     patch
+}
+
+/// "web: cpu 400m, memory 768Mi": the requests a plan holds.
+fn spec_summary(plan: &PodPlan) -> String {
+    let mut parts = Vec::new();
+    for c in &plan.containers {
+        let mut s = Vec::new();
+        if let Some(t) = c.cpu {
+            s.push(format!("cpu {}", format_cpu(t.request)));
+        }
+        if let Some(t) = c.memory {
+            s.push(format!("memory {}", format_memory(t.request)));
+        }
+        if !s.is_empty() {
+            parts.push(format!("{}: {}", c.name, s.join(", ")));
+        }
+    }
+    parts.join("; ")
 }
 
 /// "web: cpu 250m→400m, memory 512Mi→768Mi".
@@ -892,6 +1154,38 @@ pub fn check_health(path: &std::path::Path, max_age: Duration) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str) -> WatchedPod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"}})).unwrap()
+    }
+
+    fn names(s: &Store<WatchedPod>) -> Vec<String> {
+        s.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
+    }
+
+    #[test]
+    fn store_follows_watch_events_and_relists() {
+        let mut s = Store::default();
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(pod("a")));
+        s.apply(Event::InitApply(pod("b")));
+        assert!(s.is_empty(), "a list in progress is not shown");
+        s.apply(Event::InitDone);
+        assert_eq!(names(&s), ["a", "b"]);
+        s.apply(Event::Apply(pod("c")));
+        s.apply(Event::Delete(pod("a")));
+        assert_eq!(names(&s), ["b", "c"]);
+        // A relist: the old objects stay until it is done, then only what
+        // it listed is left.
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(pod("c")));
+        assert_eq!(names(&s), ["b", "c"]);
+        s.apply(Event::InitApply(pod("d")));
+        s.apply(Event::InitDone);
+        assert_eq!(names(&s), ["c", "d"]);
+        assert_eq!(s.len(), 2);
+        assert!(s.get("ns", "d").is_some() && s.get("ns", "b").is_none());
+    }
 
     #[test]
     fn health_file_freshness() {

@@ -12,10 +12,17 @@
 //! since a request is a reservation the scheduler honours, not a cap.
 //!
 //! A pod is resized only when a request moves by more than the dead band
-//! ([`PlannerConfig::min_change_fraction`]), at most once per
-//! [`PlannerConfig::min_resize_interval_ms`], never to a memory request
-//! under its usage plus headroom, never while a resize is in progress, not
-//! again to a target the kubelet found infeasible, and, for a resource whose
+//! ([`PlannerConfig::min_change_fraction`]); at most once per
+//! [`PlannerConfig::min_resize_interval_ms`], counting every attempt
+//! (accepted, deferred, infeasible; a failed one waits a shorter, growing
+//! backoff) and the last resize recorded on the pod itself (its
+//! managedFields, so a restarted controller honours it); never to a memory
+//! request under its usage plus headroom, and never lower when its usage is
+//! unknown; never while a resize is in progress or while the kubelet holds
+//! the same target pending (`PodResizePending`: `Deferred` waits for the
+//! kubelet, `Infeasible` is not tried again until the target changes);
+//! never to requests that would change the pod's QoS class (a Guaranteed
+//! pod keeps requests equal to limits); and, for a resource whose
 //! `resizePolicy` is `RestartContainer`, only when its PodDisruptionBudget
 //! allows a disruption.
 
@@ -29,7 +36,7 @@ use rayon::prelude::*;
 
 use crate::crd::Mode;
 use crate::quantity::{rounded_cpu, rounded_memory};
-use crate::snapshot::{NodeSnapshot, OptIn, PodSnapshot, ResourceState, UsageMap};
+use crate::snapshot::{NodeSnapshot, OptIn, PodSnapshot, QosClass, ResourceState, UsageMap};
 
 /// How the planner plans.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,8 +48,12 @@ pub struct PlannerConfig {
     /// Steps of forecast a plan covers (1: the next interval, read from the
     /// forecasters' precomputed next step, the cheap path).
     pub horizon_steps: usize,
-    /// At most one resize per pod in this long.
+    /// At most one resize per pod in this long (every attempt counts).
     pub min_resize_interval_ms: i64,
+    /// After a failed resize, the wait before the next attempt: doubled at
+    /// each failure in a row, at least two steps, at most
+    /// `min_resize_interval_ms`.
+    pub failed_resize_backoff_ms: i64,
     /// Memory requests stay at least this share above current usage...
     pub memory_headroom_fraction: f64,
     /// ...and at least this many bytes above it.
@@ -66,6 +77,7 @@ impl Default for PlannerConfig {
             step_ms: 60_000,
             horizon_steps: 1,
             min_resize_interval_ms: 5 * 60_000,
+            failed_resize_backoff_ms: 2 * 60_000,
             memory_headroom_fraction: 0.1,
             memory_headroom_min_bytes: 32.0 * 1_048_576.0,
             min_change_fraction: 0.05,
@@ -85,6 +97,13 @@ impl PlannerConfig {
     /// bytes: usage plus headroom.
     pub fn memory_floor(&self, usage: f64) -> f64 {
         usage + (usage * self.memory_headroom_fraction).max(self.memory_headroom_min_bytes)
+    }
+
+    /// The wait after the `failures`-th failed resize in a row.
+    pub fn failure_backoff(&self, failures: u32) -> i64 {
+        let base = self.failed_resize_backoff_ms.max(2 * self.step_ms);
+        let factor = 1i64 << failures.saturating_sub(1).min(20);
+        base.saturating_mul(factor).min(self.min_resize_interval_ms)
     }
 }
 
@@ -128,10 +147,47 @@ pub enum Action {
     Recommend,
     /// Its requests are where the plan wants them.
     NoChange,
+    /// The kubelet holds a resize to the target the plan wants pending
+    /// (`PodResizePending`/`Deferred`, with its message): it actuates it
+    /// when the node has room, so it is not sent again.
+    Deferred(String),
+    /// The kubelet found the target the plan wants `Infeasible` (its
+    /// message): not tried again until the plan wants another target.
+    Infeasible(String),
     /// A change is planned but may not be applied now: why.
     Hold(String),
     /// Not planned: why (bad policy, not enough usage yet).
     Skip(String),
+}
+
+/// How a resize attempt went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// The API server took it, and the kubelet had not objected.
+    Accepted,
+    /// Taken, but the kubelet answered `PodResizePending`/`Deferred`.
+    Deferred(String),
+    /// Taken, but the kubelet answered `PodResizePending`/`Infeasible`.
+    Infeasible(String),
+    /// The API call failed (after the conflict retries).
+    Failed(String),
+}
+
+/// The last resize the controller attempted on a pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// When, ms since the epoch.
+    pub at: TimestampMs,
+    /// The requests it asked for, per container.
+    pub targets: Vec<ContainerRequests>,
+    /// The pod's resourceVersion it was planned from: while the watch
+    /// still shows that version, the pod seen predates the attempt, and the
+    /// attempt's own answer is the newest word on it.
+    pub from_version: Option<String>,
+    /// How it went.
+    pub result: AttemptResult,
+    /// Failed attempts in a row, this one included.
+    pub failures: u32,
 }
 
 /// The plan of one managed pod.
@@ -171,7 +227,7 @@ pub struct NodePlan {
 }
 
 /// A container's planned requests: (name, CPU, memory).
-type ContainerRequests = (String, Option<f64>, Option<f64>);
+pub type ContainerRequests = (String, Option<f64>, Option<f64>);
 
 /// Forecasters of one container: CPU and memory.
 #[derive(Debug, Clone)]
@@ -204,10 +260,8 @@ impl ContainerSeries {
 pub struct Planner {
     config: PlannerConfig,
     series: HashMap<ContainerKey, ContainerSeries>,
-    /// Per pod (namespace, name): when it was last resized (accepted).
-    last_resize: HashMap<(String, String), TimestampMs>,
-    /// Per pod: the targets the kubelet found infeasible, and when.
-    infeasible: HashMap<(String, String), (Vec<ContainerRequests>, TimestampMs)>,
+    /// Per pod (namespace, name): the last resize attempted.
+    attempts: HashMap<(String, String), Attempt>,
     levels: Arc<[f64]>,
 }
 
@@ -217,8 +271,7 @@ impl Planner {
         Planner {
             config,
             series: HashMap::new(),
-            last_resize: HashMap::new(),
-            infeasible: HashMap::new(),
+            attempts: HashMap::new(),
             levels: Arc::from(DEFAULT_LEVELS.as_slice()),
         }
     }
@@ -268,39 +321,77 @@ impl Planner {
         }
     }
 
-    /// Drops what was learnt of containers `keep` does not accept (pods
-    /// gone), and their resize history.
-    pub fn retain(&mut self, keep: impl Fn(&ContainerKey) -> bool) {
-        self.series.retain(|k, _| keep(k));
-        let live: std::collections::HashSet<(String, String)> = self
+    /// Replaces what was learnt of `key`'s `resource` by a forecaster
+    /// trained on `points`, its history (time order): the history covers
+    /// the steps seen live so far too. Returns the points learnt; with none
+    /// usable, what was learnt is kept.
+    pub fn learn_history(
+        &mut self,
+        key: &ContainerKey,
+        resource: Resource,
+        points: &[(TimestampMs, f64)],
+    ) -> usize {
+        let mut fresh = ContainerSeries::new(&self.config);
+        let f = match resource {
+            Resource::Cpu => &mut fresh.cpu,
+            Resource::Memory => &mut fresh.memory,
+            _ => return 0,
+        };
+        for &(t, v) in points {
+            f.observe(t, v);
+        }
+        let n = usize::try_from(f.observations()).unwrap_or(usize::MAX);
+        if n == 0 {
+            return 0;
+        }
+        let f = match resource {
+            Resource::Cpu => fresh.cpu,
+            _ => fresh.memory,
+        };
+        let s = self
             .series
-            .keys()
-            .map(|(ns, pod, _)| (ns.clone(), pod.clone()))
-            .collect();
-        self.last_resize.retain(|k, _| live.contains(k));
-        self.infeasible.retain(|k, _| live.contains(k));
+            .entry(key.clone())
+            .or_insert_with(|| ContainerSeries::new(&self.config));
+        match resource {
+            Resource::Cpu => s.cpu = f,
+            _ => s.memory = f,
+        }
+        n
     }
 
-    /// Records that pod `namespace/pod` was resized at `at`.
-    pub fn record_resize(&mut self, namespace: &str, pod: &str, at: TimestampMs) {
-        self.last_resize
-            .insert((namespace.to_string(), pod.to_string()), at);
+    /// Drops what was learnt of the pods (namespace, name) `keep` does not
+    /// accept (pods gone), and their resize history.
+    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        self.series.retain(|(ns, pod, _), _| keep(ns, pod));
+        self.attempts.retain(|(ns, pod), _| keep(ns, pod));
     }
 
-    /// When pod `namespace/pod` was last resized.
-    pub fn last_resize(&self, namespace: &str, pod: &str) -> Option<TimestampMs> {
-        self.last_resize
-            .get(&(namespace.to_string(), pod.to_string()))
-            .copied()
-    }
-
-    /// Records that the kubelet found the resize of `plan` infeasible at
-    /// `at`: the same targets are not tried again.
-    pub fn record_infeasible(&mut self, plan: &PodPlan, at: TimestampMs) {
-        self.infeasible.insert(
-            (plan.namespace.clone(), plan.name.clone()),
-            (targets_of(plan), at),
+    /// Records an attempt to resize `plan`'s pod at `at`, and how it went.
+    /// Every attempt counts for the rate limit.
+    pub fn record_attempt(&mut self, plan: &PodPlan, at: TimestampMs, result: AttemptResult) {
+        let key = (plan.namespace.clone(), plan.name.clone());
+        let failures = match (&result, self.attempts.get(&key)) {
+            (AttemptResult::Failed(_), Some(a)) if matches!(a.result, AttemptResult::Failed(_)) => {
+                a.failures + 1
+            }
+            (AttemptResult::Failed(_), _) => 1,
+            _ => 0,
+        };
+        self.attempts.insert(
+            key,
+            Attempt {
+                at,
+                targets: targets_of(plan),
+                from_version: plan.resource_version.clone(),
+                result,
+                failures,
+            },
         );
+    }
+
+    /// The last resize attempted on pod `namespace/pod`.
+    pub fn attempt(&self, namespace: &str, pod: &str) -> Option<&Attempt> {
+        self.attempts.get(&(namespace.to_string(), pod.to_string()))
     }
 
     /// Plans every node, in parallel over nodes.
@@ -445,10 +536,14 @@ impl Planner {
                         _ => (policy.min_memory, policy.max_memory),
                     };
                     let mut guarantee = min.unwrap_or(0.0);
-                    if resource == Resource::Memory
-                        && let Some(u) = state.usage
-                    {
-                        guarantee = guarantee.max(cfg.memory_floor(u));
+                    if resource == Resource::Memory {
+                        guarantee = guarantee.max(match state.usage {
+                            Some(u) => cfg.memory_floor(u),
+                            // Usage unknown: the request is not lowered
+                            // blind (see `target`), so the solver counts it
+                            // whole.
+                            None => request,
+                        });
                     }
                     if let Some(max) = max {
                         guarantee = guarantee.min(max);
@@ -537,9 +632,13 @@ impl Planner {
             else {
                 continue;
             };
-            let target = self.target(entry.resource, state, entry.allocation);
+            let qos = node.pods[source[pi]].qos;
+            let (target, note) = self.target(entry.resource, state, entry.allocation, qos);
             let cp = &mut plan.containers[ci];
             let mut reason = entry.reason_text(&problem);
+            if let Some(note) = note {
+                reason.push_str(&format!(" ({note})"));
+            }
             if entry.resource == Resource::Memory
                 && target
                     .limit
@@ -564,19 +663,49 @@ impl Planner {
         out
     }
 
-    /// The target of one resource for an allocation of `allocation`.
-    fn target(&self, resource: Resource, state: ResourceState, allocation: f64) -> Target {
+    /// The target of one resource of a pod of class `qos` for an
+    /// allocation of `allocation`, and a note when it had to differ.
+    fn target(
+        &self,
+        resource: Resource,
+        state: ResourceState,
+        allocation: f64,
+        qos: QosClass,
+    ) -> (Target, Option<&'static str>) {
         let current = state.request.unwrap_or(0.0);
         let round = |x: f64| match resource {
             Resource::Cpu => rounded_cpu(x),
             _ => rounded_memory(x),
         };
-        let wanted = round(allocation);
+        let guaranteed = qos == QosClass::Guaranteed;
+        let mut wanted = round(allocation);
+        let mut note = None;
+        if resource == Resource::Memory && wanted <= current {
+            if state.usage.is_none() {
+                // The floor under a memory request is its usage: unknown
+                // usage, no floor, so no cut.
+                wanted = current;
+                note = Some("held at its request: its usage is unknown");
+            } else if guaranteed && !state.restart_on_resize && wanted < current {
+                // Requests must stay equal to limits, and a memory limit
+                // is lowered only by a restart.
+                wanted = current;
+                note = Some(
+                    "held at its request: the pod is Guaranteed (requests = limits) \
+                     and its memory limit is lowered only by a restart",
+                );
+            }
+        }
         let changed = (wanted - current).abs() > self.config.min_change_fraction * current;
         let request = if changed { wanted } else { current };
         let limit = state.limit.map(|l| {
             if !changed {
                 return l;
+            }
+            if guaranteed {
+                // A resize may not change the QoS class: a Guaranteed pod
+                // keeps its limits equal to its requests.
+                return request;
             }
             let new = round(request * ratio(state)).max(request);
             // Kubernetes 1.33 refuses to lower a memory limit in place
@@ -587,13 +716,14 @@ impl Planner {
                 new
             }
         });
-        Target {
+        let target = Target {
             current_request: current,
             request,
             current_limit: state.limit,
             limit,
             changed,
-        }
+        };
+        (target, note)
     }
 
     /// Whether `plan` of `pod` may be applied now, and if not, why.
@@ -602,37 +732,104 @@ impl Planner {
         if plan.mode == Mode::Recommend {
             return Action::Recommend;
         }
+        let key = (pod.namespace.clone(), pod.name.clone());
+        let targets = targets_of(plan);
         let changed = plan
             .containers
             .iter()
             .any(|c| c.cpu.is_some_and(|t| t.changed) || c.memory.is_some_and(|t| t.changed));
+        let attempt = self.attempts.get(&key);
+        // While the watch still shows the pod as it was planned for the
+        // last attempt, that attempt's answer is the newest word on it;
+        // after, the pod's own conditions (set by the kubelet) are.
+        let stale =
+            attempt.filter(|a| a.from_version.is_some() && a.from_version == pod.resource_version);
+        let pending = match stale {
+            Some(a) => match &a.result {
+                AttemptResult::Deferred(m) => Some(("Deferred".to_string(), m.clone())),
+                AttemptResult::Infeasible(m) => Some(("Infeasible".to_string(), m.clone())),
+                _ => None,
+            },
+            None => pod.resize.pending.clone(),
+        };
+        if let Some((reason, message)) = pending {
+            // The kubelet holds the target the plan wants when the spec
+            // already asks for it (no change planned) or when the last
+            // attempt asked for exactly it.
+            let same = !changed || attempt.is_some_and(|a| a.targets == targets);
+            if same {
+                let message = if message.is_empty() {
+                    "no message".to_string()
+                } else {
+                    message
+                };
+                return match reason.as_str() {
+                    "Infeasible" => Action::Infeasible(message),
+                    "Deferred" => Action::Deferred(message),
+                    // A reason this controller does not know: wait, as for
+                    // Deferred, and say which.
+                    other => Action::Deferred(format!("{other}: {message}")),
+                };
+            }
+        }
         if !changed {
             return Action::NoChange;
         }
         if pod.resize.in_progress {
             return Action::Hold("a resize is in progress (PodResizeInProgress)".into());
         }
-        let key = (pod.namespace.clone(), pod.name.clone());
-        if let Some(&at) = self.last_resize.get(&key)
+        let every = fmt_duration(cfg.min_resize_interval_ms);
+        if let Some(at) = pod.last_resize
             && now - at < cfg.min_resize_interval_ms
         {
             return Action::Hold(format!(
-                "resized {} ago: at most one resize per pod every {}",
-                fmt_duration(now - at),
-                fmt_duration(cfg.min_resize_interval_ms)
+                "resized {} ago (the pod's managedFields): at most one resize per pod every {every}",
+                fmt_duration(now - at)
             ));
         }
-        for (c, snap) in plan.containers.iter().zip(&pod.containers) {
-            if let (Some(t), Some(u)) = (c.memory, snap.memory.usage) {
-                let floor = cfg.memory_floor(u);
-                if t.changed && t.request < floor {
+        if let Some(a) = attempt {
+            let since = now - a.at;
+            match &a.result {
+                AttemptResult::Failed(why) => {
+                    let wait = cfg.failure_backoff(a.failures);
+                    if since < wait {
+                        return Action::Hold(format!(
+                            "the last resize failed {} ago ({} in a row; {why}): tried again after {}",
+                            fmt_duration(since),
+                            a.failures,
+                            fmt_duration(wait)
+                        ));
+                    }
+                }
+                _ if since < cfg.min_resize_interval_ms => {
                     return Action::Hold(format!(
-                        "container {}: memory {} would be under its usage {} plus headroom ({})",
-                        c.name,
-                        fmt_amount(Resource::Memory, t.request),
-                        fmt_amount(Resource::Memory, u),
-                        fmt_amount(Resource::Memory, floor)
+                        "resized {} ago: at most one resize per pod every {every}",
+                        fmt_duration(since)
                     ));
+                }
+                _ => {}
+            }
+        }
+        for (c, snap) in plan.containers.iter().zip(&pod.containers) {
+            if let Some(t) = c.memory.filter(|t| t.changed) {
+                match snap.memory.usage {
+                    Some(u) if t.request < cfg.memory_floor(u) => {
+                        return Action::Hold(format!(
+                            "container {}: memory {} would be under its usage {} plus headroom ({})",
+                            c.name,
+                            fmt_amount(Resource::Memory, t.request),
+                            fmt_amount(Resource::Memory, u),
+                            fmt_amount(Resource::Memory, cfg.memory_floor(u))
+                        ));
+                    }
+                    None if t.request < t.current_request => {
+                        return Action::Hold(format!(
+                            "container {}: memory usage unknown: its request {} is not lowered",
+                            c.name,
+                            fmt_amount(Resource::Memory, t.current_request)
+                        ));
+                    }
+                    _ => {}
                 }
             }
             for (resource, t, state) in
@@ -652,15 +849,49 @@ impl Planner {
                 }
             }
         }
-        if let Some((targets, at)) = self.infeasible.get(&key)
-            && *targets == targets_of(plan)
-        {
-            return Action::Hold(format!(
-                "the kubelet found this resize Infeasible {} ago: not retried for the same target",
-                fmt_duration(now - at)
-            ));
+        if let Some(why) = qos_change(plan, pod) {
+            return Action::Hold(why);
         }
         Action::Resize
+    }
+}
+
+/// Why applying `plan` would change `pod`'s QoS class (which Kubernetes
+/// refuses for an in-place resize), if it would.
+fn qos_change(plan: &PodPlan, pod: &PodSnapshot) -> Option<String> {
+    let after = |state: &ResourceState, t: Option<Target>| match t {
+        Some(t) if t.changed => ResourceState {
+            request: Some(t.request),
+            limit: t.limit,
+            ..*state
+        },
+        _ => *state,
+    };
+    let planned: Vec<(ResourceState, ResourceState)> = plan
+        .containers
+        .iter()
+        .zip(&pod.containers)
+        .map(|(c, s)| (after(&s.cpu, c.cpu), after(&s.memory, c.memory)))
+        .collect();
+    let shaped = |states: &[(ResourceState, ResourceState)]| {
+        QosClass::of(states.iter().map(|(c, m)| (c, m))) == QosClass::Guaranteed
+    };
+    let before: Vec<(ResourceState, ResourceState)> =
+        pod.containers.iter().map(|c| (c.cpu, c.memory)).collect();
+    match pod.qos {
+        QosClass::Guaranteed if !shaped(&planned) => Some(
+            "the resize would make a Guaranteed pod Burstable (requests no longer equal to limits), \
+             which Kubernetes refuses"
+                .into(),
+        ),
+        // Init containers (not planned) may keep such a pod Burstable; a
+        // change that could make it Guaranteed is not sent.
+        QosClass::Burstable if shaped(&planned) && !shaped(&before) => Some(
+            "the resize would set every request equal to its limit, making a Burstable pod \
+             Guaranteed, which Kubernetes refuses"
+                .into(),
+        ),
+        _ => None,
     }
 }
 
@@ -729,6 +960,8 @@ mod tests {
             }],
             pdb: None,
             resize: ResizeStatus::default(),
+            qos: QosClass::Burstable,
+            last_resize: None,
         }
     }
 
@@ -825,7 +1058,8 @@ mod tests {
             (0.5, GI),
         )]);
         let mut planner = learnt(Mode::Enforce, &n, 60);
-        planner.record_resize("ns", "web", T0 - 60_000);
+        let plan = planner.plan_node(&n, T0 - 60_000);
+        planner.record_attempt(&plan.pods[0], T0 - 60_000, AttemptResult::Accepted);
         let plan = planner.plan_node(&n, T0 + 60_000);
         match &plan.pods[0].action {
             Action::Hold(why) => {
@@ -833,8 +1067,253 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let plan = planner.plan_node(&n, T0 + 5 * 60_000);
+        let plan = planner.plan_node(&n, T0 + 4 * 60_000);
         assert_eq!(plan.pods[0].action, Action::Resize);
+    }
+
+    #[test]
+    fn the_pods_own_last_resize_time_counts() {
+        // A restarted planner knows nothing; the pod's managedFields do.
+        let mut n = node(vec![pod(
+            "web",
+            (2.0, 2.0),
+            (2.0 * GI, 2.0 * GI),
+            (0.5, GI),
+        )]);
+        n.pods[0].last_resize = Some(T0 - 2 * 60_000);
+        let planner = learnt(Mode::Enforce, &n, 60);
+        match &planner.plan_node(&n, T0).pods[0].action {
+            Action::Hold(why) => {
+                assert!(
+                    why.contains("resized 2m ago (the pod's managedFields)"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            planner.plan_node(&n, T0 + 3 * 60_000).pods[0].action,
+            Action::Resize
+        );
+    }
+
+    #[test]
+    fn every_attempt_counts_and_failures_back_off() {
+        let n = node(vec![pod(
+            "web",
+            (2.0, 2.0),
+            (2.0 * GI, 2.0 * GI),
+            (0.5, GI),
+        )]);
+        let mut planner = learnt(Mode::Enforce, &n, 60);
+        let plan = planner.plan_node(&n, T0).pods[0].clone();
+        // Deferred and infeasible attempts count like accepted ones.
+        for result in [
+            AttemptResult::Deferred("later".into()),
+            AttemptResult::Infeasible("never".into()),
+        ] {
+            planner.record_attempt(&plan, T0, result);
+            let mut moved = n.clone();
+            // The watch shows a newer pod without conditions; the plan
+            // wants another target (the spec was changed by someone).
+            moved.pods[0].resource_version = Some("8".into());
+            moved.pods[0].containers[0].cpu.request = Some(3.0);
+            match &planner.plan_node(&moved, T0 + 60_000).pods[0].action {
+                Action::Hold(why) => assert!(why.contains("at most one resize"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Failures: 2 min, then 4 min, then the 5 min cap.
+        let cfg = planner.config().clone();
+        assert_eq!(
+            (1..=4).map(|f| cfg.failure_backoff(f)).collect::<Vec<_>>(),
+            vec![120_000, 240_000, 300_000, 300_000]
+        );
+        let mut at = T0;
+        for failures in 1..=3u32 {
+            planner.record_attempt(&plan, at, AttemptResult::Failed("500".into()));
+            assert_eq!(planner.attempt("ns", "web").unwrap().failures, failures);
+            let wait = cfg.failure_backoff(failures);
+            match &planner.plan_node(&n, at + wait - 60_000).pods[0].action {
+                Action::Hold(why) => assert!(why.contains("the last resize failed"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(
+                planner.plan_node(&n, at + wait).pods[0].action,
+                Action::Resize
+            );
+            at += wait;
+        }
+        // A success resets the count.
+        planner.record_attempt(&plan, at, AttemptResult::Accepted);
+        planner.record_attempt(&plan, at, AttemptResult::Failed("500".into()));
+        assert_eq!(planner.attempt("ns", "web").unwrap().failures, 1);
+    }
+
+    #[test]
+    fn pending_conditions_on_the_pod_are_honoured() {
+        // The attempt was answered plainly; the kubelet's condition shows
+        // up later on the pod (a newer resourceVersion), with the spec
+        // already at the target.
+        let n = node(vec![pod(
+            "web",
+            (2.0, 2.0),
+            (2.0 * GI, 2.0 * GI),
+            (0.5, GI),
+        )]);
+        let mut planner = learnt(Mode::Enforce, &n, 60);
+        let plan = planner.plan_node(&n, T0).pods[0].clone();
+        assert_eq!(plan.action, Action::Resize);
+        planner.record_attempt(&plan, T0, AttemptResult::Accepted);
+        let mut later = n.clone();
+        let p = &mut later.pods[0];
+        p.resource_version = Some("8".into());
+        let c = &plan.containers[0];
+        p.containers[0].cpu.request = Some(c.cpu.unwrap().request);
+        p.containers[0].cpu.limit = c.cpu.unwrap().limit;
+        p.containers[0].memory.request = Some(c.memory.unwrap().request);
+        p.containers[0].memory.limit = c.memory.unwrap().limit;
+        assert_eq!(
+            planner.plan_node(&later, T0 + 60_000).pods[0].action,
+            Action::NoChange
+        );
+        for (reason, expect_infeasible) in [("Deferred", false), ("Infeasible", true)] {
+            later.pods[0].resize.pending = Some((reason.into(), "node full".into()));
+            // Long after the rate limit: still not sent again.
+            for at in [T0 + 60_000, T0 + 60 * 60_000] {
+                match (
+                    &planner.plan_node(&later, at).pods[0].action,
+                    expect_infeasible,
+                ) {
+                    (Action::Infeasible(m), true) | (Action::Deferred(m), false) => {
+                        assert_eq!(m, "node full")
+                    }
+                    other => panic!("{reason}: {other:?}"),
+                }
+            }
+        }
+        // Still Infeasible, but usage grew and the plan wants another
+        // target: that one is tried (once the rate limit allows).
+        later.pods[0].containers[0].memory.usage = Some(1.5 * GI);
+        let mut grown = learnt(Mode::Enforce, &later, 60);
+        grown.record_attempt(&plan, T0, AttemptResult::Accepted);
+        let pp = grown.plan_node(&later, T0 + 10 * 60_000).pods[0].clone();
+        assert!(pp.containers[0].memory.unwrap().changed, "{pp:?}");
+        assert_eq!(pp.action, Action::Resize, "a new target is tried");
+    }
+
+    #[test]
+    fn the_answer_to_an_attempt_counts_until_the_watch_catches_up() {
+        let n = node(vec![pod(
+            "web",
+            (2.0, 2.0),
+            (2.0 * GI, 2.0 * GI),
+            (0.5, GI),
+        )]);
+        let mut planner = learnt(Mode::Enforce, &n, 60);
+        let plan = planner.plan_node(&n, T0).pods[0].clone();
+        planner.record_attempt(&plan, T0, AttemptResult::Deferred("wait".into()));
+        // The watch still shows resourceVersion 7 (planned from): the
+        // answer says Deferred, and the same target is not sent again.
+        match &planner.plan_node(&n, T0 + 60 * 60_000).pods[0].action {
+            Action::Deferred(m) => assert_eq!(m, "wait"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn memory_is_never_lowered_when_its_usage_is_unknown() {
+        let mut p = pod("web", (2.0, 4.0), (4.0 * GI, 8.0 * GI), (0.5, GI));
+        let n = node(vec![p.clone()]);
+        let planner = learnt(Mode::Enforce, &n, 60);
+        // Usage of memory unknown this cycle (the metrics had none).
+        p.containers[0].memory.usage = None;
+        let plan = planner.plan_node(&node(vec![p]), T0 + 60_000);
+        let pp = &plan.pods[0];
+        let mem = pp.containers[0].memory.unwrap();
+        assert!(!mem.changed, "{mem:?}");
+        assert_eq!((mem.request, mem.limit), (4.0 * GI, Some(8.0 * GI)));
+        assert!(
+            pp.containers[0].reason.contains("its usage is unknown"),
+            "{}",
+            pp.containers[0].reason
+        );
+        // CPU still moves.
+        assert!(pp.containers[0].cpu.unwrap().changed);
+        assert_eq!(pp.action, Action::Resize);
+    }
+
+    #[test]
+    fn guaranteed_pods_keep_requests_equal_to_limits() {
+        let mut p = pod("db", (2.0, 2.0), (4.0 * GI, 4.0 * GI), (0.5, GI));
+        p.qos = QosClass::Guaranteed;
+        let n = node(vec![p.clone()]);
+        let planner = learnt(Mode::Enforce, &n, 60);
+        let plan = planner.plan_node(&n, T0 + 60_000);
+        let pp = &plan.pods[0];
+        assert_eq!(pp.action, Action::Resize, "{pp:?}");
+        let cpu = pp.containers[0].cpu.unwrap();
+        assert!(cpu.changed && cpu.request < 1.0, "{cpu:?}");
+        assert_eq!(cpu.limit, Some(cpu.request));
+        // Memory cannot go down without lowering its limit, which needs a
+        // restart: held.
+        let mem = pp.containers[0].memory.unwrap();
+        assert!(!mem.changed);
+        assert_eq!((mem.request, mem.limit), (4.0 * GI, Some(4.0 * GI)));
+        assert!(pp.containers[0].reason.contains("Guaranteed"));
+        // With RestartContainer for memory, both go down together.
+        p.containers[0].memory.restart_on_resize = true;
+        let n = node(vec![p.clone()]);
+        let mem = planner.plan_node(&n, T0 + 60_000).pods[0].containers[0]
+            .memory
+            .unwrap();
+        assert!(mem.changed && mem.request < 2.0 * GI, "{mem:?}");
+        assert_eq!(mem.limit, Some(mem.request));
+        // Usage up: both go up together.
+        let mut hot = p.clone();
+        hot.containers[0].cpu.usage = Some(3.0);
+        let planner = learnt(Mode::Enforce, &node(vec![hot.clone()]), 60);
+        let cpu = planner.plan_node(&node(vec![hot]), T0 + 60_000).pods[0].containers[0]
+            .cpu
+            .unwrap();
+        assert!(cpu.request > 2.9, "{cpu:?}");
+        assert_eq!(cpu.limit, Some(cpu.request));
+    }
+
+    #[test]
+    fn a_resize_that_would_change_the_qos_class_is_held() {
+        // Burstable only by its CPU (limit 4, request 2); memory already
+        // request = limit. A plan making CPU request = limit would make it
+        // Guaranteed.
+        let p = pod("web", (2.0, 4.0), (4.0 * GI, 4.0 * GI), (0.5, 3.5 * GI));
+        let mut plan = PodPlan {
+            namespace: "ns".into(),
+            name: "web".into(),
+            resource_version: Some("7".into()),
+            policy: None,
+            mode: Mode::Enforce,
+            containers: vec![ContainerPlan {
+                name: "app".into(),
+                cpu: Some(Target {
+                    current_request: 2.0,
+                    request: 3.0,
+                    current_limit: Some(4.0),
+                    limit: Some(3.0),
+                    changed: true,
+                }),
+                memory: None,
+                reason: String::new(),
+            }],
+            action: Action::NoChange,
+        };
+        let why = qos_change(&plan, &p).unwrap();
+        assert!(why.contains("making a Burstable pod Guaranteed"), "{why}");
+        plan.containers[0].cpu.as_mut().unwrap().limit = Some(6.0);
+        assert_eq!(qos_change(&plan, &p), None);
+        let mut g = pod("db", (2.0, 2.0), (GI, GI), (0.5, 0.5 * GI));
+        g.qos = QosClass::Guaranteed;
+        let why = qos_change(&plan, &g).unwrap();
+        assert!(why.contains("Guaranteed pod Burstable"), "{why}");
     }
 
     #[test]
@@ -914,9 +1393,14 @@ mod tests {
         assert_eq!(planner.plan_node(&n, T0).pods[0].action, Action::Recommend);
         let mut planner = learnt(Mode::Enforce, &n, 60);
         let plan = planner.plan_node(&n, T0);
-        planner.record_infeasible(&plan.pods[0], T0);
-        match &planner.plan_node(&n, T0 + 60_000).pods[0].action {
-            Action::Hold(why) => assert!(why.contains("Infeasible"), "{why}"),
+        planner.record_attempt(
+            &plan.pods[0],
+            T0,
+            AttemptResult::Infeasible("no room".into()),
+        );
+        // Long past the rate limit, the same target is not tried again.
+        match &planner.plan_node(&n, T0 + 60 * 60_000).pods[0].action {
+            Action::Infeasible(why) => assert_eq!(why, "no room"),
             other => panic!("{other:?}"),
         }
     }
@@ -954,7 +1438,7 @@ mod tests {
             assert_eq!(&planner.plan_node(n, T0 + 600_000), p);
         }
         assert_eq!(planner.series_count(), 6);
-        planner.retain(|k| k.1 != "p0");
+        planner.retain(|_, pod| pod != "p0");
         assert_eq!(planner.series_count(), 5);
     }
 }

@@ -5,13 +5,28 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use std::borrow::Cow;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerResizePolicy, Node, Pod, PodCondition, ResourceRequirements,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde::{Deserialize, Serialize};
+
+use prescient_core::TimestampMs;
 
 use crate::crd::PrescientPolicy;
 use crate::policy::{MANAGED_LABEL, PodPolicy, PolicyError};
 use crate::quantity::parse_quantity;
+
+/// The field manager the controller writes resizes under. The API server
+/// stamps the pod's `managedFields` entry of this manager and the `resize`
+/// subresource with the time of each write that changes a value: that is
+/// where a restarted controller reads when it last resized a pod (an
+/// annotation cannot carry it: the resize subresource drops metadata
+/// changes).
+pub const FIELD_MANAGER: &str = "prescient-kube";
 
 /// Latest usage of one container: CPU in cores, memory in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -59,6 +74,129 @@ pub struct PdbState {
     pub disruptions_allowed: i32,
 }
 
+/// A pod as the controller keeps it from its watch: only the fields it
+/// reads. The watch deserializes the API server's answer straight into it
+/// (unknown fields are skipped), so the rest of a pod (its environment,
+/// volumes, probes, container statuses...) never takes memory: 50,000 of
+/// them stay small. [`trim`] then drops the metadata it does not read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchedPod {
+    /// Name, namespace, resourceVersion, labels, annotations, managedFields.
+    pub metadata: ObjectMeta,
+    /// What of the spec is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<WatchedPodSpec>,
+    /// What of the status is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<WatchedPodStatus>,
+}
+
+/// The part of a pod's spec the controller reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchedPodSpec {
+    /// The node it is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Its containers.
+    #[serde(default)]
+    pub containers: Vec<WatchedContainer>,
+    /// Its init containers (for its QoS class).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<WatchedContainer>,
+}
+
+/// The part of a container the controller reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchedContainer {
+    /// Its name.
+    pub name: String,
+    /// Requests and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// How a resize of each resource is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_policy: Option<Vec<ContainerResizePolicy>>,
+}
+
+impl From<Container> for WatchedContainer {
+    fn from(c: Container) -> Self {
+        WatchedContainer {
+            name: c.name,
+            resources: c.resources,
+            resize_policy: c.resize_policy,
+        }
+    }
+}
+
+/// The part of a pod's status the controller reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchedPodStatus {
+    /// `Pending`, `Running`, `Succeeded`, `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `Guaranteed`, `Burstable` or `BestEffort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos_class: Option<String>,
+    /// Its conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<PodCondition>,
+}
+
+impl From<Pod> for WatchedPod {
+    fn from(p: Pod) -> Self {
+        WatchedPod {
+            metadata: p.metadata,
+            spec: p.spec.map(|s| WatchedPodSpec {
+                node_name: s.node_name,
+                containers: s.containers.into_iter().map(Into::into).collect(),
+                init_containers: s
+                    .init_containers
+                    .into_iter()
+                    .flatten()
+                    .map(Into::into)
+                    .collect(),
+            }),
+            status: p.status.map(|s| WatchedPodStatus {
+                phase: s.phase,
+                qos_class: s.qos_class,
+                conditions: s.conditions.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+impl kube::Resource for WatchedPod {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Pod".into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        "pods".into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// What the kubelet says of the pod's last resize (its conditions).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResizeStatus {
@@ -69,11 +207,16 @@ pub struct ResizeStatus {
 }
 
 impl ResizeStatus {
-    /// Reads the resize conditions of `pod`.
+    /// Reads the resize conditions of `pod` (as a resize answers it).
     pub fn of(pod: &Pod) -> ResizeStatus {
-        let mut s = ResizeStatus::default();
         let conditions = pod.status.as_ref().and_then(|st| st.conditions.as_ref());
-        for c in conditions.into_iter().flatten() {
+        Self::of_conditions(conditions.map_or(&[][..], Vec::as_slice))
+    }
+
+    /// Reads the resize conditions among `conditions`.
+    pub fn of_conditions(conditions: &[PodCondition]) -> ResizeStatus {
+        let mut s = ResizeStatus::default();
+        for c in conditions {
             if c.status != "True" {
                 continue;
             }
@@ -90,6 +233,59 @@ impl ResizeStatus {
         }
         s
     }
+}
+
+/// A pod's quality-of-service class. Kubernetes refuses an in-place
+/// resize that would change it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QosClass {
+    /// Every container (init containers too) has CPU and memory limits
+    /// equal to its requests.
+    Guaranteed,
+    /// Some request or limit, not Guaranteed.
+    #[default]
+    Burstable,
+    /// No CPU or memory request or limit anywhere.
+    BestEffort,
+}
+
+impl QosClass {
+    /// The class `status.qosClass` names (set by the API server when the
+    /// pod is created, and never changed).
+    pub fn from_status(s: &str) -> Option<QosClass> {
+        match s {
+            "Guaranteed" => Some(QosClass::Guaranteed),
+            "Burstable" => Some(QosClass::Burstable),
+            "BestEffort" => Some(QosClass::BestEffort),
+            _ => None,
+        }
+    }
+
+    /// The class of containers with these CPU and memory states, by the
+    /// rules of Kubernetes (requests default to limits).
+    pub fn of<'a>(
+        containers: impl IntoIterator<Item = (&'a ResourceState, &'a ResourceState)>,
+    ) -> QosClass {
+        let mut any = false;
+        let mut guaranteed = true;
+        for (cpu, memory) in containers {
+            for r in [cpu, memory] {
+                any |= r.request.is_some() || r.limit.is_some();
+                guaranteed &=
+                    matches!((r.request, r.limit), (Some(q), Some(l)) if same_amount(q, l));
+            }
+        }
+        match (any, guaranteed) {
+            (false, _) => QosClass::BestEffort,
+            (true, true) => QosClass::Guaranteed,
+            (true, false) => QosClass::Burstable,
+        }
+    }
+}
+
+/// Whether two amounts (as parsed or as rounded for writing) are the same.
+pub fn same_amount(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
 /// A pod on the node.
@@ -113,6 +309,63 @@ pub struct PodSnapshot {
     pub pdb: Option<PdbState>,
     /// Its resize conditions.
     pub resize: ResizeStatus,
+    /// Its QoS class (`status.qosClass`, or worked out from its
+    /// containers).
+    pub qos: QosClass,
+    /// When this controller last changed its resources (the time of its
+    /// [`FIELD_MANAGER`] entry for the `resize` subresource in
+    /// `managedFields`), ms since the epoch.
+    pub last_resize: Option<TimestampMs>,
+}
+
+/// When [`FIELD_MANAGER`] last changed a pod's resources through the
+/// resize subresource, from the `managedFields` of its metadata.
+pub fn last_resize_of(metadata: &ObjectMeta) -> Option<TimestampMs> {
+    metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER)
+                && m.subresource.as_deref() == Some("resize")
+        })
+        .filter_map(|m| m.time.as_ref().map(|t| t.0.as_millisecond()))
+        .max()
+}
+
+/// Drops what the controller never reads from the metadata and status of
+/// a watched pod: the managedFields of other managers, and the field sets
+/// of all (only [`FIELD_MANAGER`]'s resize time is read); annotations but
+/// the `prescient.io/` ones; owner references, finalizers and the like;
+/// conditions but the resize ones.
+pub fn trim(pod: &mut WatchedPod) {
+    let m = &mut pod.metadata;
+    if let Some(fields) = m.managed_fields.as_mut() {
+        fields.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
+        for f in fields.iter_mut() {
+            f.fields_v1 = None;
+        }
+    }
+    if m.managed_fields.as_ref().is_some_and(Vec::is_empty) {
+        m.managed_fields = None;
+    }
+    if let Some(a) = m.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("prescient.io/"));
+    }
+    if m.annotations.as_ref().is_some_and(BTreeMap::is_empty) {
+        m.annotations = None;
+    }
+    m.owner_references = None;
+    m.finalizers = None;
+    m.generate_name = None;
+    m.uid = None;
+    m.creation_timestamp = None;
+    if let Some(status) = pod.status.as_mut() {
+        status
+            .conditions
+            .retain(|c| c.type_.starts_with("PodResize"));
+        status.conditions.shrink_to_fit();
+    }
 }
 
 /// One resource of one container.
@@ -164,25 +417,27 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 }
 
 /// Whether a pod still holds its requests on its node (not finished).
-pub fn pod_is_active(pod: &Pod) -> bool {
+pub fn pod_is_active(pod: &WatchedPod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
+/// The quantity `key` of `map`; `what` names the map in an error (built
+/// only then: this runs for every container every cycle).
 fn quantity_of(
     map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
     key: &str,
-    what: &str,
+    what: impl FnOnce() -> String,
 ) -> Result<Option<f64>, String> {
     match map.and_then(|m| m.get(key)) {
         None => Ok(None),
         Some(q) => parse_quantity(&q.0)
             .map(Some)
-            .map_err(|e| format!("{what} {key}: {e}")),
+            .map_err(|e| format!("{} {key}: {e}", what())),
     }
 }
 
-fn container_snapshot(c: &Container, usage: Usage) -> Result<ContainerSnapshot, String> {
+fn container_snapshot(c: &WatchedContainer, usage: Usage) -> Result<ContainerSnapshot, String> {
     let res = c.resources.as_ref();
     let requests = res.and_then(|r| r.requests.as_ref());
     let limits = res.and_then(|r| r.limits.as_ref());
@@ -192,16 +447,16 @@ fn container_snapshot(c: &Container, usage: Usage) -> Result<ContainerSnapshot, 
             .flatten()
             .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
     };
-    let what = format!("container {}: resources", c.name);
+    let what = || format!("container {}: resources", c.name);
     let mut cpu = ResourceState {
-        request: quantity_of(requests, "cpu", &format!("{what}.requests"))?,
-        limit: quantity_of(limits, "cpu", &format!("{what}.limits"))?,
+        request: quantity_of(requests, "cpu", || format!("{}.requests", what()))?,
+        limit: quantity_of(limits, "cpu", || format!("{}.limits", what()))?,
         restart_on_resize: restart("cpu"),
         usage: usage.cpu,
     };
     let mut memory = ResourceState {
-        request: quantity_of(requests, "memory", &format!("{what}.requests"))?,
-        limit: quantity_of(limits, "memory", &format!("{what}.limits"))?,
+        request: quantity_of(requests, "memory", || format!("{}.requests", what()))?,
+        limit: quantity_of(limits, "memory", || format!("{}.limits", what()))?,
         restart_on_resize: restart("memory"),
         usage: usage.memory,
     };
@@ -220,9 +475,13 @@ fn container_snapshot(c: &Container, usage: Usage) -> Result<ContainerSnapshot, 
 
 /// The policy that selects `pod`, if any: the first by name of those of its
 /// namespace whose selector matches.
-pub fn policy_for<'a>(pod: &Pod, policies: &[&'a PrescientPolicy]) -> Option<&'a PrescientPolicy> {
+pub fn policy_for<'a>(
+    pod: &WatchedPod,
+    policies: &[&'a PrescientPolicy],
+) -> Option<&'a PrescientPolicy> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let no_labels = BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
     let mut matching: Vec<&PrescientPolicy> = policies
         .iter()
         .copied()
@@ -239,13 +498,64 @@ pub fn policy_for<'a>(pod: &Pod, policies: &[&'a PrescientPolicy]) -> Option<&'a
     matching.first().copied()
 }
 
+/// PodDisruptionBudgets indexed so that a pod is matched only against the
+/// PDBs of its namespace that could select it: those whose first
+/// `matchLabels` pair is among its labels, and those without `matchLabels`.
+/// (Every candidate is still checked with [`selector_matches`].)
+struct PdbIndex<'a> {
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a PodDisruptionBudget>>,
+    others: HashMap<&'a str, Vec<&'a PodDisruptionBudget>>,
+}
+
+impl<'a> PdbIndex<'a> {
+    fn new(pdbs: &[&'a PodDisruptionBudget]) -> Self {
+        let mut index = PdbIndex {
+            by_label: HashMap::new(),
+            others: HashMap::new(),
+        };
+        for &b in pdbs {
+            let ns = b.metadata.namespace.as_deref().unwrap_or("default");
+            let first = b
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .and_then(|s| s.match_labels.as_ref())
+                .and_then(|m| m.iter().next());
+            match first {
+                Some((k, v)) => index.by_label.entry((ns, k, v)).or_default().push(b),
+                None => index.others.entry(ns).or_default().push(b),
+            }
+        }
+        index
+    }
+
+    fn candidates<'s>(
+        &'s self,
+        ns: &'s str,
+        labels: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a PodDisruptionBudget> + 's {
+        let by_label = labels.iter().flat_map(move |(k, v)| {
+            self.by_label
+                .get(&(ns, k.as_str(), v.as_str()))
+                .into_iter()
+                .flatten()
+        });
+        self.others
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .chain(by_label)
+            .copied()
+    }
+}
+
 /// The snapshot of `node` with `pods` (those bound to it), the PDBs and
 /// policies of the cluster and the latest usage. Pods that cannot be read
 /// are left out and named in [`NodeSnapshot::problems`]; a node without
 /// allocatable CPU or memory is an error naming it.
 pub fn node_snapshot(
     node: &Node,
-    pods: &[&Pod],
+    pods: &[&WatchedPod],
     pdbs: &[&PodDisruptionBudget],
     policies: &[&PrescientPolicy],
     usage: &UsageMap,
@@ -253,7 +563,7 @@ pub fn node_snapshot(
     let name = node.metadata.name.clone().unwrap_or_default();
     let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
     let read = |key: &str| -> Result<f64, String> {
-        quantity_of(allocatable, key, "status.allocatable")
+        quantity_of(allocatable, key, || "status.allocatable".to_string())
             .and_then(|v| v.ok_or_else(|| format!("status.allocatable has no {key}")))
             .map_err(|e| format!("node {name}: {e}"))
     };
@@ -263,6 +573,7 @@ pub fn node_snapshot(
         name: name.clone(),
         ..Default::default()
     };
+    let pdb_index = PdbIndex::new(pdbs);
     for pod in pods.iter().filter(|p| pod_is_active(p)) {
         let ns = pod
             .metadata
@@ -270,8 +581,9 @@ pub fn node_snapshot(
             .clone()
             .unwrap_or_else(|| "default".into());
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        let no_map = BTreeMap::new();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&no_map);
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&no_map);
         let policy = policy_for(pod, policies);
         let opt_in = if let Some(p) = policy {
             Some(OptIn::Policy(p.metadata.name.clone().unwrap_or_default()))
@@ -284,10 +596,17 @@ pub fn node_snapshot(
             &ns,
             &pod_name,
             policy.map(|p| (p.metadata.name.as_deref().unwrap_or(""), &p.spec)),
-            &annotations,
+            annotations,
         );
         let mut containers = Vec::new();
         let mut bad = None;
+        let mut init = Vec::new();
+        for c in pod.spec.iter().flat_map(|s| &s.init_containers) {
+            match container_snapshot(c, Usage::default()) {
+                Ok(cs) => init.push(cs),
+                Err(e) => bad = Some(format!("init {e}")),
+            }
+        }
         for c in pod.spec.iter().flat_map(|s| &s.containers) {
             let u = usage
                 .get(&(ns.clone(), pod_name.clone(), c.name.clone()))
@@ -304,20 +623,27 @@ pub fn node_snapshot(
                 .push(format!("pod {ns}/{pod_name}: {e}; the pod is skipped"));
             continue;
         }
-        let pdb = pdbs
-            .iter()
-            .filter(|b| b.metadata.namespace.as_deref().unwrap_or("default") == ns)
+        let pdb = pdb_index
+            .candidates(&ns, labels)
             .filter(|b| {
                 b.spec
                     .as_ref()
                     .and_then(|s| s.selector.as_ref())
-                    .is_some_and(|sel| selector_matches(sel, &labels))
+                    .is_some_and(|sel| selector_matches(sel, labels))
             })
             .map(|b| PdbState {
                 name: b.metadata.name.clone().unwrap_or_default(),
                 disruptions_allowed: b.status.as_ref().map_or(0, |s| s.disruptions_allowed),
             })
             .min_by_key(|b| b.disruptions_allowed);
+        let qos = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.qos_class.as_deref())
+            .and_then(QosClass::from_status)
+            .unwrap_or_else(|| {
+                QosClass::of(init.iter().chain(&containers).map(|c| (&c.cpu, &c.memory)))
+            });
         snap.pods.push(PodSnapshot {
             namespace: ns,
             name: pod_name,
@@ -326,7 +652,11 @@ pub fn node_snapshot(
             policy: resolved,
             containers,
             pdb,
-            resize: ResizeStatus::of(pod),
+            resize: ResizeStatus::of_conditions(
+                pod.status.as_ref().map_or(&[][..], |s| &s.conditions),
+            ),
+            qos,
+            last_resize: last_resize_of(&pod.metadata),
         });
     }
     Ok(snap)
@@ -337,7 +667,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(v: serde_json::Value) -> Pod {
+    fn pod(v: serde_json::Value) -> WatchedPod {
         serde_json::from_value(v).unwrap()
     }
 
@@ -418,10 +748,139 @@ mod tests {
         assert!(!w.containers[0].cpu.restart_on_resize);
         assert_eq!(w.pdb.as_ref().unwrap().disruptions_allowed, 0);
         assert_eq!(w.resize.pending.as_ref().unwrap().0, "Deferred");
+        assert_eq!(w.qos, QosClass::Burstable);
+        assert_eq!(w.last_resize, None);
         let db = &snap.pods[1];
         assert_eq!(db.opt_in, Some(OptIn::Label));
         assert_eq!(db.containers[0].memory.request, Some(2.0 * 1_073_741_824.0));
         assert!(db.pdb.is_none());
+    }
+
+    #[test]
+    fn qos_class_from_status_or_containers() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi"}}
+        }))
+        .unwrap();
+        let guaranteed = json!({"limits": {"cpu": "1", "memory": "1Gi"}});
+        let mk = |name: &str, init: serde_json::Value, status: serde_json::Value| {
+            pod(json!({
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"initContainers": init, "containers": [{"name": "c", "resources": guaranteed}]},
+                "status": status
+            }))
+        };
+        let pods = [
+            // Limits only: requests default to them.
+            mk("g", json!([]), json!({})),
+            // An init container without limits makes the pod Burstable.
+            mk(
+                "b",
+                json!([{"name": "i", "resources": {"requests": {"cpu": "1"}}}]),
+                json!({}),
+            ),
+            // The API server's word wins.
+            mk("s", json!([]), json!({"qosClass": "Burstable"})),
+            pod(json!({"metadata": {"name": "e", "namespace": "ns"},
+                       "spec": {"containers": [{"name": "c"}]}})),
+        ];
+        let refs: Vec<&WatchedPod> = pods.iter().collect();
+        let snap = node_snapshot(&node, &refs, &[], &[], &UsageMap::new()).unwrap();
+        let qos: Vec<(String, QosClass)> =
+            snap.pods.iter().map(|p| (p.name.clone(), p.qos)).collect();
+        assert_eq!(
+            qos,
+            [
+                ("g".to_string(), QosClass::Guaranteed),
+                ("b".to_string(), QosClass::Burstable),
+                ("s".to_string(), QosClass::Burstable),
+                ("e".to_string(), QosClass::BestEffort),
+            ]
+        );
+    }
+
+    #[test]
+    fn last_resize_comes_from_our_managed_fields_entry() {
+        let p = pod(json!({
+            "metadata": {"name": "web", "namespace": "ns", "managedFields": [
+                {"manager": "kubectl", "operation": "Update", "subresource": "resize",
+                 "time": "2023-11-14T23:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {}},
+                {"manager": FIELD_MANAGER, "operation": "Update",
+                 "time": "2023-11-14T21:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {}},
+                {"manager": FIELD_MANAGER, "operation": "Update", "subresource": "resize",
+                 "time": "2023-11-14T22:13:20Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:spec": {}}}
+            ]},
+            "spec": {"containers": [{"name": "c"}]}
+        }));
+        // Only our manager's resize entry counts (not kubectl's resize,
+        // nor our own main-resource writes).
+        assert_eq!(last_resize_of(&p.metadata), Some(1_700_000_000_000));
+        let mut trimmed = p.clone();
+        trim(&mut trimmed);
+        let fields = trimmed.metadata.managed_fields.as_ref().unwrap();
+        assert_eq!(fields.len(), 2);
+        assert!(fields.iter().all(|f| f.fields_v1.is_none()));
+        assert_eq!(last_resize_of(&trimmed.metadata), Some(1_700_000_000_000));
+        let mut bare = pod(json!({"metadata": {"name": "x", "managedFields": [
+            {"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {}}]},
+            "spec": {"containers": []}}));
+        trim(&mut bare);
+        assert!(bare.metadata.managed_fields.is_none());
+        assert_eq!(last_resize_of(&bare.metadata), None);
+    }
+
+    #[test]
+    fn trimmed_pods_give_the_same_snapshots() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi"}}
+        }))
+        .unwrap();
+        let full = pod(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "9",
+                "labels": {"app": "web", "prescient.io/managed": "true"},
+                "annotations": {"prescient.io/priority": "3", "kubectl.kubernetes.io/restartedAt": "x"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "r"}],
+                "managedFields": [{"manager": FIELD_MANAGER, "operation": "Update", "subresource": "resize",
+                                   "time": "2023-11-14T22:13:20Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"nodeName": "n1",
+                "initContainers": [{"name": "init", "image": "i:1", "resources": {"requests": {"cpu": "1"}}}],
+                "containers": [{"name": "c", "image": "c:1", "env": [{"name": "A", "value": "1"}],
+                    "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+                    "resizePolicy": [{"resourceName": "memory", "restartPolicy": "RestartContainer"}]}],
+                "volumes": [{"name": "v", "emptyDir": {}}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "PodResizePending", "status": "True", "reason": "Infeasible", "message": "no"},
+                {"type": "PodResizeInProgress", "status": "True"}],
+                "containerStatuses": [{"name": "c", "image": "c:1", "imageID": "", "ready": true, "restartCount": 0}]}
+        }));
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}},
+            "status": {"disruptionsAllowed": 2, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}
+        }))
+        .unwrap();
+        let mut trimmed = full.clone();
+        trim(&mut trimmed);
+        assert!(trimmed.metadata.owner_references.is_none());
+        assert_eq!(trimmed.metadata.annotations.as_ref().unwrap().len(), 1);
+        assert_eq!(trimmed.status.as_ref().unwrap().conditions.len(), 2);
+        // Only what is read was kept in the first place.
+        let back = serde_json::to_value(&trimmed).unwrap();
+        assert!(back["spec"].get("volumes").is_none(), "{back}");
+        assert!(back["spec"]["containers"][0].get("env").is_none(), "{back}");
+        assert!(back["status"].get("podIP").is_none(), "{back}");
+        let snap =
+            |p: &WatchedPod| node_snapshot(&node, &[p], &[&pdb], &[], &UsageMap::new()).unwrap();
+        let (a, b) = (snap(&full), snap(&trimmed));
+        assert_eq!(a, b);
+        let w = &a.pods[0];
+        assert_eq!(w.pdb.as_ref().map(|p| p.disruptions_allowed), Some(2));
+        assert_eq!(w.qos, QosClass::Burstable);
+        assert!(w.resize.in_progress && w.last_resize.is_some());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Where container usage comes from: the metrics API
 //! (`metrics.k8s.io/v1beta1` PodMetrics, listed per namespace) or
-//! Prometheus (one query per resource, whose series carry `namespace`,
-//! `pod` and `container` labels; a range query over recent history warms
-//! the forecasters up at start).
+//! Prometheus (one instant query per resource, whose series carry
+//! `namespace`, `pod` and `container` labels). With Prometheus, the
+//! history of each newly seen pod warms its forecasters up: range queries
+//! over the lookback, restricted to a batch of pods of one namespace by
+//! the history query templates ([`HistoryConfig`], [`fill_history_query`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -19,6 +21,96 @@ use crate::snapshot::{Usage, UsageMap};
 pub const DEFAULT_CPU_QUERY: &str = r#"sum by (namespace, pod, container) (rate(container_cpu_usage_seconds_total{container!="", container!="POD"}[5m]))"#;
 /// Prometheus's memory working set per container, bytes.
 pub const DEFAULT_MEMORY_QUERY: &str = r#"sum by (namespace, pod, container) (container_memory_working_set_bytes{container!="", container!="POD"})"#;
+/// [`DEFAULT_CPU_QUERY`] for the pods of one history batch: `{namespace}`
+/// and `{pods}` are filled in by [`fill_history_query`].
+pub const DEFAULT_CPU_HISTORY_QUERY: &str = r#"sum by (namespace, pod, container) (rate(container_cpu_usage_seconds_total{namespace="{namespace}", pod=~"{pods}", container!="", container!="POD"}[5m]))"#;
+/// [`DEFAULT_MEMORY_QUERY`] for the pods of one history batch.
+pub const DEFAULT_MEMORY_HISTORY_QUERY: &str = r#"sum by (namespace, pod, container) (container_memory_working_set_bytes{namespace="{namespace}", pod=~"{pods}", container!="", container!="POD"})"#;
+
+/// How the history of new pods is read from Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryConfig {
+    /// How far back (zero: no history).
+    pub lookback: Duration,
+    /// The CPU range query (cores per container), a template of
+    /// `{namespace}` and `{pods}` (see [`fill_history_query`]).
+    pub cpu_query: String,
+    /// The memory range query (bytes per container), the same way.
+    pub memory_query: String,
+    /// At most this many pods' history is read per cycle (a controller
+    /// starting on a large cluster spreads the reads over its first
+    /// cycles).
+    pub pods_per_cycle: usize,
+    /// At most this many pods per range query.
+    pub pods_per_query: usize,
+    /// After a failed read, the wait before the pods' next try: doubled at
+    /// each failure in a row, up to `retry_max`.
+    pub retry: Duration,
+    /// The longest wait between tries.
+    pub retry_max: Duration,
+}
+
+impl Default for HistoryConfig {
+    /// 14 days, the default queries, 500 pods a cycle in queries of 50,
+    /// retried after 1 minute, doubling up to an hour.
+    fn default() -> Self {
+        HistoryConfig {
+            lookback: Duration::from_secs(14 * 86_400),
+            cpu_query: DEFAULT_CPU_HISTORY_QUERY.to_string(),
+            memory_query: DEFAULT_MEMORY_HISTORY_QUERY.to_string(),
+            pods_per_cycle: 500,
+            pods_per_query: 50,
+            retry: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl HistoryConfig {
+    /// The wait after the `failures`-th failed read in a row.
+    pub fn retry_delay(&self, failures: u32) -> Duration {
+        prescient_prometheus::Retry {
+            attempts: failures.max(1),
+            initial: self.retry,
+            max: self.retry_max,
+        }
+        .delay(failures)
+    }
+}
+
+/// Fills a history query template: `{namespace}` with `namespace` (for a
+/// PromQL double-quoted string) and `{pods}` with a regular expression
+/// matching exactly `pods` (an anchored alternation, each name's regex
+/// metacharacters escaped, then escaped for a PromQL string), so that a
+/// name can neither end the string nor widen the match.
+pub fn fill_history_query(template: &str, namespace: &str, pods: &[&str]) -> String {
+    fn string(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    fn regex(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    }
+    let alternation = pods.iter().map(|p| regex(p)).collect::<Vec<_>>().join("|");
+    template
+        .replace("{namespace}", &string(namespace))
+        .replace("{pods}", &string(&alternation))
+}
 
 /// Where usage comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,19 +125,19 @@ pub enum UsageSource {
         cpu_query: String,
         /// The memory query (bytes per container).
         memory_query: String,
-        /// History read at start to warm the forecasters up.
-        history: Duration,
+        /// The history read for each new pod, to warm its forecasters up.
+        history: HistoryConfig,
     },
 }
 
 impl UsageSource {
-    /// Prometheus at `url` with the default queries and 6 hours of history.
+    /// Prometheus at `url` with the default queries and 14 days of history.
     pub fn prometheus(url: &str) -> Self {
         UsageSource::Prometheus {
             url: url.to_string(),
             cpu_query: DEFAULT_CPU_QUERY.to_string(),
             memory_query: DEFAULT_MEMORY_QUERY.to_string(),
-            history: Duration::from_secs(6 * 3600),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -211,4 +303,34 @@ pub async fn prometheus_history(
     })
     .await
     .map_err(|e| UsageError::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_queries_match_exactly_the_pods_of_the_batch() {
+        let q = fill_history_query(
+            r#"m{namespace="{namespace}", pod=~"{pods}"}"#,
+            "shop",
+            &["web-1", "db.primary-0"],
+        );
+        // In the PromQL string `\\.` is the regex `\.`: a literal dot.
+        assert_eq!(q, r#"m{namespace="shop", pod=~"web-1|db\\.primary-0"}"#);
+        // Names cannot break out of the string or widen the regex.
+        let q = fill_history_query(
+            r#"{pod=~"{pods}",ns="{namespace}"}"#,
+            r#"a"b"#,
+            &["x|.*", r#"q"\"#],
+        );
+        assert_eq!(q, r#"{pod=~"x\\|\\.\\*|q\"\\\\",ns="a\"b"}"#);
+    }
+
+    #[test]
+    fn history_retries_back_off_to_a_cap() {
+        let h = HistoryConfig::default();
+        let waits: Vec<u64> = (1..=8).map(|f| h.retry_delay(f).as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    }
 }

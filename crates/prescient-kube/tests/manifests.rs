@@ -1,11 +1,17 @@
-//! The manifests in deploy/kubernetes/, offline: every document parses
-//! into its k8s-openapi type with nothing lost (an unknown or misspelt
-//! field makes the re-serialised document differ), the CRD is the one the
-//! code generates, and the ClusterRole grants exactly the API calls the
+//! The manifests in deploy/kubernetes/, offline: every document validates
+//! against the official Kubernetes JSON schemas of the version the
+//! controller targets (kubernetes-validate, strict: required fields, types,
+//! unknown fields; installed by scripts/setup, and its absence is a
+//! failure), and parses into its k8s-openapi type with nothing lost (an
+//! unknown or misspelt field makes the re-serialised document differ); the
+//! PrescientPolicy example of docs/kubernetes.md validates against the
+//! CRD's own schema (its enums, types and required fields); the CRD is the one the code
+//! generates; and the ClusterRole grants exactly the API calls the
 //! controller makes.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -59,6 +65,204 @@ fn round_trip<K: DeserializeOwned + serde::Serialize>(file: &str, i: usize, doc:
         "{file} document {i}: fields were lost or changed in parsing (unknown or misspelt field?)"
     );
     k
+}
+
+/// The Kubernetes version whose schemas the manifests must meet: the API
+/// the controller is built against (k8s-openapi's `v1_33`).
+const KUBERNETES_VERSION: &str = "1.33.0";
+
+/// Runs Python with `args`, failing (not skipping) when the validator is
+/// not installed.
+fn python(args: &[&str]) -> Output {
+    let out = Command::new("python3")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python3 does not run ({e}): run scripts/setup"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("No module named kubernetes_validate")
+            && !err.contains("No module named 'jsonschema'"),
+        "kubernetes-validate is not installed: run scripts/setup\n{err}"
+    );
+    out
+}
+
+/// `kubernetes-validate --strict` of `files` against [`KUBERNETES_VERSION`].
+fn kubernetes_validate(files: &[&Path]) -> Output {
+    let mut args = vec![
+        "-m",
+        "kubernetes_validate",
+        "--kubernetes-version",
+        KUBERNETES_VERSION,
+        "--strict",
+    ];
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(names.iter().map(String::as_str));
+    python(&args)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn yaml_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_manifest_meets_the_kubernetes_schemas() {
+    let files = yaml_files();
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let out = kubernetes_validate(&refs);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    // One line per document, each against the version asked for.
+    let passed = report
+        .lines()
+        .filter(|l| l.contains(" passed for resource "))
+        .count();
+    assert_eq!(passed, documents().len(), "{report}");
+    assert!(
+        report
+            .lines()
+            .filter(|l| l.contains(" passed "))
+            .all(|l| l.ends_with("against version 1.33")),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_validator_rejects_broken_manifests() {
+    let tmp = std::env::temp_dir().join(format!("prescient-manifests-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let controller = std::fs::read_to_string(dir().join("controller.yaml")).unwrap();
+    let rbac = std::fs::read_to_string(dir().join("rbac.yaml")).unwrap();
+    // Each: (what, the committed manifest broken one way, what the
+    // validator must say).
+    let cases = [
+        (
+            "a container without its required name",
+            controller.replacen("- name: controller\n          image:", "- image:", 1),
+            "'name' is a required property",
+        ),
+        (
+            "a misspelt field",
+            controller.replacen("  replicas: 1\n", "  replica: 1\n", 1),
+            "('replica' was unexpected)",
+        ),
+        (
+            "a string where an integer goes",
+            controller.replacen("  replicas: 1\n", "  replicas: one\n", 1),
+            "'one' is not of type 'integer'",
+        ),
+        (
+            "verbs that are not a list",
+            rbac.replacen("verbs: [\"get\", \"list\", \"watch\"]", "verbs: get", 1),
+            "'get' is not of type 'array'",
+        ),
+        (
+            "an unknown apiVersion for the kind",
+            controller.replacen("apiVersion: apps/v1\n", "apiVersion: apps/v1beta9\n", 1),
+            // Only a warning and exit 0 from the tool: what fails it is the
+            // missing "passed" line (which is why every manifest's document
+            // must have one, above).
+            "Couldn't find schema for kind Deployment with api version apps/v1beta9",
+        ),
+    ];
+    for (i, (what, broken, says)) in cases.iter().enumerate() {
+        let original = if broken.contains("kind: ClusterRole") {
+            &rbac
+        } else {
+            &controller
+        };
+        assert_ne!(broken, original, "{what}: the manifest did not change");
+        let path = tmp.join(format!("broken-{i}.yaml"));
+        std::fs::write(&path, broken).unwrap();
+        let out = kubernetes_validate(&[&path]);
+        let report = text(&out);
+        let passed = report.contains(" passed for resource ");
+        assert!(
+            !out.status.success() || !passed,
+            "{what}: accepted\n{report}"
+        );
+        assert!(
+            report.contains(says),
+            "{what}: expected {says:?} in\n{report}"
+        );
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// Validates each of `docs` (JSON) against the openAPIV3Schema of the
+/// committed CRD with Python's jsonschema (kubernetes-validate's own
+/// validator library); the error of each, `None` when valid.
+fn against_the_crd(docs: &[serde_json::Value]) -> Vec<Option<String>> {
+    let crd: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir().join("crd.yaml")).unwrap()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    assert!(schema.is_object(), "{crd}");
+    let script = r#"
+import json, sys, jsonschema
+schema, docs = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+v = jsonschema.Draft202012Validator(schema)
+print(json.dumps([None if v.is_valid(d) else jsonschema.exceptions.best_match(v.iter_errors(d)).message for d in docs]))
+"#;
+    let tmp = std::env::temp_dir().join(format!("prescient-crd-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (s, d) = (tmp.join("schema.json"), tmp.join("docs.json"));
+    std::fs::write(&s, schema.to_string()).unwrap();
+    std::fs::write(&d, Value::Array(docs.to_vec()).to_string()).unwrap();
+    let out = python(&["-c", script, s.to_str().unwrap(), d.to_str().unwrap()]);
+    std::fs::remove_dir_all(&tmp).unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_documented_policy_meets_the_crd_schema() {
+    // The PrescientPolicy example in docs/kubernetes.md.
+    let docs = std::fs::read_to_string(dir().join("../../docs/kubernetes.md")).unwrap();
+    let example = docs
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.contains("kind: PrescientPolicy"))
+        .expect("a PrescientPolicy example in docs/kubernetes.md");
+    let good: Value =
+        serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(example).unwrap()).unwrap();
+    let mut bad_mode = good.clone();
+    bad_mode["spec"]["mode"] = "sometimes".into();
+    let mut no_selector = good.clone();
+    no_selector["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("selector");
+    let mut bad_quantile = good.clone();
+    bad_quantile["spec"]["sloQuantile"] = "high".into();
+    let verdicts = against_the_crd(&[good.clone(), bad_mode, no_selector, bad_quantile]);
+    assert_eq!(verdicts[0], None, "{good}");
+    let says = |i: usize, what: &str| {
+        let v = verdicts[i]
+            .clone()
+            .unwrap_or_else(|| panic!("case {i} accepted"));
+        assert!(v.contains(what), "case {i}: {v}");
+    };
+    says(1, "'sometimes' is not one of ['recommend', 'enforce']");
+    says(2, "'selector' is a required property");
+    says(3, "'high' is not of type 'number'");
+    // And the code reads it as the CRD says.
+    let p: PrescientPolicy = serde_json::from_value(good).unwrap();
+    assert_eq!(p.spec.mode, Some(prescient_kube::Mode::Recommend));
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use prescient_core::Resource;
 use prescient_kube::usage::{
-    DEFAULT_CPU_QUERY, DEFAULT_MEMORY_QUERY, prometheus_history, prometheus_usage,
+    DEFAULT_CPU_HISTORY_QUERY, DEFAULT_CPU_QUERY, DEFAULT_MEMORY_HISTORY_QUERY,
+    DEFAULT_MEMORY_QUERY, fill_history_query, prometheus_history, prometheus_usage,
 };
 use prescient_prometheus::testing::{Prometheus, TinyServer, now_ms};
 
@@ -68,7 +69,7 @@ async fn usage_and_history_come_from_prometheus_per_container() {
     assert_eq!(usage.len(), 1, "{usage:?}");
 
     let history = prometheus_history(
-        client,
+        client.clone(),
         cpu_query,
         DEFAULT_MEMORY_QUERY.into(),
         now - 60_000,
@@ -89,6 +90,39 @@ async fn usage_and_history_come_from_prometheus_per_container() {
             .iter()
             .any(|(k, r, p)| k == &key && *r == Resource::Cpu && !p.is_empty())
     );
+    // The history templates, filled for a batch of pods, are PromQL
+    // Prometheus takes, and select exactly the batch's pods.
+    let batch = |pods: &'static [&'static str]| {
+        let client = client.clone();
+        async move {
+            prometheus_history(
+                client,
+                fill_history_query(
+                    &DEFAULT_CPU_HISTORY_QUERY.replace("[5m]", "[5s]"),
+                    "shop",
+                    pods,
+                ),
+                fill_history_query(DEFAULT_MEMORY_HISTORY_QUERY, "shop", pods),
+                now - 60_000,
+                now,
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let of_batch = batch(&["db.0", "web-1"]).await;
+    let keys: std::collections::BTreeSet<(&str, Resource)> = of_batch
+        .iter()
+        .map(|(k, r, _)| (k.1.as_str(), *r))
+        .collect();
+    assert_eq!(
+        keys,
+        [("web-1", Resource::Cpu), ("web-1", Resource::Memory)].into(),
+        "{of_batch:?}"
+    );
+    // A regex metacharacter in a name is literal: "web.1" is not "web-1".
+    assert!(batch(&["web.1", "web-"]).await.is_empty());
     // Prometheus is stopped (and its directory removed) on the blocking pool.
     tokio::task::spawn_blocking(move || drop(prom))
         .await

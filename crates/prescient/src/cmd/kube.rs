@@ -8,6 +8,10 @@ use clap::{Args, Subcommand};
 use prescient_agent::logger;
 use prescient_agent::units::Interval;
 use prescient_kube::controller::check_health;
+use prescient_kube::usage::{
+    DEFAULT_CPU_HISTORY_QUERY, DEFAULT_CPU_QUERY, DEFAULT_MEMORY_HISTORY_QUERY,
+    DEFAULT_MEMORY_QUERY, HistoryConfig,
+};
 use prescient_kube::{Controller, ControllerConfig, Mode, PlannerConfig, UsageSource};
 
 /// Run the Kubernetes controller: size the CPU and memory requests of the
@@ -37,9 +41,27 @@ pub struct KubeArgs {
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
     /// Read usage from this Prometheus (http://host:9090) rather than the
-    /// metrics API.
+    /// metrics API; the history of each new pod warms its forecasters up.
     #[arg(long, value_name = "URL")]
     prometheus: Option<String>,
+    /// With --prometheus: the CPU usage query (cores per container; series
+    /// labelled namespace, pod and container).
+    #[arg(long, value_name = "PROMQL", default_value = DEFAULT_CPU_QUERY, requires = "prometheus")]
+    prometheus_cpu_query: String,
+    /// With --prometheus: the memory usage query (bytes per container).
+    #[arg(long, value_name = "PROMQL", default_value = DEFAULT_MEMORY_QUERY, requires = "prometheus")]
+    prometheus_memory_query: String,
+    /// With --prometheus: how much history of each new pod to read (0s:
+    /// none).
+    #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_lookback, requires = "prometheus")]
+    history_lookback: Duration,
+    /// With --prometheus: the CPU history query, with {namespace} and
+    /// {pods} (a regex of a batch of pod names) filled in.
+    #[arg(long, value_name = "PROMQL", default_value = DEFAULT_CPU_HISTORY_QUERY, value_parser = parse_history_query, requires = "prometheus")]
+    history_cpu_query: String,
+    /// With --prometheus: the memory history query, the same way.
+    #[arg(long, value_name = "PROMQL", default_value = DEFAULT_MEMORY_HISTORY_QUERY, value_parser = parse_history_query, requires = "prometheus")]
+    history_memory_query: String,
     /// At most one resize per pod in this long.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_interval)]
     min_resize_interval: Duration,
@@ -68,6 +90,28 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Interval::parse(s).map(Interval::as_duration)
 }
 
+fn parse_lookback(s: &str) -> Result<Duration, String> {
+    // "0" alone means none, without a unit.
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_interval(s)
+}
+
+/// A history query must name its batch: `{namespace}` and `{pods}`, or it
+/// would read the whole cluster's history for every new pod.
+fn parse_history_query(s: &str) -> Result<String, String> {
+    for placeholder in ["{namespace}", "{pods}"] {
+        if !s.contains(placeholder) {
+            return Err(format!(
+                "{s:?} has no {placeholder}: a history query reads one batch of pods, e.g. \
+                 container_memory_working_set_bytes{{namespace=\"{{namespace}}\", pod=~\"{{pods}}\"}}"
+            ));
+        }
+    }
+    Ok(s.to_string())
+}
+
 pub fn run(args: KubeArgs) -> Result<()> {
     match args.command {
         Some(KubeCommand::Crd) => {
@@ -89,6 +133,13 @@ pub fn run(args: KubeArgs) -> Result<()> {
     logger::init(level);
     if args.interval < Duration::from_secs(1) {
         bail!("--interval {:?}: must be at least 1s", args.interval);
+    }
+    if !args.history_lookback.is_zero() && args.history_lookback < args.interval {
+        bail!(
+            "--history-lookback {:?} is shorter than --interval {:?}: give at least one interval, or 0 for no history",
+            args.history_lookback,
+            args.interval
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -113,7 +164,17 @@ pub fn run(args: KubeArgs) -> Result<()> {
         let usage = match &args.prometheus {
             Some(url) => {
                 prescient_prometheus::Client::new(url)?;
-                UsageSource::prometheus(url)
+                UsageSource::Prometheus {
+                    url: url.clone(),
+                    cpu_query: args.prometheus_cpu_query.clone(),
+                    memory_query: args.prometheus_memory_query.clone(),
+                    history: HistoryConfig {
+                        lookback: args.history_lookback,
+                        cpu_query: args.history_cpu_query.clone(),
+                        memory_query: args.history_memory_query.clone(),
+                        ..Default::default()
+                    },
+                }
             }
             None => UsageSource::MetricsApi,
         };
