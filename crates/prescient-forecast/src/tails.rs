@@ -189,6 +189,26 @@ impl Default for TailConfig {
 }
 
 impl TailConfig {
+    /// What a live planner needs: only the curves that split a capacity
+    /// ([`TailConfig::contended_expert`] of the default, a distribution
+    /// that forgets with a one-hour half-life), for series observed every
+    /// `step_ms`. The agent and the Kubernetes controller always plan with
+    /// a capacity, so the other experts' right-sizing allocations would go
+    /// unused; the window keeps about 20 hours, as the default does at
+    /// 5-minute steps, within 240 to 8,192 steps.
+    pub fn for_planning(step_ms: i64) -> Self {
+        let steps = (20 * 3_600_000 / step_ms.max(1)).clamp(240, 8_192) as usize;
+        TailConfig {
+            experts: vec![Expert::Decayed {
+                half_life_ms: 3_600_000,
+                steps,
+            }],
+            budget: Budget::Price,
+            cost_half_life_ms: DAY_MS,
+            contended_expert: Some(0),
+        }
+    }
+
     /// The levels of demand profiles built from curves: one minus
     /// [`EXCEEDANCE`], increasing.
     pub fn levels() -> Vec<f64> {
@@ -611,6 +631,8 @@ pub struct HostTails {
     /// Steps in each pooled-ratio expert's recent window (0 for `Own`).
     base_steps: Vec<usize>,
     series: Vec<SeriesMem>,
+    /// A new series' memory, for [`HostTails::add_series`].
+    fresh: SeriesMem,
     pools: Vec<Option<LogHist>>,
     /// `curves[(e * n + s)]`: series s's curve under expert e.
     curves: Vec<[f64; NP]>,
@@ -722,7 +744,8 @@ impl HostTails {
                 .collect(),
             knobs: knobs.to_vec(),
             base_steps,
-            series: vec![mem; n],
+            series: vec![mem.clone(); n],
+            fresh: mem,
             pools,
             curves: vec![[0.0; NP]; ne * n],
             hulls: vec![Hull::empty(); ne * n],
@@ -979,6 +1002,34 @@ impl HostTails {
         self.series.len()
     }
 
+    /// Adds a series that has seen nothing yet (a workload that appeared
+    /// on a live host); returns its index.
+    pub fn add_series(&mut self) -> usize {
+        let n = self.series.len();
+        let ne = self.experts();
+        let k = self.knobs.len();
+        // Curves and hulls are laid out expert by expert: re-lay them.
+        let mut curves = vec![[0.0; NP]; ne * (n + 1)];
+        let mut hulls = vec![Hull::empty(); ne * (n + 1)];
+        for e in 0..ne {
+            for s in 0..n {
+                curves[e * (n + 1) + s] = self.curves[e * n + s];
+                hulls[e * (n + 1) + s] = self.hulls[e * n + s];
+            }
+        }
+        self.curves = curves;
+        self.hulls = hulls;
+        self.series.push(self.fresh.clone());
+        self.phyp.resize((n + 1) * k * ne, 0.0);
+        self.hyp.resize((n + 1) * k * ne, 0.0);
+        n
+    }
+
+    /// How many demands series `s` has learnt from (0 for an unknown one).
+    pub fn observations(&self, s: usize) -> usize {
+        self.series.get(s).map_or(0, |m| m.seen)
+    }
+
     /// The knobs it allocates at.
     pub fn knobs(&self) -> &[f64] {
         &self.knobs
@@ -1142,5 +1193,52 @@ mod tests {
         w.curve(&*EXCEEDANCE, 0.01, &mut c);
         assert!(c.windows(2).all(|p| p[0] <= p[1]), "{c:?}");
         assert!(c[NP - 1] > 2.0);
+    }
+
+    #[test]
+    fn a_series_added_later_learns_on_its_own_and_leaves_the_others_alone() {
+        let knobs = [0.95];
+        let mut a = HostTails::new(TailConfig::for_planning(300_000), 2, 300_000, 0, &knobs);
+        let mut out = [0.0; 3];
+        for t in 0..50 {
+            a.allocate(&[0, 1], &mut out[..2]);
+            let d = [1.0 + (t % 5) as f64 * 0.1, 3.0];
+            a.observe(t * 300_000, &[0, 1], &d);
+        }
+        a.allocate(&[0, 1], &mut out[..2]);
+        let before = (*a.curve(0, 0), *a.curve(0, 1));
+        assert_eq!(a.add_series(), 2);
+        assert_eq!(a.series_count(), 2 + 1);
+        assert_eq!(a.observations(2), 0);
+        a.allocate(&[0, 1, 2], &mut out);
+        assert_eq!((*a.curve(0, 0), *a.curve(0, 1)), before);
+        assert!(
+            a.curve(0, 2).iter().all(|&v| v == 0.0),
+            "nothing learnt yet"
+        );
+        for t in 50..60 {
+            a.observe(t * 300_000, &[0, 1, 2], &[1.2, 3.0, 7.0]);
+            a.allocate(&[0, 1, 2], &mut out);
+        }
+        assert_eq!(a.observations(2), 10);
+        // Its median is its own level, not its neighbours'.
+        let c = a.curve(0, 2);
+        let median = c[EXCEEDANCE.iter().position(|&p| p <= 0.5).unwrap()];
+        assert!((median - 7.0).abs() < 1e-9, "{median}");
+        // Curves never fall as the exceedance falls.
+        assert!(c.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn the_planning_config_keeps_about_twenty_hours() {
+        let steps = |step_ms| match TailConfig::for_planning(step_ms).experts[0] {
+            Expert::Decayed { steps, .. } => steps,
+            e => panic!("{e:?}"),
+        };
+        assert_eq!(steps(300_000), 240);
+        assert_eq!(steps(10_000), 7_200);
+        assert_eq!(steps(1_000), 8_192);
+        assert_eq!(steps(3_600_000), 240);
+        assert_eq!(TailConfig::levels().len(), NP);
     }
 }
