@@ -33,6 +33,7 @@ use crate::control::{
 };
 use crate::history::{HistoryFetcher, HistorySource, Job, PrometheusHistory, fill_template};
 use crate::outbox::{Outbox, Record};
+use crate::planning::PlanningTails;
 use crate::ports::{Clock, Found, Observer, Signals, Sink, Usage};
 use crate::timing::StageTimes;
 use crate::webhook::{Notification, WebhookConfig, WebhookSender};
@@ -393,6 +394,8 @@ pub struct Agent<O, S, E: Enforcer, C> {
     history: Option<HistoryFetcher>,
     /// The last solve's size and outcome.
     solver: SolverView,
+    /// The one-step distributions plans are made of (see [`crate::planning`]).
+    tails: PlanningTails,
 }
 
 /// Reads a configuration from TOML text: see [`Agent::set_config_loader`].
@@ -411,6 +414,21 @@ fn text_loader() -> ConfigLoader {
         crate::ConfigSource::Fixed(Config::default())
             .load_text(text, std::path::Path::new(CONFIG_TEXT_NAME))
     })
+}
+
+/// `demand` read at `levels` (increasing), step by step: for storing a
+/// planned demand at the forecaster's levels.
+fn at_levels(demand: &Demand, levels: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let n = demand.levels.len().max(1);
+    let mut values = Vec::with_capacity(levels.len() * demand.values.len() / n);
+    for row in demand.values.chunks(n) {
+        match Quantiles::new(&demand.levels, row) {
+            Ok(q) => values.extend(levels.iter().map(|&l| q.quantile(l))),
+            // Valid by construction (increasing levels, sorted curve).
+            Err(_) => values.extend(levels.iter().map(|_| row[n / 2])),
+        }
+    }
+    (levels.to_vec(), values)
 }
 
 /// The reference policy `config` names (none for prescient's own; an
@@ -518,6 +536,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let alert_rules = config.alerts.rules.clone();
         let webhook = webhook_of(&config);
         let history = history_of(&config);
+        let tails = PlanningTails::new(config.agent.forecast_step.as_ms_i64());
         Agent {
             outbox: Outbox::new(config.store.max_buffered_samples),
             shared_config: Arc::new(config.clone()),
@@ -559,6 +578,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             webhook,
             slo_overrides: BTreeMap::new(),
             pool_overrides: BTreeMap::new(),
+            tails,
             history,
             solver: SolverView::default(),
         }
@@ -1319,6 +1339,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 self.learn_step(&id, r, b, value, alloc, cap);
             }
         }
+        self.tails.flush();
         self.times.record("rollup", t.elapsed());
     }
 
@@ -1387,6 +1408,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         };
         let learnt = self.calendar.without_events(&s.key, &labels, b, learnt);
         s.forecaster.observe(b, learnt);
+        let learnt_step = learnt;
         if let Some(buf) = &mut s.awaiting_history {
             if buf.len() < MAX_STEPS_AWAITING_HISTORY {
                 buf.push((b, learnt));
@@ -1437,6 +1459,17 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 kind: a.kind.as_str().to_string(),
                 reason: a.reason,
             });
+        }
+        // The planning tails learn the same value, with the series of the
+        // workload's pool that completed the same step.
+        if let Some(pool) = self
+            .workloads
+            .get(w)
+            .and_then(|t| self.config.workloads.get(t.config))
+            .and_then(|wc| self.pool_for(w, wc))
+            .and_then(|i| self.config.pools.get(i))
+        {
+            self.tails.learn(&pool.name, w, r, b, learnt_step);
         }
         self.refresh_next(w, r);
     }
@@ -1739,6 +1772,30 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .flat_map(|p| p.entries.iter())
             .map(|e| ((&e.workload, e.resource), e.allocation))
             .collect();
+        // The planning tails: made anew if the rollup step changed, the
+        // slots of workloads gone freed, the curves of the rest built.
+        if self.tails.step_ms() != step {
+            self.tails = PlanningTails::new(step);
+        }
+        let mut live: BTreeMap<(String, Resource), Vec<WorkloadId>> = BTreeMap::new();
+        for (id, tr) in &self.workloads {
+            let wc = &self.config.workloads[tr.config];
+            let Some(pool) = self.pool_for(id, wc).and_then(|i| self.config.pools.get(i)) else {
+                continue;
+            };
+            for r in PLANNED {
+                if self.series.contains_key(&(id.clone(), r)) {
+                    live.entry((pool.name.clone(), r))
+                        .or_default()
+                        .push(id.clone());
+                }
+            }
+        }
+        self.tails.retain(&live);
+        for ((pool, r), ids) in &live {
+            let ids: Vec<&WorkloadId> = ids.iter().collect();
+            self.tails.prepare(pool, *r, &ids);
+        }
         let mut profiles = Vec::new();
         let mut forecasts = BTreeMap::new();
         // The events that shifted each series' forecast, for the reasons.
@@ -1754,7 +1811,12 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     continue;
                 };
                 let learnt = s.forecaster.observations() > 0;
-                let mut demand = if learnt {
+                let pool_name = &self.config.pools[pool].name;
+                let tails = self.tails.demand(pool_name, id, r, start, horizon);
+                let from_tails = tails.is_some();
+                let mut demand = if let Some(d) = tails {
+                    d
+                } else if learnt {
                     match s.forecaster.forecast(start, horizon, &self.levels) {
                         Ok(p) => Demand::from_profile(&p),
                         Err(e) => {
@@ -1792,13 +1854,15 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 if let Ok(q) = Quantiles::new(&demand.levels, first_row(&demand)) {
                     forecasts.insert((id.clone(), r), q.quantile(0.5));
                 }
-                if learnt {
-                    match DemandProfile::new(
-                        demand.start,
-                        demand.step_ms,
-                        demand.levels.to_vec(),
-                        demand.values.clone(),
-                    ) {
+                if learnt || from_tails {
+                    // Stored at the forecaster's levels: the tails' 72
+                    // would make every stored profile 5 times larger.
+                    let (levels, values) = if from_tails {
+                        at_levels(&demand, &self.levels)
+                    } else {
+                        (demand.levels.to_vec(), demand.values.clone())
+                    };
+                    match DemandProfile::new(demand.start, demand.step_ms, levels, values) {
                         Ok(p) => profiles.push((s.key.clone(), p)),
                         Err(e) => log::warn!("profile of {}: {e}", s.key),
                     }

@@ -30,8 +30,11 @@
 //! collector); samples are queued for the store ([`outbox`]) and rolled up
 //! to `forecast_step` (CPU and I/O: mean, memory: peak) for one
 //! [`SeriesForecaster`](prescient_forecast::SeriesForecaster) per workload
-//! and resource. Every `plan_interval` workloads are rediscovered, each
-//! forecaster gives a demand profile of `plan_steps` steps, the solver
+//! and resource, and to each pool's planning tails ([`planning`]: the
+//! one-step distributions the replay simulator's `prescient` policy splits
+//! a host with). Every `plan_interval` workloads are rediscovered, each
+//! workload's tail curve (its forecaster's profile until the tails are
+//! warm) gives a demand profile of `plan_steps` steps, the solver
 //! splits each pool, and (in enforce mode) the plan goes to the cgroups
 //! through the reconciler and its guardrails; in recommend mode plans are
 //! recorded and nothing is changed. Samples are written in batches every
@@ -79,6 +82,7 @@ pub mod control;
 pub mod history;
 pub mod logger;
 pub mod outbox;
+pub mod planning;
 pub mod ports;
 pub mod replay;
 pub mod status;

@@ -449,3 +449,63 @@ fn network_is_stored_forecast_and_planned_within_the_pool_but_never_enforced() {
             .all(|r| !r.after.as_deref().unwrap_or("").contains("rbps"))
     );
 }
+
+#[test]
+fn plans_use_the_workloads_tail_curves_once_warm_and_their_forecasters_before() {
+    use prescient_agent::planning::WARM_STEPS;
+    use prescient_forecast::tails::{HostTails, TailConfig};
+    use prescient_solver::Demand;
+
+    // busy's CPU repeats 1.0, 1.5, 2.0, 2.5 step after step (5 s steps).
+    let level = |k: i64| 1.0 + 0.5 * (k % 4) as f64;
+    let usage = move |cg: &str, ts: i64| {
+        if cg == "/busy" {
+            (level((ts - T0) / 5_000), GIB as f64)
+        } else {
+            steady(cg, ts)
+        }
+    };
+    let sink = FakeSink::default();
+    let mut a = Agent::new(
+        config(Mode::Recommend),
+        MACHINE,
+        FakeObserver::with_usage(usage),
+        sink.clone(),
+        None,
+        clock(),
+    );
+    // What the replay policy's code makes of the first `steps` steps.
+    let tails_median = |steps: i64| {
+        let mut t = HostTails::new(TailConfig::for_planning(5_000), 1, 5_000, 0, &[0.95]);
+        let mut out = [0.0];
+        for k in 0..steps {
+            t.allocate(&[0], &mut out);
+            t.observe(T0 + k * 5_000, &[0], &[level(k)]);
+        }
+        t.allocate(&[0], &mut out);
+        let d = Demand {
+            start: 0,
+            step_ms: 5_000,
+            levels: TailConfig::levels().into(),
+            values: t.curve(0, 0).to_vec(),
+        };
+        prescient_core::Quantiles::new(&d.levels, &d.values)
+            .unwrap()
+            .quantile(0.5)
+    };
+    let busy = WorkloadId("busy".into());
+    // The plan at 50 s has 10 steps (the sample at 50 s closed the 10th):
+    // not yet warm, the forecaster plans.
+    const { assert!(10 < WARM_STEPS) };
+    drive(&mut a, T0 + 50_000);
+    let early = a.forecast(&busy, Resource::Cpu).unwrap();
+    assert!(
+        (early - tails_median(10)).abs() > 1e-6,
+        "{early} is the tails' median already"
+    );
+    // The plan at 100 s has 20: the tail curve, exactly.
+    drive(&mut a, T0 + 100_000);
+    let warm = a.forecast(&busy, Resource::Cpu).unwrap();
+    let want = tails_median(20);
+    assert!((warm - want).abs() < 1e-12, "{warm} vs {want}");
+}

@@ -287,69 +287,104 @@ impl SortedWindow {
 
 /// The last `cap` values, sorted, each weighted `decay^age` (age in
 /// pushes): a weighted empirical distribution that forgets smoothly.
+///
+/// Weights are kept relative to the push `base`: the value pushed at
+/// `q` weighs `decay^-(q - base)`. Every share of the distribution is a
+/// ratio of weights, in which the common factor `decay^(seq - 1 - base)`
+/// cancels, so a push never re-weights the values already there, and a
+/// curve is two sums along the window with no power taken per value.
+/// `base` moves up before the weights could overflow.
 #[derive(Debug, Clone)]
 struct DecayedWindow {
     cap: usize,
     decay: f64,
-    /// Pushes so far; a value's age is `seq - its seq - 1`.
+    /// Pushes so far.
     seq: u64,
-    /// (value, seq), sorted by value then seq.
-    sorted: Vec<(f64, u64)>,
-    /// Scratch: weights along `sorted`.
-    weights: Vec<f64>,
+    /// The push weights are relative to.
+    base: u64,
+    /// Pushes past `base` after which `base` moves (weights stay under
+    /// about 1e100).
+    max_span: u64,
+    /// (value, seq, relative weight), sorted by value then seq.
+    sorted: Vec<(f64, u64, f64)>,
+    /// The values in arrival order, to find the oldest in `sorted`.
+    order: VecDeque<f64>,
 }
 
 impl DecayedWindow {
     fn new(cap: usize, decay: f64) -> Self {
+        let decay = decay.clamp(1e-9, 1.0);
+        let max_span = if decay < 1.0 {
+            ((230.0 / -decay.ln()).floor() as u64).clamp(1, i32::MAX as u64)
+        } else {
+            u64::MAX
+        };
         DecayedWindow {
             cap: cap.max(1),
-            decay: decay.clamp(1e-9, 1.0),
+            decay,
             seq: 0,
+            base: 0,
+            max_span,
             sorted: Vec::new(),
-            weights: Vec::new(),
+            order: VecDeque::new(),
         }
     }
 
+    /// The relative weight of a value pushed at `q`.
+    fn weight(&self, q: u64) -> f64 {
+        self.decay.powi(-((q - self.base) as i32))
+    }
+
     fn push(&mut self, v: f64) {
-        if self.sorted.len() == self.cap {
-            // The oldest value has seq `self.seq - cap`.
+        if self.sorted.len() == self.cap
+            && let Some(v_old) = self.order.pop_front()
+        {
+            // The oldest value has seq `self.seq - cap`; `sorted` is
+            // ordered by value then seq.
             let old = self.seq - self.cap as u64;
-            if let Some(i) = self.sorted.iter().position(|&(_, q)| q == old) {
+            let i = self
+                .sorted
+                .partition_point(|&(x, q, _)| x < v_old || (x == v_old && q < old));
+            if i < self.sorted.len() && self.sorted[i].1 == old {
                 self.sorted.remove(i);
             }
         }
-        let i = self.sorted.partition_point(|&(x, _)| x <= v);
-        self.sorted.insert(i, (v, self.seq));
+        if self.seq - self.base >= self.max_span {
+            // Re-base on the oldest value kept.
+            self.base = self.seq.saturating_sub(self.sorted.len() as u64);
+            let (decay, base) = (self.decay, self.base);
+            for e in &mut self.sorted {
+                e.2 = decay.powi(-((e.1 - base) as i32));
+            }
+        }
+        let w = self.weight(self.seq);
+        let i = self.sorted.partition_point(|&(x, _, _)| x <= v);
+        self.sorted.insert(i, (v, self.seq, w));
+        self.order.push_back(v);
         self.seq += 1;
     }
 
     /// Values at the exceedance probabilities `ps` (decreasing) into `out`:
     /// the weighted plotting position, and past the top the tail of
     /// [`SortedWindow::curve`] (which this is, without decay).
-    fn curve(&mut self, ps: &[f64], floor: f64, out: &mut [f64]) {
+    fn curve(&self, ps: &[f64], floor: f64, out: &mut [f64]) {
         let n = self.sorted.len();
         if n == 0 {
             out.iter_mut().for_each(|o| *o = 0.0);
             return;
         }
-        self.weights.clear();
-        let mut total = 0.0;
-        for &(_, q) in &self.sorted {
-            let w = self.decay.powi((self.seq - q - 1) as i32);
-            self.weights.push(w);
-            total += w;
-        }
-        // A new value would weigh 1: the plotting position of
-        // `SortedWindow::curve`, (weight above + half its own) / (total + 1).
+        let total: f64 = self.sorted.iter().map(|e| e.2).sum();
+        // A new value would weigh as much as the newest one: the plotting
+        // position of `SortedWindow::curve`, (weight above + half its own)
+        // / (total + a new value's).
         let mut walk = Walk {
             s: &self.sorted,
-            w: &self.weights,
             total,
-            denom: total + 1.0,
+            denom: total + self.weight(self.seq - 1),
             i: 0,
             below: 0.0,
         };
-        let exceed_top = 0.5 * walk.w[n - 1] / walk.denom;
+        let exceed_top = 0.5 * walk.s[n - 1].2 / walk.denom;
         let max = walk.s[n - 1].0;
         let slope = {
             let mut probe = walk.clone();
@@ -369,8 +404,8 @@ impl DecayedWindow {
 /// falls as `i` rises, so asking for falling exceedances walks up once.
 #[derive(Clone)]
 struct Walk<'a> {
-    s: &'a [(f64, u64)],
-    w: &'a [f64],
+    /// (value, seq, weight), sorted by value.
+    s: &'a [(f64, u64, f64)],
     total: f64,
     denom: f64,
     /// The current point and the weight strictly below it.
@@ -380,15 +415,15 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn exceedance(&self, below: f64, i: usize) -> f64 {
-        (self.total - below - 0.5 * self.w[i]) / self.denom
+        (self.total - below - 0.5 * self.s[i].2) / self.denom
     }
 
     /// The value exceeded with probability `p`, linear between points;
     /// `p` must not rise between calls.
     fn value_at(&mut self, p: f64) -> f64 {
         let n = self.s.len();
-        while self.i + 1 < n && self.exceedance(self.below + self.w[self.i], self.i + 1) >= p {
-            self.below += self.w[self.i];
+        while self.i + 1 < n && self.exceedance(self.below + self.s[self.i].2, self.i + 1) >= p {
+            self.below += self.s[self.i].2;
             self.i += 1;
         }
         let i = self.i;
@@ -396,7 +431,7 @@ impl Walk<'_> {
         if i + 1 >= n || e0 <= p {
             return self.s[i].0;
         }
-        let e1 = self.exceedance(self.below + self.w[i], i + 1);
+        let e1 = self.exceedance(self.below + self.s[i].2, i + 1);
         let t = ((e0 - p) / (e0 - e1)).clamp(0.0, 1.0);
         self.s[i].0 + (self.s[i + 1].0 - self.s[i].0) * t
     }
@@ -1025,6 +1060,14 @@ impl HostTails {
         n
     }
 
+    /// Forgets what series `s` learnt, so that its slot can serve a new
+    /// workload (an index past the host's series is ignored).
+    pub fn reset_series(&mut self, s: usize) {
+        if let Some(m) = self.series.get_mut(s) {
+            *m = self.fresh.clone();
+        }
+    }
+
     /// How many demands series `s` has learnt from (0 for an unknown one).
     pub fn observations(&self, s: usize) -> usize {
         self.series.get(s).map_or(0, |m| m.seen)
@@ -1187,7 +1230,7 @@ mod tests {
             w.push(2.0);
         }
         assert_eq!(w.sorted.len(), 40);
-        assert!(w.sorted.iter().all(|&(v, _)| v == 2.0));
+        assert!(w.sorted.iter().all(|&(v, _, _)| v == 2.0));
         // Curves never fall as the exceedance falls, past the top too.
         let mut c = [0.0; NP];
         w.curve(&*EXCEEDANCE, 0.01, &mut c);
@@ -1221,6 +1264,9 @@ mod tests {
             a.allocate(&[0, 1, 2], &mut out);
         }
         assert_eq!(a.observations(2), 10);
+        a.reset_series(1);
+        assert_eq!(a.observations(1), 0);
+        a.reset_series(99);
         // Its median is its own level, not its neighbours'.
         let c = a.curve(0, 2);
         let median = c[EXCEEDANCE.iter().position(|&p| p <= 0.5).unwrap()];
@@ -1240,5 +1286,50 @@ mod tests {
         assert_eq!(steps(1_000), 8_192);
         assert_eq!(steps(3_600_000), 240);
         assert_eq!(TailConfig::levels().len(), NP);
+    }
+
+    #[test]
+    fn relative_weights_read_as_weights_by_age_across_re_bases() {
+        // decay 0.5: weights would pass 1e100 after 332 pushes; 2,000
+        // pushes re-base several times. The curve must be the one weights
+        // by age (`decay^age`, the newest 1) give.
+        let decay = 0.5f64.powf(1.0 / 3.0);
+        let mut w = DecayedWindow::new(64, decay);
+        let mut x = 7u64;
+        for _ in 0..2_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            w.push((x >> 40) as f64 / 1e6);
+        }
+        assert!(w.base > 0, "re-based");
+        let mut got = [0.0; NP];
+        w.curve(&*EXCEEDANCE, 0.01, &mut got);
+        // By age, as a plain weighted empirical distribution.
+        let by_age: Vec<(f64, u64, f64)> = w
+            .sorted
+            .iter()
+            .map(|&(v, q, _)| (v, q, decay.powi((w.seq - q - 1) as i32)))
+            .collect();
+        let total: f64 = by_age.iter().map(|e| e.2).sum();
+        let mut walk = Walk {
+            s: &by_age,
+            total,
+            denom: total + 1.0,
+            i: 0,
+            below: 0.0,
+        };
+        let exceed_top = 0.5 * by_age[by_age.len() - 1].2 / walk.denom;
+        for (h, &p) in EXCEEDANCE.iter().enumerate() {
+            if p < exceed_top {
+                break;
+            }
+            let want = walk.value_at(p);
+            assert!(
+                (got[h] - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "point {h}: {} vs {want}",
+                got[h]
+            );
+        }
     }
 }
