@@ -1,6 +1,6 @@
-//! One-step calibration on a whole trace, as the replay policy uses the
-//! engine: every series fed at its own step, asked after each observation
-//! for the next step's 0.95 quantile; after a warm-up of 36 steps, the share
+//! One-step calibration on a whole trace, as the `prescient-ensemble`
+//! replay policy uses the engine: every series fed at its own step, asked
+//! after each observation for the next step's 0.95 quantile; after a warm-up of 36 steps, the share
 //! of next observations at or below it (pooled over the trace's series).
 //!
 //! `cargo run --release -p prescient-forecast --example one_step_coverage -- TRACE [RESOURCE]`

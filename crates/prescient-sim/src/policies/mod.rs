@@ -30,6 +30,7 @@
 
 mod autopilot_ml;
 mod autopilot_mw;
+pub mod ensemble;
 pub mod partition;
 pub mod prescient;
 mod simple;
@@ -74,7 +75,8 @@ pub fn reference() -> Vec<Box<dyn Policy>> {
 }
 
 /// Policies under evaluation, not part of the default report: `prescient`
-/// first (see [`prescient`]), its calibrated-share variant, and the
+/// first (see [`prescient`]), its calibrated-share variant, the forecast
+/// engine's calibrated SLO quantile alone (see [`ensemble`]), and the
 /// partition solver with simple empirical profiles (see [`partition`]).
 pub fn experimental() -> Vec<Box<dyn Policy>> {
     vec![
@@ -84,6 +86,7 @@ pub fn experimental() -> Vec<Box<dyn Policy>> {
             prescient::Budget::Share,
             None,
         )),
+        Box::new(ensemble::Ensemble::default()),
         Box::new(partition::Partition::default()),
         Box::new(partition::Partition::keep_spare()),
         Box::new(partition::Partition::proportional()),
