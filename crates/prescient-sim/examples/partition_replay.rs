@@ -30,6 +30,7 @@ use std::path::PathBuf;
 
 use prescient_core::Resource;
 use prescient_sim::policies::partition::{Arbitration, Partition, Profile};
+use prescient_sim::policies::prescient::{Critical, Prescient};
 use prescient_sim::replay::{RecordedSeries, oracle_unmet};
 use prescient_sim::{Capacity, Policy, ReplayConfig, ReplayTrace, policies, replay};
 
@@ -233,6 +234,54 @@ fn priorities(trace: &ReplayTrace, no_priorities: &dyn Policy, vpa: &dyn Policy)
     row("(vpa, proportional)", split_of(vpa));
     for (label, p) in &grid {
         row(label, split_of(p));
+    }
+
+    // The prescient policy (tail curves split by the solver, as the agent
+    // plans) with the same workloads critical, against its own uncontended
+    // allocations scaled down in proportion.
+    let own = Prescient {
+        name: "prescient-proportional",
+        arbitration: Arbitration::Proportional,
+        ..Prescient::default()
+    };
+    let prop = split_of(&own);
+    println!("\nThe prescient policy, against its own allocations split in proportion:\n");
+    println!(
+        "| critical marked as | unmet, critical | unmet, others | unmet, all | critical / proportional | all / proportional |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let row = |label: &str, x: (f64, f64, f64)| {
+        println!(
+            "| {label} | {:.2}% | {:.2}% | {:.2}% | {:.4} | {:.4} |",
+            100.0 * x.0,
+            100.0 * x.1,
+            100.0 * x.2,
+            x.0 / prop.0,
+            x.2 / prop.2
+        );
+    };
+    row("(prescient, split in proportion)", prop);
+    row("(prescient, nothing critical)", split_of(&Prescient::default()));
+    let marked = |priority: u32, weight: f64, slo: f64| Prescient {
+        critical: Some(Critical {
+            one_in: 5,
+            priority,
+            weight,
+            slo,
+        }),
+        ..Prescient::default()
+    };
+    for (priority, weight, slo) in [
+        (1, 1.0, 0.95),
+        (1, 1.0, 0.97),
+        (0, 8.0, 0.999),
+        (0, 16.0, 0.999),
+        (0, 32.0, 0.999),
+    ] {
+        row(
+            &format!("class {priority}, weight {weight}, SLO p{}", slo * 100.0),
+            split_of(&marked(priority, weight, slo)),
+        );
     }
 }
 

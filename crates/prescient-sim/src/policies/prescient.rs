@@ -18,6 +18,8 @@ use prescient_solver::{Demand, Pool, Problem, Solver, Spare, Workload, WorkloadR
 
 use crate::policy::{HostState, Knob, Policy, SeriesInfo, SeriesState, scale_down_proportionally};
 
+pub use super::partition::Arbitration;
+
 pub use prescient_forecast::tails::{Budget, EXCEEDANCE, Expert, price_of};
 
 /// SLO quantiles a sweep runs: the host's target violation share is one
@@ -36,6 +38,34 @@ pub struct Prescient {
     pub tails: TailConfig,
     /// Allocation units per host capacity in contended runs.
     pub units_per_capacity: f64,
+    /// Workloads marked critical, and the policy the solver gives them in
+    /// contended runs (none: every workload alike).
+    pub critical: Option<Critical>,
+    /// How a contended host is split: by the solver, or (a baseline for
+    /// experiments) the uncontended allocations scaled down in proportion.
+    pub arbitration: Arbitration,
+}
+
+/// Critical workloads, as a user would mark them: one in `one_in` by a
+/// stable hash of the name ([`super::partition::fnv1a`]), each with a
+/// priority class, a weight and an SLO quantile of its own for the solver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Critical {
+    /// One workload in this many is critical.
+    pub one_in: u64,
+    /// Their priority class (the others are in class 0).
+    pub priority: u32,
+    /// Their weight within it (the others weigh 1).
+    pub weight: f64,
+    /// Their SLO quantile (the others take the knob).
+    pub slo: f64,
+}
+
+impl Critical {
+    /// Whether `workload` is critical.
+    pub fn marks(&self, workload: &str) -> bool {
+        self.one_in > 0 && super::partition::fnv1a(workload.as_bytes()).is_multiple_of(self.one_in)
+    }
 }
 
 impl Default for Prescient {
@@ -44,6 +74,8 @@ impl Default for Prescient {
             name: "prescient",
             tails: TailConfig::default(),
             units_per_capacity: 4096.0,
+            critical: None,
+            arbitration: Arbitration::Solver,
         }
     }
 }
@@ -125,7 +157,11 @@ struct BudgetHost {
     tails: HostTails,
     resource: Resource,
     names: Vec<WorkloadId>,
+    /// The solver's policy for each series' critical marking (`None`: not
+    /// critical).
+    critical: Vec<Option<Critical>>,
     units_per_capacity: f64,
+    arbitration: Arbitration,
     solver: Solver,
     /// The levels of the solver's profiles (one minus the exceedances).
     levels: Arc<[f64]>,
@@ -147,7 +183,17 @@ impl BudgetHost {
             ),
             resource: series.first().map_or(Resource::Cpu, |s| s.key.resource),
             names: series.iter().map(|s| s.key.workload.clone()).collect(),
+            critical: series
+                .iter()
+                .map(|s| {
+                    policy
+                        .critical
+                        .clone()
+                        .filter(|c| c.marks(&s.key.workload.0))
+                })
+                .collect(),
             units_per_capacity: policy.units_per_capacity,
+            arbitration: policy.arbitration,
             solver: Solver::new(),
             levels: TailConfig::levels().into(),
             asks: Vec::new(),
@@ -193,7 +239,14 @@ impl BudgetHost {
                                 levels: self.levels.clone(),
                                 values: curve.to_vec(),
                             },
-                            policy: ResourcePolicy::default(),
+                            policy: match &self.critical[s] {
+                                Some(c) => ResourcePolicy {
+                                    priority: c.priority,
+                                    weight: c.weight,
+                                    ..Default::default()
+                                },
+                                None => ResourcePolicy::default(),
+                            },
                             current: None,
                             current_tier: None,
                         }],
@@ -202,8 +255,12 @@ impl BudgetHost {
                 built_for = e;
             }
             let slo = self.tails.knobs()[j].clamp(1e-4, 0.9999);
-            for w in &mut problem.workloads {
-                w.resources[0].policy.slo_quantile = if slo.is_finite() { slo } else { 0.95 };
+            for (w, &s) in problem.workloads.iter_mut().zip(present) {
+                w.resources[0].policy.slo_quantile = match &self.critical[s] {
+                    Some(c) => c.slo.clamp(1e-4, 0.9999),
+                    None if slo.is_finite() => slo,
+                    None => 0.95,
+                };
             }
             match self.solver.solve(&problem) {
                 Ok(solution) => {
@@ -252,7 +309,23 @@ impl HostState for BudgetHost {
             .collect();
         self.tails.allocate(&present, out);
         if let Some(cap) = capacity.filter(|c| c.is_finite() && *c > 0.0) {
-            self.arbitrate(ts, &present, cap, out);
+            match self.arbitration {
+                Arbitration::Solver => self.arbitrate(ts, &present, cap, out),
+                Arbitration::Proportional => {
+                    let (m, k) = (present.len(), self.tails.knobs().len());
+                    self.asks.resize(m, 0.0);
+                    self.granted.resize(m, 0.0);
+                    for j in 0..k {
+                        for i in 0..m {
+                            self.asks[i] = out[i * k + j];
+                        }
+                        scale_down_proportionally(&self.asks[..m], cap, &mut self.granted[..m]);
+                        for i in 0..m {
+                            out[i * k + j] = self.granted[i];
+                        }
+                    }
+                }
+            }
         }
     }
 
