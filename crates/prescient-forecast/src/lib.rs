@@ -29,6 +29,8 @@ pub mod season;
 pub mod stats;
 
 pub use ensemble::{Band, Weights};
-pub use forecaster::{ForecastError, MAX_HORIZON, STATE_VERSION, SeriesForecaster, StateError};
+pub use forecaster::{
+    ChangePoint, ForecastError, Forgotten, MAX_HORIZON, STATE_VERSION, SeriesForecaster, StateError,
+};
 pub use model::{DEFAULT_LEVELS, Model, SeriesContext};
 pub use models::{AnyModel, ModelKind};
