@@ -396,6 +396,15 @@ impl SeriesForecaster {
         out
     }
 
+    /// The forest its learned model forecasts with, when it has a learned
+    /// model with a forest attached.
+    pub fn forest(&self) -> Option<std::sync::Arc<crate::learned::QuantileForest>> {
+        self.models.iter().find_map(|m| match m {
+            AnyModel::Learned(l) => l.forest().map(SharedForest::current),
+            _ => None,
+        })
+    }
+
     /// The series' context.
     pub fn context(&self) -> SeriesContext {
         self.ctx
