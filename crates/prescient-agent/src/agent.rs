@@ -1190,7 +1190,11 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
     }
 
     fn state_key(&self, w: &WorkloadId, r: Resource) -> String {
-        format!("forecast/{}/{}/{}", self.host, w, r.as_str())
+        persist::state_key(&SeriesKey {
+            host: self.host.clone(),
+            workload: w.clone(),
+            resource: r,
+        })
     }
 
     fn originals_key(&self) -> String {
@@ -2593,15 +2597,11 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
     fn checkpoint(&mut self, _now: TimestampMs) {
         let t = Instant::now();
         let mut states = Vec::new();
-        for ((w, r), s) in &mut self.series {
+        for s in self.series.values_mut() {
             if s.dirty {
                 s.dirty = false;
                 let (version, blob) = persist::encode(&s.forecaster, &s.detector);
-                states.push((
-                    format!("forecast/{}/{}/{}", self.host, w, r.as_str()),
-                    version,
-                    blob,
-                ));
+                states.push((persist::state_key(&s.key), version, blob));
             }
         }
         for (k, v, b) in states {

@@ -10,9 +10,20 @@
 //! fresh anomaly detector). The forecaster's bytes carry their own version,
 //! so a change of the forecaster's format needs no new version here.
 
+use prescient_core::SeriesKey;
 use prescient_forecast::anomaly::SeriesAnomalyDetector;
 use prescient_forecast::{STATE_VERSION, SeriesForecaster};
 use serde::{Deserialize, Serialize};
+
+/// The store key a series' state is saved under.
+pub fn state_key(key: &SeriesKey) -> String {
+    format!(
+        "forecast/{}/{}/{}",
+        key.host,
+        key.workload,
+        key.resource.as_str()
+    )
+}
 
 /// The version [`encode`] writes.
 pub const SERIES_STATE_VERSION: u32 = 2;
@@ -96,7 +107,7 @@ const _: () = assert!(STATE_VERSION == 1);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prescient_core::{Resource, SeriesKey};
+    use prescient_core::Resource;
     use prescient_forecast::SeriesContext;
     use prescient_forecast::anomaly::AnomalyConfig;
 

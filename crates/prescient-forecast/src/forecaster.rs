@@ -830,6 +830,17 @@ impl SeriesForecaster {
         self.calibration.trackers()
     }
 
+    /// What the hours or day band's calibration adds to the ensemble's
+    /// median to give the quantile at `level` (in the series' unit), or
+    /// `None` while the band has too few scores (or for the step band,
+    /// which is calibrated per level: see [`calibration`](Self::calibration)).
+    pub fn horizon_offset(&self, band: Band, level: f64) -> Option<f64> {
+        let mut out = [0.0];
+        self.calibration
+            .horizon_offsets(band, &[level], &mut out)
+            .then_some(out[0])
+    }
+
     /// How many day-band and hours-band checks have been scored (kept).
     pub fn horizon_scores(&self, band: Band) -> usize {
         self.calibration.score_count(band)
