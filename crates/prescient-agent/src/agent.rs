@@ -73,6 +73,17 @@ const CALENDAR_VERSION: u32 = 1;
 /// and each resource's [`LeadLag`].
 const LEADLAG_VERSION: u32 = 1;
 
+/// The lead-lag detectors are saved at most this often (and at a stop):
+/// their state grows with the square of the series (2 MB for 200 series of
+/// a resource), and after a crash relearning what was lost since takes no
+/// longer than this.
+const LEADLAG_SAVE_EVERY_MS: i64 = 600_000;
+
+/// Lead-lag is looked for among at most this many series of a resource (a
+/// detector's state and cost grow with the square of the series: 256
+/// series is 3.4 MB and 0.9 M multiply-adds a step).
+pub const MAX_LEADLAG_SERIES: usize = 256;
+
 /// How often a loop with a control port looks for commands between
 /// passes, ms.
 pub const COMMAND_POLL_MS: i64 = 50;
@@ -418,6 +429,10 @@ pub struct Agent<O, S, E: Enforcer, C> {
     leadlag: BTreeMap<Resource, LeadLag>,
     /// The lead-lag detectors learnt since they were last saved.
     leadlag_dirty: bool,
+    /// When they were last saved.
+    leadlag_saved_at: TimestampMs,
+    /// Resources with too many series for lead-lag (said once).
+    leadlag_skipped: Vec<Resource>,
 }
 
 /// The learned model's forest, and when and how it is trained.
@@ -620,6 +635,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             },
             leadlag: BTreeMap::new(),
             leadlag_dirty: false,
+            leadlag_saved_at: now,
+            leadlag_skipped: Vec::new(),
         }
     }
 
@@ -922,6 +939,19 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             }
         }
         for ((r, b), obs) in by {
+            if obs.len() > MAX_LEADLAG_SERIES {
+                if !self.leadlag_skipped.contains(&r) {
+                    self.leadlag_skipped.push(r);
+                    log::warn!(
+                        "lead-lag: {} series of {r}, more than the {MAX_LEADLAG_SERIES} it looks among; not used for {r}",
+                        obs.len()
+                    );
+                }
+                if self.leadlag.remove(&r).is_some() {
+                    self.leadlag_dirty = true;
+                }
+                continue;
+            }
             self.leadlag
                 .entry(r)
                 .or_insert_with(|| LeadLag::new(step, LeadLagConfig::default()))
@@ -1580,6 +1610,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         // run would be.
         self.learn_leadlag(&closed);
         self.checkpoint(now);
+        self.save_leadlag(now);
         if self.reconciler.is_some() {
             let t = Instant::now();
             self.restore_originals(now, "");
@@ -2594,7 +2625,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         }
     }
 
-    fn checkpoint(&mut self, _now: TimestampMs) {
+    fn checkpoint(&mut self, now: TimestampMs) {
         let t = Instant::now();
         let mut states = Vec::new();
         for s in self.series.values_mut() {
@@ -2607,17 +2638,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         for (k, v, b) in states {
             self.outbox.push(Record::State(k, v, b));
         }
-        if self.leadlag_dirty {
-            let step = self.config.agent.forecast_step.as_ms_i64().max(1);
-            let saved: Vec<(&Resource, &LeadLag)> = self.leadlag.iter().collect();
-            match postcard::to_stdvec(&(step, saved)) {
-                Ok(blob) => {
-                    self.leadlag_dirty = false;
-                    self.outbox
-                        .push(Record::State(self.leadlag_key(), LEADLAG_VERSION, blob));
-                }
-                Err(e) => log::warn!("saving the lead-lag detectors: {e}"),
-            }
+        if now >= self.leadlag_saved_at + LEADLAG_SAVE_EVERY_MS {
+            self.save_leadlag(now);
         }
         if self.calendar_dirty {
             // What was learned of the events' effects survives a restart.
@@ -2631,6 +2653,24 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             }
         }
         self.times.record("checkpoint", t.elapsed());
+    }
+
+    /// Saves the lead-lag detectors, if they learnt since the last save.
+    fn save_leadlag(&mut self, now: TimestampMs) {
+        if !self.leadlag_dirty {
+            return;
+        }
+        let step = self.config.agent.forecast_step.as_ms_i64().max(1);
+        let saved: Vec<(&Resource, &LeadLag)> = self.leadlag.iter().collect();
+        match postcard::to_stdvec(&(step, saved)) {
+            Ok(blob) => {
+                self.leadlag_dirty = false;
+                self.leadlag_saved_at = now;
+                self.outbox
+                    .push(Record::State(self.leadlag_key(), LEADLAG_VERSION, blob));
+            }
+            Err(e) => log::warn!("saving the lead-lag detectors: {e}"),
+        }
     }
 
     fn flush(&mut self) {

@@ -6,7 +6,7 @@
 //! As with `[history]` ([`crate::history`]), the loop submits a
 //! [`TrainJob`] to a [`Trainer`] thread and goes on; at each pass it takes
 //! the result when it is ready ([`Trainer::ready`]) and swaps the forest
-//! into the [`SharedForest`] every series' learned model holds. The
+//! into the [`SharedForest`](prescient_forecast::learned::SharedForest) every series' learned model holds. The
 //! history comes through a [`TrainingSource`]: the store
 //! ([`StoreHistory`], on a connection of the thread's own), or a fake in
 //! tests. Training runs in a rayon pool of one thread, so that it never

@@ -440,22 +440,21 @@ fn a_follower_gets_its_forecast_raised_when_its_leader_rises_before_it_does() {
         let cpu = if cg == "/busy" { lead[t] } else { follow[t] };
         (cpu, GIB as f64)
     };
-    let agent = |lead_lag: bool| {
+    let sink = FakeSink::default();
+    let agent = |lead_lag: bool, sink: &FakeSink, now: TimestampMs| {
         let mut c = forecast_config();
         c.forecast.learned = false;
         c.forecast.lead_lag = lead_lag;
         // Room for both: allocations follow the forecasts.
         c.pools[0].cpu = Some(8.0);
-        let mut a = agent_with(
-            c,
-            FakeObserver::with_usage(usage.clone()),
-            &FakeSink::default(),
-            T0,
-        );
+        let mut a = agent_with(c, FakeObserver::with_usage(usage.clone()), sink, now);
         a.start();
         a
     };
-    let (mut on, mut off) = (agent(true), agent(false));
+    let (mut on, mut off) = (
+        agent(true, &sink, T0),
+        agent(false, &FakeSink::default(), T0),
+    );
     let at = |step: usize| T0 + step as i64 * 5_000;
     // Up to the tick before the one that learns busy's rise.
     drive(&mut on, at(RISE));
@@ -488,6 +487,16 @@ fn a_follower_gets_its_forecast_raised_when_its_leader_rises_before_it_does() {
         off.allocation(&w("idle"), Resource::Cpu).unwrap(),
     );
     assert!(more > less, "the plan gives idle more: {more} vs {less}");
+    // What was learnt of the pair survives a restart.
+    on.shutdown();
+    let again = agent(true, &sink, at(RISE + 3));
+    let lead = again
+        .leadlag(Resource::Cpu)
+        .and_then(|ll| ll.leader_of(&prescient_core::SeriesKey::new("h1", "idle", Resource::Cpu)));
+    assert_eq!(
+        lead.map(|l| (l.leader.workload.0, l.lag)),
+        Some(("busy".to_string(), LAG))
+    );
     // The plan says why.
     let plan = on.plans().last().unwrap();
     let entry = plan
