@@ -11,9 +11,13 @@ use prescient_core::{
     DemandProfile, HostId, Plan, PlanEntry, Quantiles, Resource, ResourcePolicy, Sample, SeriesKey,
     TimestampMs, WorkloadId,
 };
-use prescient_forecast::anomaly::{AnomalyConfig, OneStep, SeriesAnomalyDetector};
+use prescient_forecast::anomaly::{AnomalyConfig, AnomalyKind, OneStep, SeriesAnomalyDetector};
 use prescient_forecast::events::{Applied, Calendar, EffectLearner, LearnerConfig, StoredEvent};
-use prescient_forecast::{Band, DEFAULT_LEVELS, STATE_VERSION, SeriesContext, SeriesForecaster};
+use prescient_forecast::leadlag::{Adjustment, LeadLag, LeadLagConfig};
+use prescient_forecast::learned::{QuantileForest, SharedForest, TrainConfig};
+use prescient_forecast::{
+    Band, ChangePoint, DEFAULT_LEVELS, ModelKind, SeriesContext, SeriesForecaster,
+};
 use prescient_linux::enforce::{
     Action, AuditRecord, Capacity, Desired, Guarantee, Guardrails, MaxStep, PlanStyle, Setting,
     desired_from_plan,
@@ -32,7 +36,12 @@ use crate::control::{
     SolverView, StoreView, WorkloadView,
 };
 use crate::history::{HistoryFetcher, HistorySource, Job, PrometheusHistory, fill_template};
+use crate::learned::{
+    FOREST_STATE_VERSION, StoreHistory, TrainDone, TrainJob, Trainer, TrainingSource,
+    agent_train_config, decode_forest, encode_forest,
+};
 use crate::outbox::{Outbox, Record};
+use crate::persist;
 use crate::planning::PlanningTails;
 use crate::ports::{Clock, Found, Observer, Signals, Sink, Usage};
 use crate::timing::StageTimes;
@@ -60,6 +69,28 @@ const ORIGINALS_VERSION: u32 = 1;
 
 /// Version of the saved calendar's format (what was learned of events).
 const CALENDAR_VERSION: u32 = 1;
+
+/// Version of the saved lead-lag detectors' format: postcard of the step
+/// and each resource's [`LeadLag`].
+const LEADLAG_VERSION: u32 = 1;
+
+/// The lead-lag detectors are saved at most this often (and at a stop):
+/// their state grows with the square of the series (2 MB for 200 series of
+/// a resource), and after a crash relearning what was lost since takes no
+/// longer than this.
+const LEADLAG_SAVE_EVERY_MS: i64 = 600_000;
+
+/// The version of the planning tails' saved state (see
+/// [`PlanningTails::to_bytes`]).
+const TAILS_VERSION: u32 = 1;
+
+/// The planning tails are saved this often (and at a graceful stop).
+const TAILS_SAVE_EVERY_MS: i64 = 1_800_000;
+
+/// Lead-lag is looked for among at most this many series of a resource (a
+/// detector's state and cost grow with the square of the series: 256
+/// series is 3.4 MB and 0.9 M multiply-adds a step).
+pub const MAX_LEADLAG_SERIES: usize = 256;
 
 /// How often a loop with a control port looks for commands between
 /// passes, ms.
@@ -168,6 +199,12 @@ pub struct Counters {
     pub resumed_forecasters: u64,
     /// Plans resumed from the store.
     pub resumed_plans: u64,
+    /// Learned-model forests trained and put in use.
+    pub forests_trained: u64,
+    /// Learned-model trainings that failed (retried).
+    pub training_failures: u64,
+    /// Forecasters told of a level shift (made to forget the old level).
+    pub forecaster_resets: u64,
 }
 
 /// What a run did, handed back when it stops.
@@ -396,6 +433,39 @@ pub struct Agent<O, S, E: Enforcer, C> {
     solver: SolverView,
     /// The one-step distributions plans are made of (see [`crate::planning`]).
     tails: PlanningTails,
+    /// When the tails were last saved.
+    tails_saved_at: TimestampMs,
+    /// The learned model's forest and its training (`[forecast] learned`).
+    learning: Learning,
+    /// Lead-lag between the series of each resource (`[forecast] lead_lag`).
+    leadlag: BTreeMap<Resource, LeadLag>,
+    /// The lead-lag detectors learnt since they were last saved.
+    leadlag_dirty: bool,
+    /// When they were last saved.
+    leadlag_saved_at: TimestampMs,
+    /// Resources with too many series for lead-lag (said once).
+    leadlag_skipped: Vec<Resource>,
+}
+
+/// The learned model's forest, and when and how it is trained.
+struct Learning {
+    /// The forest every learned model holds, once there is one.
+    forest: Option<SharedForest>,
+    /// When the forest in use was trained (its history's end).
+    trained_at: Option<TimestampMs>,
+    /// When the next training is due (it starts then if some series has
+    /// `forecast.min_history`).
+    next_train: TimestampMs,
+    /// The training thread, started at the first training.
+    trainer: Option<Trainer>,
+    /// Where the thread will read history (taken when it starts).
+    source: Option<Box<dyn TrainingSource>>,
+    /// A job is on the thread.
+    in_flight: bool,
+    /// Failures in a row.
+    failures: u32,
+    /// How to train.
+    config: TrainConfig,
 }
 
 /// Reads a configuration from TOML text: see [`Agent::set_config_loader`].
@@ -537,6 +607,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let webhook = webhook_of(&config);
         let history = history_of(&config);
         let tails = PlanningTails::new(config.agent.forecast_step.as_ms_i64());
+        let store_path = config.store.path.clone();
         Agent {
             outbox: Outbox::new(config.store.max_buffered_samples),
             shared_config: Arc::new(config.clone()),
@@ -579,8 +650,23 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             slo_overrides: BTreeMap::new(),
             pool_overrides: BTreeMap::new(),
             tails,
+            tails_saved_at: now,
             history,
             solver: SolverView::default(),
+            learning: Learning {
+                forest: None,
+                trained_at: None,
+                next_train: now,
+                trainer: None,
+                source: Some(Box::new(StoreHistory::new(store_path))),
+                in_flight: false,
+                failures: 0,
+                config: agent_train_config(),
+            },
+            leadlag: BTreeMap::new(),
+            leadlag_dirty: false,
+            leadlag_saved_at: now,
+            leadlag_skipped: Vec::new(),
         }
     }
 
@@ -590,6 +676,367 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         self.history = HistoryFetcher::start(source)
             .map_err(|e| log::error!("history: cannot start its thread: {e}"))
             .ok();
+    }
+
+    /// Reads the learned model's training history from `source` (instead
+    /// of the store): tests, and other sources. A training in hand goes on
+    /// on the old thread, its result dropped.
+    pub fn set_training_source(&mut self, source: Box<dyn TrainingSource>) {
+        self.learning.source = Some(source);
+        self.learning.trainer = None;
+        self.learning.in_flight = false;
+    }
+
+    /// Trains the learned model with `config` (default:
+    /// [`agent_train_config`]).
+    pub fn set_train_config(&mut self, config: TrainConfig) {
+        self.learning.config = config;
+    }
+
+    /// The learned model's forest in use, if one has been trained (or
+    /// resumed from the store).
+    pub fn forest(&self) -> Option<Arc<QuantileForest>> {
+        self.learning.forest.as_ref().map(SharedForest::current)
+    }
+
+    /// When the learned model's next training is due.
+    pub fn next_training(&self) -> TimestampMs {
+        self.learning.next_train
+    }
+
+    /// Waits for the training on the background thread, if one is in
+    /// hand, and puts its forest in use (or counts its failure) as a pass
+    /// would; returns whether there was one. For tests and tools that step
+    /// the loop by hand and must not race the thread.
+    pub fn await_training(&mut self) -> bool {
+        if !self.learning.in_flight {
+            return false;
+        }
+        let done = self.learning.trainer.as_ref().and_then(Trainer::wait);
+        let now = self.clock.now_ms();
+        match done {
+            Some(d) => self.trained(d, now),
+            None => {
+                self.learning.in_flight = false;
+                self.learning.trainer = None;
+            }
+        }
+        true
+    }
+
+    /// The models a new forecaster gets.
+    fn model_kinds(&self) -> Vec<ModelKind> {
+        let mut kinds = ModelKind::ALL.to_vec();
+        if self.config.forecast.learned {
+            kinds.push(ModelKind::Learned);
+        }
+        kinds
+    }
+
+    /// Whether some series has learnt `forecast.min_history`.
+    fn enough_history(&self) -> bool {
+        let need = self.config.forecast.min_history.as_ms_i64();
+        self.series.values().any(|s| {
+            let f = &s.forecaster;
+            i64::try_from(f.observations())
+                .unwrap_or(i64::MAX)
+                .saturating_mul(f.context().step_ms)
+                >= need
+        })
+    }
+
+    /// Takes a finished training and starts one when it is due.
+    fn train_learned(&mut self, now: TimestampMs) -> bool {
+        if !self.config.forecast.learned {
+            return false;
+        }
+        let mut changed = false;
+        if self.learning.in_flight
+            && let Some(done) = self.learning.trainer.as_ref().and_then(Trainer::ready)
+        {
+            self.trained(done, now);
+            changed = true;
+        }
+        if !self.learning.in_flight && now >= self.learning.next_train && self.enough_history() {
+            self.start_training(now);
+        }
+        changed
+    }
+
+    /// Submits a training on the store's history of the agent's series.
+    fn start_training(&mut self, now: TimestampMs) {
+        let retry = self.config.forecast.retry_interval.as_ms_i64();
+        if self.learning.trainer.is_none() {
+            let Some(source) = self.learning.source.take() else {
+                log::error!("learned model: no training source; not trained");
+                self.learning.next_train = now + retry;
+                return;
+            };
+            match Trainer::start(source) {
+                Ok(t) => self.learning.trainer = Some(t),
+                Err(e) => {
+                    log::error!("learned model: cannot start its training thread: {e}");
+                    self.learning.next_train = now + retry;
+                    return;
+                }
+            }
+        }
+        let f = &self.config.forecast;
+        let job = TrainJob {
+            keys: self.series.values().map(|s| s.key.clone()).collect(),
+            from: now - f.training_window.as_ms_i64(),
+            to: now,
+            min_history_ms: f.min_history.as_ms_i64(),
+            config: self.learning.config.clone(),
+        };
+        log::info!(
+            "learned model: training on the last {} of {} series",
+            f.training_window,
+            job.keys.len()
+        );
+        if self
+            .learning
+            .trainer
+            .as_ref()
+            .is_some_and(|t| t.submit(job))
+        {
+            self.learning.in_flight = true;
+        } else {
+            log::error!(
+                "learned model: its training thread has stopped; starting another at the next try"
+            );
+            self.learning.trainer = None;
+            self.learning.next_train = now + retry;
+        }
+    }
+
+    /// Puts a trained forest in use, or counts a failure and schedules the
+    /// retry. A failure is never fatal: the forecasters go on with the
+    /// forest they have (or without one: their learned model then forecasts
+    /// its series' own last day).
+    fn trained(&mut self, done: TrainDone, now: TimestampMs) {
+        self.learning.in_flight = false;
+        let f = self.config.forecast.clone();
+        match done.result {
+            Ok(t) => {
+                self.learning.failures = 0;
+                self.learning.trained_at = Some(done.asked_at);
+                self.learning.next_train = done.asked_at + f.retrain_interval.as_ms_i64();
+                self.counters.forests_trained += 1;
+                let what = format!(
+                    "{} trees from {} series (longest {}), {} rows",
+                    t.forest.n_trees(),
+                    t.series,
+                    crate::units::Interval(u64::try_from(t.span_ms).unwrap_or(0)),
+                    t.forest.info().rows
+                );
+                log::info!(
+                    "learned model: trained ({what}); next training at {}",
+                    crate::logger::utc(self.learning.next_train)
+                );
+                match encode_forest(done.asked_at, &t.forest) {
+                    Ok(blob) => self.outbox.push(Record::State(
+                        self.forest_key(),
+                        FOREST_STATE_VERSION,
+                        blob,
+                    )),
+                    Err(e) => log::warn!("learned model: cannot save the forest: {e}"),
+                }
+                self.install_forest(t.forest);
+                self.audit(AuditRecord {
+                    ts: now,
+                    actor: "agent".into(),
+                    action: "forecast.learned".into(),
+                    target: self.host.0.clone(),
+                    before: None,
+                    after: Some(what),
+                    reason: format!(
+                        "learned model trained on the store's history of the agent's series (every {})",
+                        f.retrain_interval
+                    ),
+                });
+            }
+            Err(e) => {
+                self.learning.failures += 1;
+                self.counters.training_failures += 1;
+                self.learning.next_train = now + f.retry_interval.as_ms_i64();
+                log::warn!(
+                    "learned model: training failed ({e}); {} in a row; next try at {}{}",
+                    self.learning.failures,
+                    crate::logger::utc(self.learning.next_train),
+                    if self.learning.forest.is_some() {
+                        ", forecasting with the forest in use meanwhile"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+
+    /// Puts `forest` in use by every series' learned model.
+    fn install_forest(&mut self, forest: QuantileForest) {
+        let forest = Arc::new(forest);
+        let shared = match &self.learning.forest {
+            // The same handle: every learned model sees the new forest.
+            Some(sf) if sf.replace(Arc::clone(&forest)).is_ok() => sf.clone(),
+            // None yet, or one at another step (which the models' kept
+            // history does not fit): a new handle for all.
+            _ => SharedForest::new(forest),
+        };
+        self.learning.forest = Some(shared.clone());
+        let keys: Vec<(WorkloadId, Resource)> = self.series.keys().cloned().collect();
+        for (w, r) in keys {
+            if let Some(s) = self.series.get_mut(&(w.clone(), r)) {
+                // Recomputes the next step's forecast with the new forest.
+                s.forecaster.attach_forest(&shared);
+            }
+            self.refresh_next(&w, r);
+        }
+    }
+
+    fn forest_key(&self) -> String {
+        format!("agent/forest/{}", self.host)
+    }
+
+    /// Resumes the learned model's forest from the store: forecasts use it
+    /// at once, and it is trained again when it is due.
+    fn load_forest(&mut self, now: TimestampMs) {
+        if !self.config.forecast.learned {
+            return;
+        }
+        let key = self.forest_key();
+        match self.sink.load_state(&key) {
+            Ok(Some((FOREST_STATE_VERSION, blob))) => match decode_forest(&blob) {
+                Ok((at, forest)) => {
+                    self.learning.trained_at = Some(at);
+                    self.learning.next_train =
+                        (at + self.config.forecast.retrain_interval.as_ms_i64()).max(now);
+                    log::info!(
+                        "learned model: resumed the forest trained at {} ({} trees); next training at {}",
+                        crate::logger::utc(at),
+                        forest.n_trees(),
+                        crate::logger::utc(self.learning.next_train)
+                    );
+                    self.install_forest(forest);
+                }
+                Err(e) => log::warn!("{key}: {e}; training afresh"),
+            },
+            Ok(Some((v, _))) => log::info!("{key}: saved forest of version {v}; training afresh"),
+            Ok(None) => {}
+            Err(e) => log::warn!("reading the saved forest: {e}; training afresh"),
+        }
+    }
+
+    fn tails_key(&self) -> String {
+        format!("agent/tails/{}", self.host)
+    }
+
+    /// Resumes the planning tails (those of another rollup step, or that do
+    /// not decode, are dropped with a log line: the series plan from their
+    /// forecasters until the tails are warm again).
+    fn load_tails(&mut self) {
+        let key = self.tails_key();
+        let step = self.config.agent.forecast_step.as_ms_i64().max(1);
+        match self.sink.load_state(&key) {
+            Ok(Some((TAILS_VERSION, blob))) => match PlanningTails::from_bytes(&blob, step) {
+                Ok(t) => self.tails = t,
+                Err(e) => log::info!("{key}: {e}; starting afresh"),
+            },
+            Ok(Some((v, _))) => log::info!("{key}: version {v}; starting afresh"),
+            Ok(None) => {}
+            Err(e) => log::warn!("reading the planning tails: {e}"),
+        }
+    }
+
+    /// Saves the planning tails, if they learnt since the last save.
+    fn save_tails(&mut self, now: TimestampMs) {
+        if !self.tails.dirty() {
+            return;
+        }
+        match self.tails.to_bytes() {
+            Ok(blob) => {
+                self.tails_saved_at = now;
+                self.outbox
+                    .push(Record::State(self.tails_key(), TAILS_VERSION, blob));
+            }
+            Err(e) => log::warn!("saving the planning tails: {e}"),
+        }
+    }
+
+    fn leadlag_key(&self) -> String {
+        format!("agent/leadlag/{}", self.host)
+    }
+
+    /// Resumes the lead-lag detectors (those of another forecast step are
+    /// dropped: their lags are in steps).
+    fn load_leadlag(&mut self) {
+        if !self.config.forecast.lead_lag {
+            return;
+        }
+        let key = self.leadlag_key();
+        let step = self.config.agent.forecast_step.as_ms_i64().max(1);
+        match self.sink.load_state(&key) {
+            Ok(Some((LEADLAG_VERSION, blob))) => {
+                match postcard::from_bytes::<(i64, Vec<(Resource, LeadLag)>)>(&blob) {
+                    Ok((s, saved)) if s == step => self.leadlag = saved.into_iter().collect(),
+                    Ok(_) => log::info!("{key}: saved at another forecast step; starting afresh"),
+                    Err(e) => log::warn!("{key} does not decode: {e}; starting afresh"),
+                }
+            }
+            Ok(Some((v, _))) => log::info!("{key}: version {v}; starting afresh"),
+            Ok(None) => {}
+            Err(e) => log::warn!("reading the lead-lag detectors: {e}"),
+        }
+    }
+
+    /// Feeds the steps just completed to the lead-lag detectors (one per
+    /// resource), then refreshes the next-step forecasts of the series
+    /// with a trusted leader.
+    fn learn_leadlag(&mut self, steps: &[(WorkloadId, Resource, TimestampMs, f64)]) {
+        if !self.config.forecast.lead_lag || steps.is_empty() {
+            return;
+        }
+        let step = self.config.agent.forecast_step.as_ms_i64().max(1);
+        let mut by: BTreeMap<(Resource, TimestampMs), Vec<(SeriesKey, f64)>> = BTreeMap::new();
+        for (w, r, b, v) in steps {
+            if let Some(s) = self.series.get(&(w.clone(), *r)) {
+                by.entry((*r, *b)).or_default().push((s.key.clone(), *v));
+            }
+        }
+        for ((r, b), obs) in by {
+            if obs.len() > MAX_LEADLAG_SERIES {
+                if !self.leadlag_skipped.contains(&r) {
+                    self.leadlag_skipped.push(r);
+                    log::warn!(
+                        "lead-lag: {} series of {r}, more than the {MAX_LEADLAG_SERIES} it looks among; not used for {r}",
+                        obs.len()
+                    );
+                }
+                if self.leadlag.remove(&r).is_some() {
+                    self.leadlag_dirty = true;
+                }
+                continue;
+            }
+            self.leadlag
+                .entry(r)
+                .or_insert_with(|| LeadLag::new(step, LeadLagConfig::default()))
+                .update(b, &obs);
+            self.leadlag_dirty = true;
+        }
+        let led: Vec<(WorkloadId, Resource)> = self
+            .series
+            .iter()
+            .filter(|((_, r), s)| {
+                self.leadlag
+                    .get(r)
+                    .is_some_and(|ll| ll.leader_of(&s.key).is_some())
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (w, r) in led {
+            self.refresh_next(&w, r);
+        }
     }
 
     /// Asks for the history of a new series, when `[history]` has a source
@@ -622,6 +1069,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             end: now,
             context: s.forecaster.context(),
             track_level: slo,
+            kinds: s.forecaster.model_kinds(),
         };
         log::info!("{}: asking for its history ({})", s.key, job.query);
         if fetcher.submit(job) {
@@ -654,6 +1102,9 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                             f.observe(b, v);
                             replayed += 1;
                         }
+                    }
+                    if let Some(forest) = &self.learning.forest {
+                        f.attach_forest(forest);
                     }
                     s.forecaster = f;
                     s.dirty = true;
@@ -740,6 +1191,13 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         &self.counters
     }
 
+    /// Plans at the next tick, whatever the plan interval says (as the
+    /// replan command does, without its audit record: for programs that
+    /// drive the loop themselves, and tests).
+    pub fn replan(&mut self) {
+        self.next_plan = self.clock.now_ms();
+    }
+
     /// The last plans.
     pub fn plans(&self) -> &[Plan] {
         &self.plans
@@ -823,8 +1281,23 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .map(|s| s.forecaster.observations())
     }
 
+    /// A series' forecaster (tests, tools).
+    pub fn forecaster(&self, w: &WorkloadId, r: Resource) -> Option<&SeriesForecaster> {
+        self.series.get(&(w.clone(), r)).map(|s| &s.forecaster)
+    }
+
+    /// The lead-lag detector of resource `r`'s series, once it has seen a
+    /// step (with `[forecast] lead_lag`).
+    pub fn leadlag(&self, r: Resource) -> Option<&LeadLag> {
+        self.leadlag.get(&r)
+    }
+
     fn state_key(&self, w: &WorkloadId, r: Resource) -> String {
-        format!("forecast/{}/{}/{}", self.host, w, r.as_str())
+        persist::state_key(&SeriesKey {
+            host: self.host.clone(),
+            workload: w.clone(),
+            resource: r,
+        })
     }
 
     fn originals_key(&self) -> String {
@@ -862,6 +1335,9 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             self.restore_crashed_originals(now);
         }
         self.load_calendar();
+        self.load_forest(now);
+        self.load_leadlag();
+        self.load_tails();
         self.discover(now);
         self.load_events(now);
         let a = &self.config.agent;
@@ -956,6 +1432,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let now = self.clock.now_ms();
         let mut changed = self.obey(now);
         changed |= self.take_history(now);
+        changed |= self.train_learned(now);
         changed |= self.expire_requests(now);
         if now >= self.next_sample {
             changed = true;
@@ -1050,9 +1527,9 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
 
     /// Applies a reloaded configuration, or refuses an invalid one with a
     /// log line (the configuration in force is kept). The store, the
-    /// cgroup subtree, the mode, the guardrails, the host name, `[api]`
-    /// and `[history]` take a restart to change: they are kept, with a log
-    /// line.
+    /// cgroup subtree, the mode, the guardrails, the host name, `[api]`,
+    /// `[history]` and `[forecast]` take a restart to change: they are
+    /// kept, with a log line.
     pub fn reload(&mut self, new: Result<Config, ConfigError>) {
         if let Err(e) = self.apply_config(new) {
             log::error!("configuration reload refused, keeping the running one: {e}");
@@ -1132,6 +1609,10 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             kept.push("[history] changes take a restart; kept".to_string());
             new.history = old.history.clone();
         }
+        if new.forecast != old.forecast {
+            kept.push("[forecast] changes take a restart; kept".to_string());
+            new.forecast = old.forecast.clone();
+        }
         for k in &kept {
             log::warn!("reload: {k}");
         }
@@ -1149,9 +1630,12 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             self.webhook = webhook_of(&self.config);
         }
         if step_changed {
-            // Forecasters learn at one step; a new step starts them afresh.
+            // Forecasters learn at one step; a new step starts them afresh
+            // (and lead-lag, whose lags are in steps).
             self.checkpoint(now);
             self.series.clear();
+            self.leadlag.clear();
+            self.leadlag_dirty = true;
         }
         if policy_changed || step_changed {
             self.reference = reference_of(&self.config);
@@ -1192,11 +1676,17 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .iter_mut()
             .filter_map(|((w, r), s)| s.close().map(|(b, v)| (w.clone(), *r, b, v)))
             .collect();
-        for (w, r, b, v) in closed {
-            let alloc = self.allocation(&w, r).unwrap_or(f64::INFINITY);
-            self.learn_step(&w, r, b, v, alloc, None);
+        for (w, r, b, v) in &closed {
+            let alloc = self.allocation(w, *r).unwrap_or(f64::INFINITY);
+            self.learn_step(w, *r, *b, *v, alloc, None);
         }
+        // As a pass would, so that a restart resumes where an uninterrupted
+        // run would be.
+        self.learn_leadlag(&closed);
+        self.tails.flush();
         self.checkpoint(now);
+        self.save_leadlag(now);
+        self.save_tails(now);
         if self.reconciler.is_some() {
             let t = Instant::now();
             self.restore_originals(now, "");
@@ -1265,6 +1755,15 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         }
         for gone in self.workloads.keys().filter(|k| !next.contains_key(*k)) {
             log::info!("workload {gone} is gone");
+            for ll in self.leadlag.values_mut() {
+                for r in PLANNED {
+                    self.leadlag_dirty |= ll.remove(&SeriesKey {
+                        host: self.host.clone(),
+                        workload: gone.clone(),
+                        resource: r,
+                    });
+                }
+            }
         }
         self.workloads = next;
     }
@@ -1328,6 +1827,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             self.outbox
                 .push_counter(key, prescient_store::Counter::new(now, c.name, c.value));
         }
+        let mut completed = Vec::new();
         for (id, r, v) in learn {
             let alloc = self.allocation(&id, r).unwrap_or(f64::INFINITY);
             let cap = (r == Resource::Cpu
@@ -1337,9 +1837,11 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .then_some(alloc);
             if let Some((b, value)) = self.series_state(&id, r).push(now, v, step) {
                 self.learn_step(&id, r, b, value, alloc, cap);
+                completed.push((id, r, b, value));
             }
         }
         self.tails.flush();
+        self.learn_leadlag(&completed);
         self.times.record("rollup", t.elapsed());
     }
 
@@ -1424,14 +1926,55 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             rs.state.observe(b, value, &[alloc]);
         }
         s.dirty = true;
-        if let Some(since) = verdict.reset_since {
-            // prescient-forecast has no way to make a forecaster forget:
-            // its ensemble forgets exponentially and its calibration
-            // adapts, which is how it follows the new level.
+        let mut reset = None;
+        let mut relearn: Option<Vec<(TimestampMs, f64)>> = None;
+        if let Some(since) = verdict.reset_since
+            && self.config.forecast.reset_on_level_shift
+        {
+            let shift = verdict
+                .anomalies
+                .iter()
+                .find(|a| a.kind == AnomalyKind::LevelShift);
+            // What the models relearn from: the observations since the
+            // shift as observed (the first steps of a new level are often
+            // clipped as outliers before the shift is recognised), without
+            // the events' effects, as everything they learn.
+            let recent: Vec<(TimestampMs, f64)> = s
+                .detector
+                .observed_since(since)
+                .into_iter()
+                .map(|(t, v)| (t, self.calendar.without_events(&s.key, &labels, t, v)))
+                .collect();
+            // The planning tails relearn the steps before this one (this
+            // one follows, as every step does).
+            relearn = Some(recent.iter().copied().filter(|&(t, _)| t < b).collect());
+            let forgot = s.forecaster.change_point(&ChangePoint {
+                since,
+                shift: shift.map_or(f64::NAN, |a| a.magnitude),
+                recent,
+            });
             log::info!(
-                "{}: level shift since {since}: the ensemble re-weights toward the models that follow it",
-                s.key
+                "{}: level shift since {}: forecaster reset: {forgot}",
+                s.key,
+                crate::logger::utc(since)
             );
+            reset = Some((
+                s.key.clone(),
+                shift.map_or_else(|| "level shift".to_string(), |a| a.reason.clone()),
+                forgot,
+            ));
+        }
+        if let Some((key, why, forgot)) = reset {
+            self.counters.forecaster_resets += 1;
+            self.audit(AuditRecord {
+                ts: b,
+                actor: "agent".into(),
+                action: "forecast.reset".into(),
+                target: format!("{}/{}", key.workload, key.resource.as_str()),
+                before: None,
+                after: Some(forgot.to_string()),
+                reason: format!("level shift: {why}"),
+            });
         }
         for a in verdict.anomalies {
             // Outliers are frequent and already clipped out of what is
@@ -1461,7 +2004,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             });
         }
         // The planning tails learn the same value, with the series of the
-        // workload's pool that completed the same step.
+        // workload's pool that completed the same step; after a level shift
+        // they forget what came before it, as the forecaster does.
         if let Some(pool) = self
             .workloads
             .get(w)
@@ -1469,6 +2013,9 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .and_then(|wc| self.pool_for(w, wc))
             .and_then(|i| self.config.pools.get(i))
         {
+            if let Some(recent) = relearn {
+                self.tails.relearn(&pool.name, w, r, &recent);
+            }
             self.tails.learn(&pool.name, w, r, b, learnt_step);
         }
         self.refresh_next(w, r);
@@ -1512,6 +2059,11 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         ) {
             log::warn!("events for {}: {e}", s.key);
         }
+        if self.config.forecast.lead_lag
+            && let Some(ll) = self.leadlag.get(&r)
+        {
+            ll.adjust_from(&s.key, at, &levels, &mut shifted);
+        }
         s.next = Some(NextStep {
             at,
             raw,
@@ -1530,20 +2082,18 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             let step = self.config.agent.forecast_step.as_ms_i64().max(1);
             let key = self.state_key(w, r);
             let resumed = match self.sink.load_state(&key) {
-                Ok(Some((v, blob))) if v == u32::from(STATE_VERSION) => {
-                    match SeriesForecaster::from_bytes(&blob) {
-                        Ok(f) if f.context().step_ms == step => Some(f),
-                        Ok(_) => {
-                            log::info!("{key}: saved at another forecast step; starting afresh");
-                            None
-                        }
-                        Err(e) => {
-                            log::warn!("{key}: {e}; starting afresh");
-                            None
-                        }
+                Ok(Some((v, blob))) => match persist::decode(v, &blob) {
+                    Ok((f, detector)) if f.context().step_ms == step => Some((f, detector)),
+                    Ok(_) => {
+                        log::info!("{key}: saved at another forecast step; starting afresh");
+                        None
                     }
-                }
-                Ok(_) => None,
+                    Err(e) => {
+                        log::warn!("{key}: {e}; starting afresh");
+                        None
+                    }
+                },
+                Ok(None) => None,
                 Err(e) => {
                     log::warn!("{key}: reading saved state: {e}; starting afresh");
                     None
@@ -1554,15 +2104,35 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 self.counters.resumed_forecasters += 1;
             }
             let reference = self.reference_state(w, r);
-            let mut forecaster = resumed.unwrap_or_else(|| {
-                SeriesForecaster::new(
-                    SeriesContext {
-                        step_ms: step,
-                        resource: r,
-                    },
-                    &[],
-                )
+            let kinds = self.model_kinds();
+            let (mut forecaster, detector) = resumed.unwrap_or_else(|| {
+                let ctx = SeriesContext {
+                    step_ms: step,
+                    resource: r,
+                };
+                (SeriesForecaster::new(ctx, &kinds), None)
             });
+            let detector =
+                detector.unwrap_or_else(|| SeriesAnomalyDetector::new(r, &self.anomaly_config));
+            for k in kinds {
+                if !forecaster.model_kinds().contains(&k) {
+                    // Saved before the model was configured: it joins, and
+                    // the ensemble starts over.
+                    let added = forecaster.add_model(k);
+                    log::info!(
+                        "{key}: {} model {}",
+                        k.name(),
+                        if added {
+                            "added (the ensemble weights start over)"
+                        } else {
+                            "not added: the forecaster has the most models it can"
+                        }
+                    );
+                }
+            }
+            if let Some(forest) = &self.learning.forest {
+                forecaster.attach_forest(forest);
+            }
             // Calibrate the workload's SLO quantile one step ahead too (a
             // no-op for one of the fixed levels).
             if let Some(wc) = self
@@ -1585,7 +2155,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     last: None,
                     dirty: false,
                     reference,
-                    detector: SeriesAnomalyDetector::new(r, &self.anomaly_config),
+                    detector,
                     next: None,
                     covered: VecDeque::new(),
                     awaiting_history: None,
@@ -1800,6 +2370,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let mut forecasts = BTreeMap::new();
         // The events that shifted each series' forecast, for the reasons.
         let mut shifted_by: BTreeMap<(WorkloadId, Resource), Vec<Applied>> = BTreeMap::new();
+        // The leaders whose moves shifted it.
+        let mut led_by: BTreeMap<(WorkloadId, Resource), Adjustment> = BTreeMap::new();
         for (id, tr) in &self.workloads {
             let wc = &self.config.workloads[tr.config];
             let Some(pool) = self.pool_for(id, wc) else {
@@ -1850,6 +2422,17 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     }
                     Ok(_) => {}
                     Err(e) => log::warn!("events for {}: {e}", s.key),
+                }
+                // A trusted leader's recent moves shift the forecast of the
+                // steps its moves reach.
+                if learnt
+                    && self.config.forecast.lead_lag
+                    && let Some(ll) = self.leadlag.get(&r)
+                    && let Some(adj) =
+                        ll.adjust_from(&s.key, demand.start, &demand.levels, &mut demand.values)
+                    && adj.shifts.iter().any(|x| *x != 0.0)
+                {
+                    led_by.insert((id.clone(), r), adj);
                 }
                 if let Ok(q) = Quantiles::new(&demand.levels, first_row(&demand)) {
                     forecasts.insert((id.clone(), r), q.quantile(0.5));
@@ -1924,6 +2507,9 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     for e in &mut p.entries {
                         if let Some(applied) = shifted_by.get(&(e.workload.clone(), e.resource)) {
                             e.reason.push_str(&events_reason(applied, horizon));
+                        }
+                        if let Some(adj) = led_by.get(&(e.workload.clone(), e.resource)) {
+                            e.reason.push_str(&leadlag_reason(adj));
                         }
                     }
                 }
@@ -2167,21 +2753,24 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         }
     }
 
-    fn checkpoint(&mut self, _now: TimestampMs) {
+    fn checkpoint(&mut self, now: TimestampMs) {
         let t = Instant::now();
         let mut states = Vec::new();
-        for ((w, r), s) in &mut self.series {
+        for s in self.series.values_mut() {
             if s.dirty {
                 s.dirty = false;
-                states.push((
-                    format!("forecast/{}/{}/{}", self.host, w, r.as_str()),
-                    s.forecaster.to_bytes(),
-                ));
+                let (version, blob) = persist::encode(&s.forecaster, &s.detector);
+                states.push((persist::state_key(&s.key), version, blob));
             }
         }
-        for (k, b) in states {
-            self.outbox
-                .push(Record::State(k, u32::from(STATE_VERSION), b));
+        for (k, v, b) in states {
+            self.outbox.push(Record::State(k, v, b));
+        }
+        if now >= self.leadlag_saved_at + LEADLAG_SAVE_EVERY_MS {
+            self.save_leadlag(now);
+        }
+        if now >= self.tails_saved_at + TAILS_SAVE_EVERY_MS {
+            self.save_tails(now);
         }
         if self.calendar_dirty {
             // What was learned of the events' effects survives a restart.
@@ -2195,6 +2784,24 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             }
         }
         self.times.record("checkpoint", t.elapsed());
+    }
+
+    /// Saves the lead-lag detectors, if they learnt since the last save.
+    fn save_leadlag(&mut self, now: TimestampMs) {
+        if !self.leadlag_dirty {
+            return;
+        }
+        let step = self.config.agent.forecast_step.as_ms_i64().max(1);
+        let saved: Vec<(&Resource, &LeadLag)> = self.leadlag.iter().collect();
+        match postcard::to_stdvec(&(step, saved)) {
+            Ok(blob) => {
+                self.leadlag_dirty = false;
+                self.leadlag_saved_at = now;
+                self.outbox
+                    .push(Record::State(self.leadlag_key(), LEADLAG_VERSION, blob));
+            }
+            Err(e) => log::warn!("saving the lead-lag detectors: {e}"),
+        }
     }
 
     fn flush(&mut self) {
@@ -2954,6 +3561,27 @@ fn events_reason(applied: &[Applied], horizon: usize) -> String {
         ));
     }
     out
+}
+
+/// What a plan entry's reason says of the leader whose moves shifted its
+/// forecast.
+fn leadlag_reason(adj: &Adjustment) -> String {
+    let r = adj.lead.follower.resource;
+    let (first, last) = (
+        adj.shifts.first().copied().unwrap_or(0.0),
+        adj.shifts.last().copied().unwrap_or(0.0),
+    );
+    let sign = |x: f64| if x < 0.0 { "-" } else { "+" };
+    format!(
+        "; forecast shifted by {}{} (first step) to {}{} (last) following {}, whose moves it follows {} step(s) later (correlation {:.2})",
+        sign(first),
+        fmt_amount(r, first.abs()),
+        sign(last),
+        fmt_amount(r, last.abs()),
+        adj.lead.leader.workload,
+        adj.lead.lag,
+        adj.lead.corr
+    )
 }
 
 /// The ensemble's one-step weight of each model, averaged over the fixed

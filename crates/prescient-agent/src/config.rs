@@ -107,6 +107,51 @@ pub struct Config {
     /// Where the history of new workloads comes from.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// What the forecasters use beyond their own series: the learned model,
+    /// lead-lag between workloads, resets after level shifts.
+    #[serde(default)]
+    pub forecast: ForecastConfig,
+}
+
+/// `[forecast]`: the parts of forecasting that look beyond one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecastConfig {
+    /// Use the learned model (gradient-boosted quantile trees shared by
+    /// every series): trained on the store's history of the agent's series
+    /// on a background thread, retrained every `retrain_interval`.
+    pub learned: bool,
+    /// How often the learned model is trained again.
+    pub retrain_interval: Interval,
+    /// After a failed training (too little history, a store that cannot be
+    /// read), the next try comes after this long.
+    pub retry_interval: Interval,
+    /// No training before some series has this much history.
+    pub min_history: Interval,
+    /// How far back the training reads the store (its one-minute rollups
+    /// are kept 30 days by default).
+    pub training_window: Interval,
+    /// When a workload's changes reliably follow another's by a few steps
+    /// (same resource), raise or lower its forecast by what the leader
+    /// already did.
+    pub lead_lag: bool,
+    /// When a series' level shifts for good (an anomaly of kind
+    /// level_shift), make its forecaster forget the old level.
+    pub reset_on_level_shift: bool,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        ForecastConfig {
+            learned: true,
+            retrain_interval: Interval::secs(86_400),
+            retry_interval: Interval::secs(3_600),
+            min_history: Interval::secs(86_400),
+            training_window: Interval::secs(14 * 86_400),
+            lead_lag: true,
+            reset_on_level_shift: true,
+        }
+    }
 }
 
 /// `[history]`: the history of workloads the agent has not seen before,
@@ -1377,6 +1422,28 @@ impl Config {
             );
         }
 
+        let f = &self.forecast;
+        for (key, v) in [
+            ("forecast.retrain_interval", f.retrain_interval),
+            ("forecast.retry_interval", f.retry_interval),
+            ("forecast.min_history", f.min_history),
+            ("forecast.training_window", f.training_window),
+        ] {
+            if v.0 == 0 {
+                bad(key.into(), "\"0ms\"".into(), "must be positive");
+            }
+        }
+        if f.training_window.0 < f.min_history.0 {
+            bad(
+                "forecast.training_window".into(),
+                format!("\"{}\"", f.training_window),
+                &format!(
+                    "is shorter than forecast.min_history ({}): training could never start",
+                    f.min_history
+                ),
+            );
+        }
+
         let api = &self.api;
         if api.listen.parse::<std::net::SocketAddr>().is_err() {
             bad(
@@ -1688,6 +1755,10 @@ mod tests {
             c.history, d.history,
             "[history] of the example must be the defaults"
         );
+        assert_eq!(
+            c.forecast, d.forecast,
+            "[forecast] of the example must be the defaults"
+        );
         assert!(!c.workloads.is_empty());
         // The commented-out rules are valid when uncommented.
         let rules: String = EXAMPLE
@@ -1746,6 +1817,12 @@ mod tests {
             ),
             Vec::<String>::new()
         );
+        assert_eq!(
+            keys("[forecast]\nretrain_interval = \"0s\"\nmin_history = \"30d\"\n"),
+            vec!["forecast.retrain_interval", "forecast.training_window"]
+        );
+        let e = parse("[forecast]\nlearnd = true\n").unwrap_err();
+        assert!(e.to_string().contains("learnd"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use prescient_core::{Resource, TimestampMs, WorkloadId};
-use prescient_forecast::{SeriesContext, SeriesForecaster};
+use prescient_forecast::{ModelKind, SeriesContext, SeriesForecaster};
 
 /// Where history comes from.
 pub trait HistorySource: Send {
@@ -120,6 +120,8 @@ pub struct Job {
     pub context: SeriesContext,
     /// A quantile level to calibrate besides the fixed ones (the SLO).
     pub track_level: f64,
+    /// The forecaster's models (empty: the classic ones).
+    pub kinds: Vec<ModelKind>,
 }
 
 /// A finished job.
@@ -193,7 +195,7 @@ impl Drop for HistoryFetcher {
 fn train(source: &dyn HistorySource, job: &Job) -> Result<(SeriesForecaster, usize), String> {
     let step = job.context.step_ms.max(1);
     let points = source.range(&job.query, job.start, job.end, step)?;
-    let mut f = SeriesForecaster::new(job.context, &[]);
+    let mut f = SeriesForecaster::new(job.context, &job.kinds);
     f.track_level(job.track_level);
     let mut n = 0;
     let mut last = i64::MIN;

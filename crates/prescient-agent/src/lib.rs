@@ -41,6 +41,15 @@
 //! `flush_interval`; forecaster state every `checkpoint_interval`. Each
 //! stage's durations are kept ([`timing`]).
 //!
+//! # Beyond one series (`[forecast]`)
+//!
+//! The learned model ([`learned`]) is trained on the store's history of the
+//! agent's series on a background thread and swapped into every
+//! forecaster; lead-lag between the workloads of a resource shifts a
+//! follower's forecast; a level shift makes a forecaster forget the old
+//! level. Each series' forecaster and anomaly detectors are saved together
+//! ([`persist`]).
+//!
 //! # Robustness
 //!
 //! - SIGTERM/SIGINT: the loop stops within 20 ms, saves the forecasters,
@@ -80,8 +89,10 @@ pub mod alerts;
 pub mod config;
 pub mod control;
 pub mod history;
+pub mod learned;
 pub mod logger;
 pub mod outbox;
+pub mod persist;
 pub mod planning;
 pub mod ports;
 pub mod replay;

@@ -14,7 +14,12 @@
 //! quantile). Until a series has learnt [`WARM_STEPS`] steps (a new
 //! workload, or just after a restart: tails are not saved) the agent plans
 //! it from its forecaster, which the store restores and history may have
-//! trained.
+//! trained. The tails are saved with the agent's state
+//! ([`PlanningTails::to_bytes`]: at a graceful stop and every half hour,
+//! since a window of a few thousand values per series is too much to write
+//! at every checkpoint), so a restart after a stop plans as an
+//! uninterrupted run would; after a crash, the series run on their
+//! forecasters until the tails are warm again.
 //!
 //! The forecasters still give everything beyond the next steps: the
 //! forecast bands the API and dashboard show, events and their learned
@@ -26,6 +31,7 @@ use std::sync::Arc;
 use prescient_core::{Resource, TimestampMs, WorkloadId};
 use prescient_forecast::tails::{HostTails, TailConfig};
 use prescient_solver::Demand;
+use serde::{Deserialize, Serialize};
 
 /// Steps a series learns before its tail curve replaces its forecaster's
 /// profile in plans.
@@ -40,6 +46,18 @@ pub struct PlanningTails {
     pending: Vec<(String, WorkloadId, Resource, TimestampMs, f64)>,
     /// Scratch for [`HostTails::allocate`]'s (unused) allocations.
     scratch: Vec<f64>,
+    /// Learnt since last saved.
+    dirty: bool,
+}
+
+/// One pool's tails as saved.
+#[derive(Serialize, Deserialize)]
+struct SavedPool {
+    pool: String,
+    resource: Resource,
+    tails: HostTails,
+    slots: Vec<(WorkloadId, usize)>,
+    free: Vec<usize>,
 }
 
 /// One pool's tails for one resource, and which slot is whose.
@@ -59,7 +77,66 @@ impl PlanningTails {
             pools: BTreeMap::new(),
             pending: Vec::new(),
             scratch: Vec::new(),
+            dirty: false,
         }
+    }
+
+    /// Whether they learnt since [`PlanningTails::to_bytes`].
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Their saved form (postcard): the rollup step, and per pool and
+    /// resource what the tails learnt and which slot is whose. Marks them
+    /// saved.
+    pub fn to_bytes(&mut self) -> Result<Vec<u8>, String> {
+        let pools: Vec<SavedPool> = self
+            .pools
+            .iter()
+            .map(|((pool, resource), pt)| SavedPool {
+                pool: pool.clone(),
+                resource: *resource,
+                tails: pt.tails.clone(),
+                slots: pt.slots.iter().map(|(w, &s)| (w.clone(), s)).collect(),
+                free: pt.free.clone(),
+            })
+            .collect();
+        let bytes = postcard::to_stdvec(&(self.step_ms, pools)).map_err(|e| e.to_string())?;
+        self.dirty = false;
+        Ok(bytes)
+    }
+
+    /// Tails saved by [`PlanningTails::to_bytes`], for rollups every
+    /// `step_ms`: refused (with the reason) when saved at another step or
+    /// broken, or when their slots do not fit their tails.
+    pub fn from_bytes(bytes: &[u8], step_ms: i64) -> Result<Self, String> {
+        let (saved_step, pools): (i64, Vec<SavedPool>) =
+            postcard::from_bytes(bytes).map_err(|e| format!("does not decode: {e}"))?;
+        if saved_step != step_ms.max(1) {
+            return Err(format!(
+                "saved for a {saved_step} ms rollup step, not {} ms",
+                step_ms.max(1)
+            ));
+        }
+        let mut out = PlanningTails::new(step_ms);
+        for p in pools {
+            let n = p.tails.series_count();
+            if let Some(&(ref w, s)) = p.slots.iter().find(|(_, s)| *s >= n) {
+                return Err(format!(
+                    "pool {} {}: {w} has slot {s} of {n}",
+                    p.pool, p.resource
+                ));
+            }
+            out.pools.insert(
+                (p.pool, p.resource),
+                PoolTails {
+                    tails: p.tails,
+                    slots: p.slots.into_iter().collect(),
+                    free: p.free.into_iter().filter(|&s| s < n).collect(),
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// The rollup step they were made for; a different one (a reload
@@ -112,6 +189,7 @@ impl PlanningTails {
                 j += 1;
             }
             pt.tails.observe(at, &slots, &values);
+            self.dirty = true;
             i = j;
         }
         self.pending = pending;
@@ -177,6 +255,30 @@ impl PlanningTails {
                 if let Some(s) = pt.slots.remove(&w) {
                     pt.free.push(s);
                 }
+            }
+        }
+    }
+
+    /// Forgets what `w`'s `r` learnt in `pool` and learns `recent` (the
+    /// steps since a level shift, in time order) instead.
+    pub fn relearn(
+        &mut self,
+        pool: &str,
+        w: &WorkloadId,
+        r: Resource,
+        recent: &[(TimestampMs, f64)],
+    ) {
+        let step_ms = self.step_ms;
+        let pt = self
+            .pools
+            .entry((pool.to_string(), r))
+            .or_insert_with(|| PoolTails::new(step_ms));
+        let s = pt.slot(w);
+        pt.tails.reset_series(s);
+        self.dirty = true;
+        for &(t, v) in recent {
+            if v.is_finite() {
+                pt.tails.observe(t, &[s], &[v]);
             }
         }
     }
@@ -287,10 +389,50 @@ mod tests {
         );
         let pt = &p.pools[&("host".to_string(), Resource::Cpu)];
         assert_eq!(pt.tails.series_count(), 1, "no slot added");
+        // A level shift: only the steps since it are kept.
+        p.relearn(
+            "host",
+            &b,
+            Resource::Cpu,
+            &[(19 * 10_000, 5.0), (20 * 10_000, 5.0)],
+        );
+        assert_eq!(p.observations("host", &b, Resource::Cpu), 2);
         // A workload seen twice in a step counts once.
         p.learn("host", &b, Resource::Cpu, 21 * 10_000, 1.0);
         p.learn("host", &b, Resource::Cpu, 21 * 10_000, 3.0);
         p.flush();
-        assert_eq!(p.observations("host", &b, Resource::Cpu), 2);
+        assert_eq!(p.observations("host", &b, Resource::Cpu), 3);
+    }
+
+    #[test]
+    fn saved_tails_plan_as_the_ones_that_ran_through_and_refuse_another_step() {
+        let mut p = PlanningTails::new(10_000);
+        let (a, b) = (w("a"), w("b"));
+        for t in 0..40i64 {
+            p.learn("host", &a, Resource::Cpu, t * 10_000, 1.0 + (t % 5) as f64);
+            p.learn("host", &b, Resource::Memory, t * 10_000, 5e8);
+            p.flush();
+        }
+        assert!(p.dirty());
+        let bytes = p.to_bytes().unwrap();
+        assert!(!p.dirty());
+        let mut q = PlanningTails::from_bytes(&bytes, 10_000).unwrap();
+        for x in [&mut p, &mut q] {
+            x.prepare("host", Resource::Cpu, &[&a]);
+            x.prepare("host", Resource::Memory, &[&b]);
+        }
+        for (w, r) in [(&a, Resource::Cpu), (&b, Resource::Memory)] {
+            let (dp, dq) = (
+                p.demand("host", w, r, 0, 2).unwrap(),
+                q.demand("host", w, r, 0, 2).unwrap(),
+            );
+            assert_eq!(dp.values, dq.values);
+        }
+        let e = PlanningTails::from_bytes(&bytes, 5_000).err().unwrap();
+        assert!(e.contains("10000 ms rollup step"), "{e}");
+        let e = PlanningTails::from_bytes(&bytes[..10], 10_000)
+            .err()
+            .unwrap();
+        assert!(e.contains("does not decode"), "{e}");
     }
 }

@@ -1,10 +1,12 @@
 //! What `prescient status` shows, read from the store: the workloads with
-//! their last usage, the current plans, forecast accuracy, and the last
-//! audited changes.
+//! their last usage, the current plans, forecast accuracy, each series'
+//! forecaster (ensemble weights and calibration, from its saved state), and
+//! the last audited changes.
 
 use std::collections::BTreeMap;
 
-use prescient_core::{HostId, Plan, Resource, TimestampMs};
+use prescient_core::{HostId, Plan, Resource, SeriesKey, TimestampMs};
+use prescient_forecast::{Band, DEFAULT_LEVELS, SeriesForecaster};
 use prescient_store::{AuditEntry, Resolution, Store, StoreError, StoreSummary};
 
 /// How well a series' recent forecasts did: each stored profile's first
@@ -29,6 +31,107 @@ pub struct SeriesStatus {
     pub last: Option<(TimestampMs, f64)>,
     /// Forecast accuracy.
     pub accuracy: Accuracy,
+    /// The forecaster as last saved by the agent (`None`: none saved; an
+    /// error: saved, but it does not load).
+    pub forecaster: Option<Result<ForecasterStatus, String>>,
+}
+
+/// What a series' saved forecaster says of itself, at one quantile level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecasterStatus {
+    /// Steps it has learnt from.
+    pub observations: u64,
+    /// The level shown: the one asked for, else the highest level the
+    /// agent calibrates besides the fixed ones (a workload's SLO quantile
+    /// such as 0.999), else 0.95.
+    pub level: f64,
+    /// The fixed level the weights are kept at nearest above `level` (the
+    /// ensemble weighs at [`DEFAULT_LEVELS`] only).
+    pub weights_level: f64,
+    /// Each model's weight at `weights_level`, one step ahead: (model,
+    /// weight), in the ensemble's order.
+    pub step: Vec<(String, f64)>,
+    /// The same more than 6 hours ahead (the day band).
+    pub day: Vec<(String, f64)>,
+    /// One step ahead at `level`: the calibration offset (in units of the
+    /// series' volatility), the steps scored, and the share at or under the
+    /// calibrated quantile.
+    pub one_step: Option<OneStepCalibration>,
+    /// The day band's checks of past forecasts kept.
+    pub day_checks: usize,
+    /// What the day band's calibration adds to the median for `level`,
+    /// in the series' unit (`None` while it has too few checks).
+    pub day_offset: Option<f64>,
+}
+
+/// One step ahead calibration of one level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OneStepCalibration {
+    /// The offset, in units of the volatility scale.
+    pub offset: f64,
+    /// Steps scored.
+    pub scored: u64,
+    /// Share of them at or under the calibrated quantile.
+    pub coverage: f64,
+}
+
+impl ForecasterStatus {
+    /// What `f` says of itself at `level` (see [`ForecasterStatus::level`]).
+    pub fn of(f: &SeriesForecaster, level: Option<f64>) -> ForecasterStatus {
+        let extra = f.calibration().get(DEFAULT_LEVELS.len()..).unwrap_or(&[]);
+        let level = level
+            .filter(|l| *l > 0.0 && *l < 1.0)
+            .or_else(|| extra.iter().map(|t| t.level).reduce(f64::max))
+            .unwrap_or(0.95);
+        let weights_level = DEFAULT_LEVELS
+            .iter()
+            .copied()
+            .find(|&l| l >= level)
+            .unwrap_or(DEFAULT_LEVELS[DEFAULT_LEVELS.len() - 1]);
+        let w = f.weights();
+        let band = |b: Band| -> Vec<(String, f64)> {
+            w.models
+                .iter()
+                .map(|m| (m.clone(), w.get(b, m, weights_level).unwrap_or(0.0)))
+                .collect()
+        };
+        // The tracker of the level, or of the fixed level the weights use.
+        let tracker = f
+            .calibration()
+            .iter()
+            .find(|t| t.level == level)
+            .or_else(|| f.calibration().iter().find(|t| t.level == weights_level));
+        ForecasterStatus {
+            observations: f.observations(),
+            level,
+            weights_level,
+            step: band(Band::Step),
+            day: band(Band::Day),
+            one_step: tracker.filter(|t| t.seen > 0).map(|t| OneStepCalibration {
+                offset: t.theta,
+                scored: t.seen,
+                coverage: 1.0 - t.misses as f64 / t.seen as f64,
+            }),
+            day_checks: f.horizon_scores(Band::Day),
+            day_offset: f.horizon_offset(Band::Day, level),
+        }
+    }
+}
+
+/// The saved forecaster of `key`, if the agent saved one.
+fn forecaster_status(
+    store: &Store,
+    key: &SeriesKey,
+    level: Option<f64>,
+) -> Result<Option<Result<ForecasterStatus, String>>, StoreError> {
+    let Some((version, blob)) = store.load_model_state(&crate::persist::state_key(key))? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        crate::persist::decode(version, &blob)
+            .map(|(f, _)| ForecasterStatus::of(&f, level))
+            .map_err(|e| e.to_string()),
+    ))
 }
 
 /// One workload.
@@ -62,8 +165,13 @@ pub struct Status {
 /// Profiles scored per series.
 const SCORED_PROFILES: usize = 48;
 
-/// Reads the status from `store`, with the last `audit_limit` changes.
-pub fn read(store: &mut Store, audit_limit: usize) -> Result<Status, StoreError> {
+/// Reads the status from `store`, with the last `audit_limit` changes and
+/// the forecasters at quantile `level` (see [`ForecasterStatus::level`]).
+pub fn read(
+    store: &mut Store,
+    audit_limit: usize,
+    level: Option<f64>,
+) -> Result<Status, StoreError> {
     let summary = store.summary()?;
     let series = store.series_list()?;
     let mut workloads: BTreeMap<(String, String), WorkloadStatus> = BTreeMap::new();
@@ -120,10 +228,12 @@ pub fn read(store: &mut Store, audit_limit: usize) -> Result<Status, StoreError>
                 labels: BTreeMap::new(),
                 series: Vec::new(),
             });
+        let forecaster = forecaster_status(store, &key, level)?;
         w.series.push(SeriesStatus {
             resource: key.resource,
             last,
             accuracy: acc,
+            forecaster,
         });
     }
     for w in workloads.values_mut() {

@@ -142,7 +142,7 @@ fn recommend_mode_on_the_real_kernel_records_and_changes_nothing() {
     for stage in ["sample", "forecast", "solve", "flush"] {
         assert!(s.times.get(stage).is_some(), "{stage} timed");
     }
-    let st = prescient_agent::status::read(&mut store, 10).unwrap();
+    let st = prescient_agent::status::read(&mut store, 10, None).unwrap();
     assert_eq!(st.workloads.len(), 2);
     assert!(
         st.audit.iter().all(|a| a.action != "cgroup.write"),

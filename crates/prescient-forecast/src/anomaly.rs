@@ -979,6 +979,18 @@ impl SeriesAnomalyDetector {
         })
     }
 
+    /// The observations from `since` on that it still holds (the last 64
+    /// steps at most), as observed (outliers not clipped), oldest first:
+    /// after a level shift, what a forecaster should relearn from (see
+    /// [`crate::ChangePoint`]).
+    pub fn observed_since(&self, since: TimestampMs) -> Vec<(TimestampMs, f64)> {
+        self.history
+            .iter()
+            .filter(|s| s.ts >= since)
+            .map(|s| (s.ts, s.observed))
+            .collect()
+    }
+
     /// Approximate size of the state in bytes.
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<Self>()

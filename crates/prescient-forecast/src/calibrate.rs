@@ -177,6 +177,18 @@ impl Calibrator {
         ring.push_back(score as f32);
     }
 
+    /// Drops the hours and day bands' scores (after a change of behaviour:
+    /// errors against the old level would set the new offsets); returns
+    /// how many were dropped. Until 24 new ones come in, those
+    /// bands are not calibrated. The one-step trackers are kept: they
+    /// follow a change within a few dozen steps on their own.
+    pub fn forget_horizon(&mut self) -> usize {
+        self.scores
+            .iter_mut()
+            .map(|r| std::mem::take(r).len())
+            .sum()
+    }
+
     /// How many scores `band` holds.
     pub fn score_count(&self, band: Band) -> usize {
         band.index()

@@ -176,6 +176,17 @@ impl Ensemble {
         }
     }
 
+    /// Forgets every band's losses (after a change of behaviour: what the
+    /// models scored before it says little about them after). The weights
+    /// in force stay until the losses scored from now on move them; with
+    /// few samples Hedge's learning rate is small, so the first scores
+    /// after the change count as much as a day of scores did before.
+    pub fn forget(&mut self) {
+        self.loss.iter_mut().for_each(|l| *l = 0.0);
+        self.mass = [0.0; 3];
+        self.last_ts = [None; 3];
+    }
+
     /// The weights of every model at fixed level `level` (an index into
     /// [`DEFAULT_LEVELS`]) in `band`.
     pub fn weights(&self, band: Band, level: usize) -> &[f64] {

@@ -82,6 +82,8 @@ const DAY_OFFSETS_MS: [i64; 6] = [
 ];
 /// Rotation of the day offsets: +37 minutes a set, modulo 3 hours.
 const DAY_ROTATION_MS: (i64, i64) = (37 * MINUTE_MS, 3 * HOUR_MS);
+/// The most models a forecaster has (the state check refuses more).
+const MAX_MODELS: usize = 8;
 /// Half-life of the volatility scale.
 const SCALE_HALF_LIFE_MS: i64 = 24 * HOUR_MS;
 
@@ -154,6 +156,58 @@ struct MedianCheck {
     target: TimestampMs,
     band: Band,
     median: f32,
+}
+
+/// A lasting change of level found in a series (by the level-shift
+/// detector of [`crate::anomaly::SeriesAnomalyDetector`], say): what
+/// [`SeriesForecaster::change_point`] needs to forget the old level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangePoint {
+    /// When the new level began.
+    pub since: TimestampMs,
+    /// How far the level moved, in the series' unit (signed).
+    pub shift: f64,
+    /// The observations from `since` on (those already learnt), oldest
+    /// first, as the models should know them.
+    pub recent: Vec<(TimestampMs, f64)>,
+}
+
+/// What [`SeriesForecaster::change_point`] made a forecaster forget.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Forgotten {
+    /// Models started afresh and taught the observations since the change
+    /// (their state was all level: the decaying histogram, the recent
+    /// levels).
+    pub rebuilt: Vec<ModelKind>,
+    /// Models that kept their shape by time of day and scaled it to the new
+    /// level (the seasonal profile).
+    pub moved: Vec<ModelKind>,
+    /// Observations the rebuilt models were taught.
+    pub replayed: usize,
+    /// Pending checks of past forecasts dropped (made at the old level).
+    pub checks: usize,
+    /// Hours and day calibration scores dropped.
+    pub scores: usize,
+}
+
+impl std::fmt::Display for Forgotten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |v: &[ModelKind]| v.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
+        write!(
+            f,
+            "ensemble losses reset; {} restarted from the {} observation(s) since the change",
+            names(&self.rebuilt),
+            self.replayed
+        )?;
+        if !self.moved.is_empty() {
+            write!(f, "; {} moved to the new level", names(&self.moved))?;
+        }
+        write!(
+            f,
+            "; {} pending check(s) and {} horizon calibration score(s) dropped; season kept",
+            self.checks, self.scores
+        )
+    }
 }
 
 /// One series: models, ensemble, calibration, season, pending checks.
@@ -245,6 +299,110 @@ impl SeriesForecaster {
             self.prepare_next_step();
         }
         attached
+    }
+
+    /// Adds a model of `kind` with fresh state (a forecaster saved before
+    /// the model was configured, say); no-op when it has one, or has 8
+    /// models already. Returns whether it has one now. The models, the
+    /// calibration and the season are kept, but the ensemble starts over
+    /// with equal weights (its losses are kept per pair of models, and the
+    /// pairs change) and the pending checks of the models' forecasts are
+    /// dropped.
+    pub fn add_model(&mut self, kind: ModelKind) -> bool {
+        if self.models.iter().any(|m| m.kind() == kind) {
+            return true;
+        }
+        if self.models.len() >= MAX_MODELS {
+            return false;
+        }
+        self.models.push(kind.build(self.ctx));
+        let m = self.models.len();
+        self.ensemble = Ensemble::new(m);
+        self.pending.clear();
+        self.next_models = vec![0.0; m * L];
+        if self.last_ts.is_some() {
+            self.prepare_next_step();
+        }
+        true
+    }
+
+    /// Forgets what no longer holds after a lasting change of level
+    /// (see [`ChangePoint`]); returns what was forgotten.
+    ///
+    /// - The decaying histogram (24 h half-life) and the recent levels
+    ///   (whose slow level has a 1 h half-life) are all level: they start
+    ///   afresh from the observations since the change.
+    /// - The seasonal profile keeps its shape by time of day and is scaled
+    ///   so that its daily mean moves by `shift`. Holt-Winters keeps its state: its level
+    ///   follows within its smoothing time, and it refits on the recent
+    ///   history twice a day. The learned model reads the change from its
+    ///   own lags.
+    /// - The ensemble's losses are reset ([`Ensemble::forget`]): the weights
+    ///   in force stay until the scores from now on move them, which they
+    ///   do quickly.
+    /// - Pending checks (forecasts made at the old level, to be scored
+    ///   hours on) and the hours and day bands' calibration scores are
+    ///   dropped, so that neither the weights nor the offsets learn from
+    ///   errors against the old level; the one-step calibration is kept
+    ///   (it follows within a few dozen steps). The season found is kept.
+    ///
+    /// The state stays what [`to_bytes`](Self::to_bytes) writes (nothing of
+    /// the change is kept beyond its effect). Before any observation it
+    /// does nothing.
+    pub fn change_point(&mut self, cp: &ChangePoint) -> Forgotten {
+        let mut out = Forgotten::default();
+        let Some(last) = self.last_ts else {
+            return out;
+        };
+        let mut recent: Vec<(TimestampMs, f64)> = cp
+            .recent
+            .iter()
+            .filter(|(t, _)| *t >= cp.since && *t <= last)
+            .filter_map(|&(t, v)| usable(v).map(|v| (t, v)))
+            .collect();
+        recent.sort_by_key(|p| p.0);
+        recent.dedup_by_key(|p| p.0);
+        if recent.is_empty() {
+            // Nothing since the change was given: the last value at least,
+            // so that a restarted model does not forecast zero.
+            recent.push((last, self.last_value));
+        }
+        out.replayed = recent.len();
+        for model in &mut self.models {
+            match model {
+                AnyModel::Histogram(_) | AnyModel::Recent(_) => {
+                    let kind = model.kind();
+                    let mut fresh = kind.build(self.ctx);
+                    for &(t, v) in &recent {
+                        fresh.update(t, v);
+                    }
+                    *model = fresh;
+                    out.rebuilt.push(kind);
+                }
+                AnyModel::Seasonal(m) => {
+                    if m.move_level(cp.shift, &recent) {
+                        out.moved.push(ModelKind::Seasonal);
+                    }
+                }
+                AnyModel::HoltWinters(_) | AnyModel::Learned(_) => {}
+            }
+        }
+        self.ensemble.forget();
+        out.checks = self.pending.len() + self.pending_medians.len();
+        self.pending.clear();
+        self.pending_medians.clear();
+        out.scores = self.calibration.forget_horizon();
+        self.prepare_next_step();
+        out
+    }
+
+    /// The forest its learned model forecasts with, when it has a learned
+    /// model with a forest attached.
+    pub fn forest(&self) -> Option<std::sync::Arc<crate::learned::QuantileForest>> {
+        self.models.iter().find_map(|m| match m {
+            AnyModel::Learned(l) => l.forest().map(SharedForest::current),
+            _ => None,
+        })
     }
 
     /// The series' context.
@@ -672,6 +830,17 @@ impl SeriesForecaster {
         self.calibration.trackers()
     }
 
+    /// What the hours or day band's calibration adds to the ensemble's
+    /// median to give the quantile at `level` (in the series' unit), or
+    /// `None` while the band has too few scores (or for the step band,
+    /// which is calibrated per level: see [`calibration`](Self::calibration)).
+    pub fn horizon_offset(&self, band: Band, level: f64) -> Option<f64> {
+        let mut out = [0.0];
+        self.calibration
+            .horizon_offsets(band, &[level], &mut out)
+            .then_some(out[0])
+    }
+
     /// How many day-band and hours-band checks have been scored (kept).
     pub fn horizon_scores(&self, band: Band) -> usize {
         self.calibration.score_count(band)
@@ -706,7 +875,7 @@ impl SeriesForecaster {
     /// here rather than causing a panic later.
     fn check(&self) -> Result<(), &'static str> {
         let m = self.models.len();
-        if m == 0 || m > 8 {
+        if m == 0 || m > MAX_MODELS {
             return Err("a forecaster has 1 to 8 models");
         }
         if self.ctx.step_ms <= 0 {

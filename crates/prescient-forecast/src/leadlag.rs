@@ -540,6 +540,45 @@ impl LeadLag {
         Some(Adjustment { lead, shifts })
     }
 
+    /// [`LeadLag::adjust`] for a table whose first row is the step starting
+    /// at `start`, which may come later than the step after the last
+    /// update (a plan made while a step is still open starts after it):
+    /// the rows get the shifts of their own steps, those of the steps
+    /// before them included (a shift is the sum of the changes predicted
+    /// up to its step). Before any update, or for a `start` not after the
+    /// last update, as [`LeadLag::adjust`].
+    pub fn adjust_from(
+        &self,
+        follower: &SeriesKey,
+        start: TimestampMs,
+        levels: &[f64],
+        values: &mut [f64],
+    ) -> Option<Adjustment> {
+        let width = levels.len();
+        if width == 0 {
+            return None;
+        }
+        // Steps between the step after the last update and `start`, rounded
+        // to the nearest; past `max_lag` the shifts hold.
+        let skip = self.last_ts.map_or(0, |last| {
+            let ahead = start.saturating_sub(last).saturating_sub(self.step_ms);
+            let steps = (ahead.saturating_add(self.step_ms / 2)).div_euclid(self.step_ms);
+            usize::try_from(steps.max(0))
+                .unwrap_or(usize::MAX)
+                .min(self.config.max_lag)
+        });
+        let rows = values.len() / width;
+        let mut adj = self.adjustment(follower, skip + rows)?;
+        adj.shifts.drain(..skip);
+        for (row, shift) in values.chunks_exact_mut(width).zip(&adj.shifts) {
+            for v in row.iter_mut() {
+                *v += shift;
+            }
+            crate::stats::tidy_rows(row, width);
+        }
+        Some(adj)
+    }
+
     /// Adds the [`LeadLag::adjustment`] of `follower` to a row-major
     /// quantile table of `values.len() / levels.len()` steps, keeping rows
     /// non-negative and non-decreasing; returns it, or `None` (table
@@ -864,6 +903,22 @@ mod tests {
         let mut untouched = vec![1.0, 2.0, 3.0];
         assert!(ll.adjust(&key("s0"), &levels, &mut untouched).is_none());
         assert_eq!(untouched, [1.0, 2.0, 3.0]);
+        // A table starting one step later gets the shifts from step 1 on;
+        // far later, the held shift.
+        let last = 1199 * STEP;
+        let mut later: Vec<f64> = (0..4).flat_map(|_| [0.0, 0.5, 1.0]).collect();
+        let used = ll
+            .adjust_from(&b, last + 2 * STEP, &levels, &mut later)
+            .unwrap();
+        assert_eq!(used.shifts, adj.shifts[1..5]);
+        let mut next: Vec<f64> = (0..5).flat_map(|_| [0.0, 0.5, 1.0]).collect();
+        let same = ll.adjust_from(&b, last + STEP, &levels, &mut next).unwrap();
+        assert_eq!(same.shifts, adj.shifts);
+        let mut far = vec![0.0, 0.5, 1.0];
+        let held = ll
+            .adjust_from(&b, last + 1000 * STEP, &levels, &mut far)
+            .unwrap();
+        assert_eq!(held.shifts, [adj.shifts[4]]);
     }
 
     proptest! {

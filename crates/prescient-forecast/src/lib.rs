@@ -32,6 +32,8 @@ pub mod stats;
 pub mod tails;
 
 pub use ensemble::{Band, Weights};
-pub use forecaster::{ForecastError, MAX_HORIZON, STATE_VERSION, SeriesForecaster, StateError};
+pub use forecaster::{
+    ChangePoint, ForecastError, Forgotten, MAX_HORIZON, STATE_VERSION, SeriesForecaster, StateError,
+};
 pub use model::{DEFAULT_LEVELS, Model, SeriesContext};
 pub use models::{AnyModel, ModelKind};

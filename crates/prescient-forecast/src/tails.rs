@@ -52,6 +52,7 @@
 use std::collections::VecDeque;
 
 use prescient_core::TimestampMs;
+use serde::{Deserialize, Serialize};
 
 /// A day in milliseconds, the experts' default cost half-life.
 const DAY_MS: i64 = 86_400_000;
@@ -78,7 +79,7 @@ pub static EXCEEDANCE: std::sync::LazyLock<[f64; NP]> = std::sync::LazyLock::new
 });
 
 /// Where a tail curve comes from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Expert {
     /// The workload's own last `steps` demands.
     Own {
@@ -105,7 +106,7 @@ pub enum Expert {
 }
 
 /// How the knob sets a host's price of violation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Budget {
     /// The price at which the host's calibrated predicted violation share
     /// is one minus the knob, averaged (in log) over the past day: a price
@@ -134,7 +135,7 @@ pub fn price_of(q: f64, scale: f64) -> f64 {
 
 /// Which experts compete, how the knob prices violations, and how fast
 /// costs forget.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TailConfig {
     /// The experts whose tail curves compete.
     pub experts: Vec<Expert>,
@@ -194,10 +195,12 @@ impl TailConfig {
     /// that forgets with a one-hour half-life), for series observed every
     /// `step_ms`. The agent and the Kubernetes controller always plan with
     /// a capacity, so the other experts' right-sizing allocations would go
-    /// unused; the window keeps about 20 hours, as the default does at
-    /// 5-minute steps, within 240 to 8,192 steps.
+    /// unused. The window keeps 8 hours (eight half-lives: what is older
+    /// weighs under 0.4%), within 240 steps (20 hours at 5-minute steps, as
+    /// the default keeps) and 4,096 (a bound on memory and on saved state
+    /// at short steps).
     pub fn for_planning(step_ms: i64) -> Self {
-        let steps = (20 * 3_600_000 / step_ms.max(1)).clamp(240, 8_192) as usize;
+        let steps = (8 * 3_600_000 / step_ms.max(1)).clamp(240, 4_096) as usize;
         TailConfig {
             experts: vec![Expert::Decayed {
                 half_life_ms: 3_600_000,
@@ -217,7 +220,7 @@ impl TailConfig {
 }
 
 /// The last `cap` values, in arrival order and sorted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SortedWindow {
     cap: usize,
     order: VecDeque<f64>,
@@ -294,7 +297,8 @@ impl SortedWindow {
 /// cancels, so a push never re-weights the values already there, and a
 /// curve is two sums along the window with no power taken per value.
 /// `base` moves up before the weights could overflow.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "SavedWindow", from = "SavedWindow")]
 struct DecayedWindow {
     cap: usize,
     decay: f64,
@@ -400,6 +404,59 @@ impl DecayedWindow {
     }
 }
 
+/// A [`DecayedWindow`] as saved: its values in arrival order (the sorted
+/// view and the weights follow from them).
+#[derive(Serialize, Deserialize)]
+struct SavedWindow {
+    cap: usize,
+    decay: f64,
+    seq: u64,
+    base: u64,
+    max_span: u64,
+    values: Vec<f64>,
+}
+
+impl From<DecayedWindow> for SavedWindow {
+    fn from(w: DecayedWindow) -> Self {
+        SavedWindow {
+            cap: w.cap,
+            decay: w.decay,
+            seq: w.seq,
+            base: w.base,
+            max_span: w.max_span,
+            values: w.order.into_iter().collect(),
+        }
+    }
+}
+
+impl From<SavedWindow> for DecayedWindow {
+    fn from(s: SavedWindow) -> Self {
+        let mut w = DecayedWindow::new(s.cap, s.decay);
+        w.max_span = s.max_span.max(1);
+        // Saved state that does not add up (a window longer than its cap,
+        // values from before the base) loses its oldest values rather than
+        // the whole window.
+        let keep = s.values.len().min(w.cap).min(s.seq as usize);
+        let first = s.seq - keep as u64;
+        w.seq = s.seq;
+        w.base = s.base.min(first);
+        let values = &s.values[s.values.len() - keep..];
+        w.order = values.iter().copied().collect();
+        w.sorted = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let q = first + i as u64;
+                (v, q, w.weight(q))
+            })
+            .collect();
+        // Sorted by value then seq, as pushes keep it.
+        w.sorted
+            .sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        w
+    }
+}
+
 /// A cursor over a weighted sorted window: the exceedance of point `i`
 /// falls as `i` rises, so asking for falling exceedances walks up once.
 #[derive(Clone)]
@@ -458,7 +515,7 @@ fn tail_slope(max: f64, below: f64) -> f64 {
 /// A sliding-window histogram of positive ratios on a log scale: constant
 /// time to add, one pass for a whole tail curve. Pools ratios from every
 /// workload of a host, which a sorted window could not hold cheaply.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct LogHist {
     counts: Vec<u32>,
     order: VecDeque<u32>,
@@ -578,7 +635,7 @@ impl LogHist {
 }
 
 /// What one workload's experts remember.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SeriesMem {
     own: Vec<SortedWindow>,
     /// Per expert: the decayed window of a `Decayed` expert (empty otherwise).
@@ -657,7 +714,11 @@ impl Hull {
 /// One host's tail curves: every series' memory under every expert, the
 /// curves and hulls of the last [`HostTails::allocate`], the prices and
 /// the experts' costs. Pure: fed demands, it hands out allocations.
-#[derive(Debug, Clone)]
+///
+/// It serialises (serde) with what it learnt and without what
+/// [`HostTails::allocate`] rebuilds: a restored host gives the same
+/// allocations as one that ran through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostTails {
     config: TailConfig,
     knobs: Vec<f64>,
@@ -669,8 +730,11 @@ pub struct HostTails {
     /// A new series' memory, for [`HostTails::add_series`].
     fresh: SeriesMem,
     pools: Vec<Option<LogHist>>,
-    /// `curves[(e * n + s)]`: series s's curve under expert e.
+    /// `curves[(e * n + s)]`: series s's curve under expert e (rebuilt by
+    /// every allocation, so not saved).
+    #[serde(skip)]
     curves: Vec<[f64; NP]>,
+    #[serde(skip)]
     hulls: Vec<Hull>,
     /// Decayed realised violations and predicted violations (the sum of
     /// the exceedance probabilities of the allocations made) per (knob,
@@ -701,6 +765,7 @@ pub struct HostTails {
     demand_sum: f64,
     demand_count: f64,
     last_ts: Option<TimestampMs>,
+    #[serde(skip)]
     breaks: Vec<(f64, f64)>,
 }
 
@@ -836,6 +901,11 @@ impl HostTails {
     /// Builds every present series' curve and hull under every expert.
     fn build_curves(&mut self, present: &[usize]) {
         let n = self.series.len();
+        if self.curves.len() != self.experts() * n {
+            // Restored from saved state, which leaves them out.
+            self.curves = vec![[0.0; NP]; self.experts() * n];
+            self.hulls = vec![Hull::empty(); self.experts() * n];
+        }
         let eps = 1e-2 * self.scale();
         let ps = &*EXCEEDANCE;
         for e in 0..self.experts() {
@@ -1276,14 +1346,14 @@ mod tests {
     }
 
     #[test]
-    fn the_planning_config_keeps_about_twenty_hours() {
+    fn the_planning_config_keeps_eight_hours_within_bounds() {
         let steps = |step_ms| match TailConfig::for_planning(step_ms).experts[0] {
             Expert::Decayed { steps, .. } => steps,
             e => panic!("{e:?}"),
         };
         assert_eq!(steps(300_000), 240);
-        assert_eq!(steps(10_000), 7_200);
-        assert_eq!(steps(1_000), 8_192);
+        assert_eq!(steps(10_000), 2_880);
+        assert_eq!(steps(1_000), 4_096);
         assert_eq!(steps(3_600_000), 240);
         assert_eq!(TailConfig::levels().len(), NP);
     }
@@ -1330,6 +1400,52 @@ mod tests {
                 "point {h}: {} vs {want}",
                 got[h]
             );
+        }
+    }
+
+    #[test]
+    fn a_host_restored_from_its_saved_state_allocates_as_one_that_ran_through() {
+        for config in [TailConfig::default(), TailConfig::for_planning(10_000)] {
+            let knobs = [0.9, 0.99];
+            let mut a = HostTails::new(config.clone(), 3, 10_000, 5, &knobs);
+            let mut x = 99u64;
+            let mut demand = |t: i64| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                [
+                    1.0 + (x >> 61) as f64,
+                    0.2 + ((x >> 40) % 100) as f64 / 100.0,
+                    (t % 7) as f64,
+                ]
+            };
+            let mut out = [0.0; 6];
+            for t in 0..3_000i64 {
+                a.allocate(&[0, 1, 2], &mut out);
+                a.observe(t * 10_000, &[0, 1, 2], &demand(t));
+            }
+            let bytes = postcard::to_stdvec(&a).unwrap();
+            let mut b: HostTails = postcard::from_bytes(&bytes).unwrap();
+            for t in 3_000..3_100i64 {
+                let (mut oa, mut ob) = ([0.0; 6], [0.0; 6]);
+                a.allocate(&[0, 1, 2], &mut oa);
+                b.allocate(&[0, 1, 2], &mut ob);
+                assert_eq!(oa, ob, "step {t}");
+                for s in 0..3 {
+                    for e in 0..config.experts.len() {
+                        assert_eq!(a.curve(e, s), b.curve(e, s), "step {t} series {s}");
+                    }
+                }
+                let d = demand(t);
+                a.observe(t * 10_000, &[0, 1, 2], &d);
+                b.observe(t * 10_000, &[0, 1, 2], &d);
+            }
+            // The decayed windows are saved as their values alone.
+            if config.experts.len() == 1 {
+                assert!(bytes.len() < 3 * 2_880 * 9 + 4_096, "{} bytes", bytes.len());
+            }
+            // Garbage does not decode into a host.
+            assert!(postcard::from_bytes::<HostTails>(&bytes[..bytes.len() / 2]).is_err());
         }
     }
 }

@@ -261,7 +261,10 @@ fn priorities(trace: &ReplayTrace, no_priorities: &dyn Policy, vpa: &dyn Policy)
         );
     };
     row("(prescient, split in proportion)", prop);
-    row("(prescient, nothing critical)", split_of(&Prescient::default()));
+    row(
+        "(prescient, nothing critical)",
+        split_of(&Prescient::default()),
+    );
     let marked = |priority: u32, weight: f64, slo: f64| Prescient {
         critical: Some(Critical {
             one_in: 5,

@@ -323,3 +323,73 @@ pub fn no_reload() -> Result<Config, ConfigError> {
         source: std::io::Error::other("no reload in this test"),
     })
 }
+
+/// What a [`FakeTraining`] was asked: (series, from, to).
+pub type TrainingCall = (Vec<SeriesKey>, TimestampMs, TimestampMs);
+
+/// A training source for the learned model: three days of a daily cycle
+/// for each series asked (at 5 minutes, scaled by the series' resource),
+/// or an error while `fail` is set. Records what it was asked.
+pub struct FakeTraining {
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<TrainingCall>>>,
+    pub fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeTraining {
+    pub fn new() -> Self {
+        FakeTraining {
+            calls: Default::default(),
+            fail: Default::default(),
+        }
+    }
+
+    /// A source sharing this one's record and switch (to hand to an agent).
+    pub fn handle(&self) -> Box<FakeTraining> {
+        Box::new(FakeTraining {
+            calls: std::sync::Arc::clone(&self.calls),
+            fail: std::sync::Arc::clone(&self.fail),
+        })
+    }
+}
+
+impl prescient_agent::learned::TrainingSource for FakeTraining {
+    fn history(
+        &mut self,
+        keys: &[SeriesKey],
+        from: TimestampMs,
+        to: TimestampMs,
+    ) -> Result<Vec<prescient_forecast::learned::TrainingSeries>, String> {
+        self.calls.lock().unwrap().push((keys.to_vec(), from, to));
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the store is locked (a test said so)".into());
+        }
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let scale = if k.resource == prescient_core::Resource::Memory {
+                    GIB as f64
+                } else {
+                    1.0
+                };
+                prescient_forecast::learned::TrainingSeries {
+                    step_ms: 300_000,
+                    start_ms: to - 3 * 86_400_000,
+                    values: (0..3 * 288)
+                        .map(|t| {
+                            let tod = (t % 288) as f64 / 288.0;
+                            scale * (1.0 + 0.5 * (tod * std::f64::consts::TAU).sin())
+                        })
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Small trainings, for tests: the agent's settings with fewer trees.
+pub fn small_training() -> prescient_forecast::learned::TrainConfig {
+    prescient_forecast::learned::TrainConfig {
+        rounds: 15,
+        ..prescient_agent::learned::agent_train_config()
+    }
+}

@@ -71,6 +71,19 @@ impl Bin {
         self.s2 *= f;
     }
 
+    /// Scales every value the bin holds by `r`.
+    fn scale_values(&mut self, r: f64) {
+        self.s *= r;
+        self.s2 *= r * r;
+    }
+
+    /// Takes back the scaling by `r` of one value `v` (weight `w`) that
+    /// [`Bin::scale_values`] made `r v`.
+    fn unscale_value(&mut self, v: f64, w: f64, r: f64) {
+        self.s -= w * v * (r - 1.0);
+        self.s2 -= w * v * v * (r * r - 1.0);
+    }
+
     fn merge(&mut self, o: &Bin) {
         self.w += o.w;
         self.s += o.s;
@@ -165,6 +178,80 @@ impl SeasonalProfile {
             }
         }
         Some((mean, var))
+    }
+
+    /// A lasting change of level by `delta` that began before the values
+    /// `learnt_since` (the observations since the change, as learnt).
+    ///
+    /// The profile is scaled so that its daily mean moves by `delta`: its
+    /// shape by time of day and week is kept, and its swing scales with the
+    /// level (a workload whose demand doubles usually doubles its daily
+    /// swing too; and a scaled profile never goes below zero, which a
+    /// profile moved down by a constant would in its troughs). The values
+    /// in `learnt_since` were at the new level already and are not scaled.
+    /// The correction toward the current level (which has followed the
+    /// change since it began) loses what the profile gained at the next
+    /// step, so the next steps' forecasts are unchanged and only those
+    /// further out, where the correction has faded, move. Returns whether
+    /// the profile moved (not without data or with a `delta` that is not
+    /// finite or 0).
+    pub(crate) fn move_level(&mut self, delta: f64, learnt_since: &[(TimestampMs, f64)]) -> bool {
+        if !delta.is_finite() || delta == 0.0 {
+            return false;
+        }
+        // The values since the change as they were added: (ts, value, day
+        // weight, week weight), weights as they are after any rescaling.
+        let reference = self.reference_ms.unwrap_or(0) as f64;
+        let since: Vec<(TimestampMs, f64, f64, f64)> = learnt_since
+            .iter()
+            .filter(|(ts, _)| self.last_ts.is_some_and(|l| *ts <= l))
+            .filter_map(|&(ts, v)| {
+                let age = ts as f64 - reference;
+                Some((
+                    ts,
+                    usable(v)?,
+                    (age / DAY_HALF_LIFE_MS as f64).exp2(),
+                    (age / WEEK_HALF_LIFE_MS as f64).exp2(),
+                ))
+            })
+            .collect();
+        // The daily mean before the change: the day bins without the values
+        // since.
+        let mut old = self.day.clone();
+        for &(ts, v, wd, _) in &since {
+            let b = &mut old[day_bin(ts) as usize];
+            b.w -= wd;
+            b.s -= wd * v;
+        }
+        let means: Vec<f64> = old
+            .iter()
+            .filter(|b| b.w > 1e-12 * self.day.iter().map(|b| b.w).fold(0.0, f64::max))
+            .map(|b| b.s / b.w)
+            .collect();
+        if means.is_empty() {
+            return false;
+        }
+        let mean = means.iter().sum::<f64>() / means.len() as f64;
+        if mean.is_nan() || mean <= 0.0 {
+            return false;
+        }
+        let r = ((mean + delta) / mean).max(0.0);
+        let next = self.last_ts.map(|l| l.saturating_add(self.step_ms));
+        let before = next.and_then(|t| self.profile(t));
+        for b in self.day.iter_mut().chain(self.week.iter_mut()) {
+            b.scale_values(r);
+        }
+        for &(ts, v, wd, ww) in &since {
+            self.day[day_bin(ts) as usize].unscale_value(v, wd, r);
+            self.week[week_bin(ts) as usize].unscale_value(v, ww, r);
+        }
+        // The correction reaches the next step faded by one step.
+        let fade = (-(self.step_ms as f64) / CORRECTION_MS).exp();
+        self.departure -= match (next.and_then(|t| self.profile(t)), before) {
+            (Some((after, _)), Some((before, _))) => (after - before) / fade,
+            _ => delta,
+        };
+        true
     }
 
     fn rescale_if_needed(&mut self, ts: TimestampMs) {

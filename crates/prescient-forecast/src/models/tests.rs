@@ -167,3 +167,58 @@ fn model_kinds_parse_and_round_trip() {
     let err = "arima".parse::<ModelKind>().unwrap_err();
     assert!(err.to_string().contains("'arima'"), "{err}");
 }
+
+#[test]
+fn a_seasonal_profile_moved_to_a_new_level_keeps_its_shape_and_its_next_steps() {
+    // Three days of the cycle, then two hours of it doubled.
+    let mut plain = SeasonalProfile::new(ctx());
+    let shift_at = 3 * DAY;
+    let truth = |ts: i64| daily(ts) * if ts >= shift_at { 2.0 } else { 1.0 };
+    let mut since = Vec::new();
+    for t in 0..(3 * DAY + 2 * 3_600_000) / STEP {
+        let ts = t * STEP;
+        plain.update(ts, truth(ts));
+        if ts >= shift_at {
+            since.push((ts, truth(ts)));
+        }
+    }
+    let last = since.last().unwrap().0;
+    let mut moved = plain.clone();
+    // The cycle's mean is 10: doubled, it moves by 10.
+    assert!(moved.move_level(10.0, &since));
+    let median = |m: &SeasonalProfile, ts: i64| forecast(m, ts, 1, &[0.5])[0];
+    // The next step: the correction had followed most of the new level
+    // already, and still serves it (no jump of the whole shift on top).
+    let next = last + STEP;
+    let (m, p) = (median(&moved, next), median(&plain, next));
+    assert!((m - p).abs() < 1e-9, "next step: moved {m}, plain {p}");
+    // A day on, at every time of day (the doubled hours included, which
+    // must not have been scaled twice), the doubled cycle.
+    let mut worst_moved = 0.0f64;
+    let mut worst_plain = 0.0f64;
+    for k in 0..288 {
+        let ts = last + DAY + k * STEP;
+        let want = 2.0 * daily(ts);
+        worst_moved = worst_moved.max((median(&moved, ts) - want).abs());
+        worst_plain = worst_plain.max((median(&plain, ts) - want).abs());
+    }
+    // The profile smooths over an hour of the cycle: 0.5 off at most.
+    assert!(worst_moved < 0.5, "moved profile off by {worst_moved}");
+    assert!(
+        worst_plain > 5.0,
+        "the unmoved profile is off by {worst_plain}"
+    );
+    // A fall to nothing scales it to zero, never below.
+    let mut gone = plain.clone();
+    assert!(gone.move_level(-50.0, &since));
+    assert!(
+        (0..288).all(|k| median(&gone, last + DAY + k * STEP) >= 0.0),
+        "negative forecasts"
+    );
+    // Bad input, or no data, moves nothing.
+    let mut same = plain.clone();
+    assert!(!same.move_level(f64::NAN, &since));
+    assert!(!same.move_level(0.0, &since));
+    assert_eq!(same, plain);
+    assert!(!SeasonalProfile::new(ctx()).move_level(1.0, &[]));
+}

@@ -12,8 +12,9 @@ use prescient_solver::fmt_amount;
 use prescient_store::Store;
 
 /// Show the workloads the agent tracks (with their last usage and forecast
-/// accuracy), the current plan of each pool, and the last limit changes,
-/// from the agent's store.
+/// accuracy), each series' forecaster (ensemble weights one step and a day
+/// ahead, and calibration), the current plan of each pool, and the last
+/// limit changes, from the agent's store.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The store (default: PRESCIENT_STORE, else the configuration's default).
@@ -23,6 +24,21 @@ pub struct StatusArgs {
     /// How many of the last audited changes to show.
     #[arg(long, value_name = "N", default_value_t = 10)]
     changes: usize,
+
+    /// The quantile level to show the forecasters' weights and calibration
+    /// at (default: each series' SLO quantile when the agent calibrates one
+    /// besides the fixed levels, else 0.95).
+    #[arg(long, value_name = "Q", value_parser = level)]
+    level: Option<f64>,
+}
+
+fn level(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(q) if q > 0.0 && q < 1.0 => Ok(q),
+        _ => Err(format!(
+            "{s:?} is not a quantile level: expected a number strictly between 0 and 1, such as 0.95"
+        )),
+    }
 }
 
 pub fn run(args: StatusArgs) -> Result<()> {
@@ -37,7 +53,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         );
     }
     let mut store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let s = status::read(&mut store, args.changes)?;
+    let s = status::read(&mut store, args.changes, args.level)?;
     println!(
         "store {}: {} series, {} samples{}",
         path.display(),
@@ -101,6 +117,72 @@ pub fn run(args: StatusArgs) -> Result<()> {
     }
     println!("\nworkloads\n{t}");
 
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "workload",
+        "resource",
+        "learnt",
+        "level",
+        "weights one step ahead",
+        "weights a day ahead",
+        "calibration one step ahead",
+        "calibration a day ahead",
+    ]);
+    let mut any = false;
+    for w in &s.workloads {
+        for x in &w.series {
+            let Some(f) = &x.forecaster else { continue };
+            any = true;
+            let f = match f {
+                Ok(f) => f,
+                Err(e) => {
+                    t.add_row([
+                        w.name.clone(),
+                        x.resource.to_string(),
+                        format!("saved state unreadable: {e}"),
+                    ]);
+                    continue;
+                }
+            };
+            t.add_row([
+                w.name.clone(),
+                x.resource.to_string(),
+                format!("{} steps", f.observations),
+                if f.weights_level == f.level {
+                    format!("{}", f.level)
+                } else {
+                    format!("{} (weights at {})", f.level, f.weights_level)
+                },
+                weights(&f.step),
+                weights(&f.day),
+                f.one_step.map_or_else(
+                    || "not scored yet".to_string(),
+                    |c| {
+                        format!(
+                            "covers {:.1}% of {} steps, offset {:+.2} x volatility",
+                            c.coverage * 100.0,
+                            c.scored,
+                            c.offset
+                        )
+                    },
+                ),
+                match f.day_offset {
+                    Some(o) => format!(
+                        "median {}{} from {} checks",
+                        if o < 0.0 { "-" } else { "+" },
+                        fmt_amount(x.resource, o.abs()),
+                        f.day_checks
+                    ),
+                    None => format!("not yet ({} checks)", f.day_checks),
+                },
+            ]);
+        }
+    }
+    if any {
+        println!("\nforecasters (ensemble weights by model; calibration at the level)\n{t}");
+    }
+
     for p in &s.plans {
         let mut t = Table::new();
         t.load_style(UTF8_FULL_CONDENSED);
@@ -146,4 +228,12 @@ pub fn run(args: StatusArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// "seasonal 0.30, recent 0.41, ...".
+fn weights(w: &[(String, f64)]) -> String {
+    w.iter()
+        .map(|(m, x)| format!("{m} {x:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
