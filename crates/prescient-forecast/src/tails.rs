@@ -100,7 +100,8 @@ pub enum Expert {
     Decayed {
         /// Half-life of a demand's weight.
         half_life_ms: i64,
-        /// Steps of history kept (older ones weigh almost nothing).
+        /// Steps of history kept (older ones weigh almost nothing), at
+        /// most [`MAX_WINDOW`].
         steps: usize,
     },
 }
@@ -290,21 +291,22 @@ impl SortedWindow {
 /// pushes): a weighted empirical distribution that forgets smoothly.
 ///
 /// A live planner holds one per container and resource, so it is kept
-/// small: values and their push numbers in two arrays (12 bytes a value
+/// small: values and their push numbers in two arrays (10 bytes a value
 /// rather than 16 for `(f64, u64)` pairs), grown up to `cap` and no
 /// further, and the weights of [`DecayedWindow::curve`] in the caller's
-/// scratch. Push numbers wrap at 2^32: an age is a difference of at most
-/// `cap` pushes, so wrapping never confuses two of them.
+/// scratch. Push numbers wrap at 2^16: an age is a difference of less
+/// than `cap` pushes, and `cap` is at most [`MAX_WINDOW`], so wrapping
+/// never confuses two of them.
 #[derive(Debug, Clone)]
 struct DecayedWindow {
     cap: usize,
     decay: f64,
     /// Pushes so far (wrapping); a value's age is `seq - its seq - 1`.
-    seq: u32,
+    seq: u16,
     /// The values, sorted (equal ones in push order).
     values: Vec<f64>,
     /// `seqs[i]`: the push number of `values[i]`.
-    seqs: Vec<u32>,
+    seqs: Vec<u16>,
     /// `decay^age` for every age in the window (shared).
     pow: Arc<[f64]>,
 }
@@ -326,8 +328,9 @@ fn decay_table(decay: f64, cap: usize) -> Arc<[f64]> {
         .clone()
 }
 
-/// The largest window a [`DecayedWindow`] keeps (ages must fit in `i32`).
-const MAX_WINDOW: usize = 1 << 30;
+/// The largest window a [`DecayedWindow`] keeps (push numbers are 16-bit):
+/// at any half-life of a few steps or more, values that old weigh nothing.
+pub const MAX_WINDOW: usize = u16::MAX as usize;
 
 /// Makes room for one more element in `v`, growing geometrically but
 /// never beyond `cap` (a `Vec` left to itself would reach the next power
@@ -357,7 +360,8 @@ impl DecayedWindow {
     fn push(&mut self, v: f64) {
         if self.values.len() == self.cap {
             // The oldest value has seq `self.seq - cap`.
-            let old = self.seq.wrapping_sub(self.cap as u32);
+            // (`cap` <= MAX_WINDOW fits in 16 bits.)
+            let old = self.seq.wrapping_sub(self.cap as u16);
             if let Some(i) = self.seqs.iter().position(|&q| q == old) {
                 self.values.remove(i);
                 self.seqs.remove(i);
@@ -1450,6 +1454,26 @@ mod tests {
         w.curve(&*EXCEEDANCE, 0.01, &mut c, &mut Vec::new());
         assert!(c.windows(2).all(|p| p[0] <= p[1]), "{c:?}");
         assert!(c[NP - 1] > 2.0);
+    }
+
+    #[test]
+    fn push_numbers_wrap_without_confusing_ages() {
+        // Past 2^16 pushes the window reads as one fed only its last values.
+        let v = |i: usize| ((i * 7919) % 101) as f64 * 0.01;
+        let mut long = DecayedWindow::new(50, 0.9);
+        for i in 0..70_000 {
+            long.push(v(i));
+        }
+        let mut short = DecayedWindow::new(50, 0.9);
+        for i in 70_000 - 50..70_000 {
+            short.push(v(i));
+        }
+        let (mut a, mut b) = ([0.0; NP], [0.0; NP]);
+        long.curve(&*EXCEEDANCE, 0.01, &mut a, &mut Vec::new());
+        short.curve(&*EXCEEDANCE, 0.01, &mut b, &mut Vec::new());
+        assert_eq!(a, b);
+        assert_eq!(long.values.len(), 50);
+        assert_eq!(DecayedWindow::new(usize::MAX, 0.9).cap, MAX_WINDOW);
     }
 
     #[test]
