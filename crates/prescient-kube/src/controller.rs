@@ -7,9 +7,10 @@
 //! (recommend mode). API errors are reported with the pod and status and
 //! never stop the loop.
 //!
-//! State: everything but the forecasters and the resize history is
-//! re-read from the API server (the watches), so a restarted controller
-//! only relearns usage (from Prometheus history when it has it).
+//! State: everything but what the planner learnt of usage (tail curves,
+//! forecasters while they are cold) and the resize history is re-read
+//! from the API server (the watches), so a restarted controller only
+//! relearns usage (from Prometheus history when it has it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -480,19 +481,17 @@ impl Controller {
             .iter()
             .map(|(ns, pod)| (ns.as_str(), pod.as_str()))
             .collect();
-        let usage: UsageMap = usage
-            .into_iter()
-            .filter(|((ns, pod, _), _)| live.contains(&(ns.as_str(), pod.as_str())))
-            .collect();
-        self.planner.observe(&usage, now);
+
+        // 3. The nodes as the watches hold them now (read in place, under
+        // the lock: no copy of 50,000 pods), with the usage: the planner
+        // learns it (only managed pods', where they run), then plans.
+        let (snapshots, problems) = lock(&self.state).snapshots(node.as_deref(), &usage);
+        drop(usage);
+        report.problems.extend(problems);
+        self.planner.observe(&snapshots, now);
         self.planner.retain(|ns, pod| live.contains(&(ns, pod)));
         self.reported
             .retain(|(ns, pod), _| live.contains(&(ns.as_str(), pod.as_str())));
-
-        // 3. Plans, from the objects as the watches hold them now (read in
-        // place, under the lock: no copy of 50,000 pods).
-        let (snapshots, problems) = lock(&self.state).snapshots(node.as_deref(), &usage);
-        report.problems.extend(problems);
         report.nodes = self.planner.plan_nodes(&snapshots, now);
 
         // 4. Act.
@@ -644,8 +643,9 @@ impl Controller {
 
     /// Reads the history of the managed pods not read yet (or whose last
     /// read failed and is due again), at most `pods_per_cycle` of them, in
-    /// range queries over batches of one namespace's pods, and trains
-    /// their forecasters on it. A failed batch is a problem of the cycle,
+    /// range queries over batches of one namespace's pods, and has the
+    /// planner learn it ([`Planner::learn_history`]). A failed batch is a
+    /// problem of the cycle,
     /// tried again after a backoff.
     async fn load_history(
         &mut self,
