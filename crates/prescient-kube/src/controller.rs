@@ -32,8 +32,8 @@ use crate::crd::{PrescientPolicy, Recommendation};
 use crate::plan::{Action, AttemptResult, NodePlan, Planner, PlannerConfig, PodPlan};
 use crate::quantity::{format_cpu, format_memory};
 use crate::snapshot::{
-    FIELD_MANAGER, NodeSnapshot, ResizeStatus, UsageMap, WatchedPod, node_snapshot, policy_for,
-    trim,
+    FIELD_MANAGER, NodeSnapshot, ResizeStatus, SnapshotContext, UsageMap, WatchedPod,
+    node_snapshot_in, policy_for, trim,
 };
 use crate::usage::{
     HistoryConfig, UsageSource, fill_history_query, metrics_api_usage, prometheus_history,
@@ -226,13 +226,15 @@ impl ClusterState {
         let pdbs: Vec<&PodDisruptionBudget> = self.pdbs.iter().collect();
         let policies: Vec<&PrescientPolicy> = self.policies.iter().collect();
         let nodes: Vec<&Node> = self.planned_nodes(node).collect();
+        // Indexed once for every node.
+        let context = SnapshotContext::new(&pdbs, &policies, usage);
         let results: Vec<Result<NodeSnapshot, String>> = nodes
             .par_iter()
             .map(|n| {
                 let pods = by_node
                     .get(n.metadata.name.as_deref().unwrap_or(""))
                     .map_or(&[][..], Vec::as_slice);
-                node_snapshot(n, pods, &pdbs, &policies, usage)
+                node_snapshot_in(n, pods, &context)
             })
             .collect();
         let mut snapshots = Vec::with_capacity(results.len());
