@@ -336,10 +336,14 @@ struct NodeTails {
     batch: Vec<(u32, u32, Usage)>,
     /// When the tails last took a sample.
     last_fed: Option<TimestampMs>,
+    /// Where this node's tail steps start (ms into a tail step): nodes
+    /// take their samples in different cycles, so that no cycle does all
+    /// the work.
+    phase_ms: i64,
 }
 
 impl NodeTails {
-    fn new(name: &str, tail_step_ms: i64) -> Self {
+    fn new(name: &str, tail_step_ms: i64, step_ms: i64) -> Self {
         // Only the curves are read: the knob the tails would allocate at
         // does not matter.
         let make = || {
@@ -359,7 +363,23 @@ impl NodeTails {
             dirty: Vec::new(),
             batch: Vec::new(),
             last_fed: None,
+            phase_ms: tail_phase(name, tail_step_ms, step_ms),
         }
+    }
+
+    /// Whether a sample is due at `ts`: the first one, then one in each of
+    /// the node's tail steps. Cycles are not exactly one step apart: a
+    /// cycle within half a step of the next tail step counts in it.
+    fn due(&self, ts: TimestampMs, tail_step_ms: i64, step_ms: i64) -> bool {
+        let Some(last) = self.last_fed else {
+            return true;
+        };
+        let slot = |t: TimestampMs| {
+            t.saturating_sub(self.phase_ms)
+                .saturating_add(step_ms / 2)
+                .div_euclid(tail_step_ms.max(1))
+        };
+        ts < last || slot(ts) > slot(last)
     }
 
     /// Containers in it.
@@ -532,7 +552,7 @@ impl Planner {
         if let Some(&i) = self.node_index.get(name) {
             return i;
         }
-        let tails = NodeTails::new(name, self.tail_step_ms);
+        let tails = NodeTails::new(name, self.tail_step_ms, self.config.step_ms);
         let i = match self.free_nodes.pop() {
             Some(i) => {
                 self.nodes[i as usize] = Some(tails);
@@ -675,18 +695,14 @@ impl Planner {
                 }
             });
         // Tails: a sample every tail step; curves rebuilt where they moved.
-        // Cycles are not exactly one step apart: a sample is due half a
-        // step early.
-        let due_after = self.tail_step_ms - self.config.step_ms / 2;
+        let (tail_step, step) = (self.tail_step_ms, self.config.step_ms);
         self.nodes.par_iter_mut().flatten().for_each(|node| {
             // (A container listed on two nodes at once, which the API
             // server does not allow, lost its first slot: skip it.)
             let slots = &node.slots;
             node.batch
                 .retain(|&(s, id, _)| slots.get(s as usize) == Some(&Some(id)));
-            let due = node
-                .last_fed
-                .is_none_or(|last| ts - last >= due_after || ts < last);
+            let due = node.due(ts, tail_step, step);
             let mut refresh: Vec<usize> = node.dirty.drain(..).map(|s| s as usize).collect();
             if due && !node.batch.is_empty() {
                 let mut present = Vec::with_capacity(node.batch.len());
@@ -1462,6 +1478,17 @@ fn warm_in(nodes: &[Option<NodeTails>], state: &ContainerState, r: usize, min: u
         .unwrap_or(false)
 }
 
+/// Where node `name`'s tail steps start: a whole number of steps into a
+/// tail step, from a hash of its name (FNV-1a), so that nodes spread their
+/// samples evenly over the cycles of a tail step.
+fn tail_phase(name: &str, tail_step_ms: i64, step_ms: i64) -> i64 {
+    let steps = (tail_step_ms / step_ms.max(1)).max(1) as u64;
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % steps) as i64 * step_ms.max(1)
+}
+
 /// The most samples a planning tail keeps at `tail_step_ms`.
 fn tail_window(tail_step_ms: i64) -> usize {
     TailConfig::for_planning(tail_step_ms)
@@ -2013,20 +2040,25 @@ mod tests {
         let cpu = |minute: i64| 0.4 + 0.05 * (minute % 7) as f64;
         let mut reference =
             HostTails::new(TailConfig::for_planning(300_000), 1, 300_000, 0, &[0.95]);
-        for minute in 0..=55 {
+        let mut feeds = Vec::new();
+        let mut minute = 0;
+        while reference.observations(0) < 12 {
             let ts = T0 + minute * 60_000;
             planner.observe(&[using(&n, cpu(minute))], ts);
-            if minute % 5 == 0 {
+            if planner.node("n1").unwrap().1.last_fed == Some(ts) {
                 reference.observe(ts, &[0], &[cpu(minute)]);
+                feeds.push(minute);
             }
             let (demand, source) = match cpu_demand(&planner, &n, "web") {
                 Some(d) => d,
                 None => {
                     assert!(minute < 2, "minute {minute}: planned from 3 samples");
+                    minute += 1;
                     continue;
                 }
             };
-            if minute < 55 {
+            minute += 1;
+            if reference.observations(0) < 12 {
                 // 11 tail samples or fewer: the forecaster.
                 assert_eq!(source, Source::Forecaster, "minute {minute}");
                 assert_eq!(demand.levels.len(), DEFAULT_LEVELS.len());
@@ -2041,6 +2073,14 @@ mod tests {
                 assert_eq!(planner.forecaster_count(), 0);
             }
         }
+        // The first sample at once, then one every 5 minutes, in the
+        // node's own phase.
+        assert_eq!(feeds[0], 0);
+        assert!(
+            feeds.windows(2).skip(1).all(|w| w[1] - w[0] == 5),
+            "{feeds:?}"
+        );
+        let end = minute;
         assert_eq!(
             planner.source("ns", "web", "app", Resource::Memory),
             Some(Source::Tails)
@@ -2050,16 +2090,46 @@ mod tests {
             horizon_steps: 3,
             ..Default::default()
         });
-        for minute in 0..=55 {
+        for minute in 0..end {
             long.observe(&[using(&n, cpu(minute))], T0 + minute * 60_000);
         }
         let (demand, source) = cpu_demand(&long, &n, "web").unwrap();
         assert_eq!(source, Source::Tails);
         assert_eq!(demand.values, reference.curve(0, 0).repeat(3));
         // The plan follows the tails: the SLO quantile of what was seen.
-        let cp = &planner.plan_node(&using(&n, 0.5), T0 + 56 * 60_000).pods[0].containers[0];
+        let cp = &planner.plan_node(&using(&n, 0.5), T0 + end * 60_000).pods[0].containers[0];
         let request = cp.cpu.unwrap().request;
         assert!((0.65..=0.8).contains(&request), "{cp:?}");
+    }
+
+    #[test]
+    fn nodes_take_their_tail_samples_in_different_cycles() {
+        // 1,000 nodes over the 5 one-minute cycles of a tail step.
+        let mut per_phase = [0; 5];
+        for i in 0..1000 {
+            let phase = tail_phase(&format!("node-{i}"), 300_000, 60_000);
+            per_phase[(phase / 60_000) as usize] += 1;
+        }
+        assert!(
+            per_phase.iter().all(|&n| (150..=250).contains(&n)),
+            "{per_phase:?}"
+        );
+        // Cycles a little early or late still take one sample a step.
+        let mut n = NodeTails::new("n", 300_000, 60_000);
+        n.phase_ms = 0;
+        let mut taken = Vec::new();
+        for (k, jitter) in (0..30).zip([0, 2_000, -3_000, 1_000, -1_000].into_iter().cycle()) {
+            let ts = T0 + k * 60_000 + jitter;
+            if n.due(ts, 300_000, 60_000) {
+                n.last_fed = Some(ts);
+                taken.push(k);
+            }
+        }
+        assert_eq!(taken.len(), 7, "{taken:?}");
+        assert!(
+            taken.windows(2).skip(1).all(|w| w[1] - w[0] == 5),
+            "{taken:?}"
+        );
     }
 
     #[test]
