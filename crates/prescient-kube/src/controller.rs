@@ -7,9 +7,10 @@
 //! (recommend mode). API errors are reported with the pod and status and
 //! never stop the loop.
 //!
-//! State: everything but the forecasters and the resize history is
-//! re-read from the API server (the watches), so a restarted controller
-//! only relearns usage (from Prometheus history when it has it).
+//! State: everything but what the planner learnt of usage (tail curves,
+//! forecasters while they are cold) and the resize history is re-read
+//! from the API server (the watches), so a restarted controller only
+//! relearns usage (from Prometheus history when it has it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -31,8 +32,8 @@ use crate::crd::{PrescientPolicy, Recommendation};
 use crate::plan::{Action, AttemptResult, NodePlan, Planner, PlannerConfig, PodPlan};
 use crate::quantity::{format_cpu, format_memory};
 use crate::snapshot::{
-    FIELD_MANAGER, NodeSnapshot, ResizeStatus, UsageMap, WatchedPod, node_snapshot, policy_for,
-    trim,
+    FIELD_MANAGER, NodeSnapshot, ResizeStatus, SnapshotContext, UsageMap, WatchedPod,
+    node_snapshot_in, policy_for, trim,
 };
 use crate::usage::{
     HistoryConfig, UsageSource, fill_history_query, metrics_api_usage, prometheus_history,
@@ -225,13 +226,15 @@ impl ClusterState {
         let pdbs: Vec<&PodDisruptionBudget> = self.pdbs.iter().collect();
         let policies: Vec<&PrescientPolicy> = self.policies.iter().collect();
         let nodes: Vec<&Node> = self.planned_nodes(node).collect();
+        // Indexed once for every node.
+        let context = SnapshotContext::new(&pdbs, &policies, usage);
         let results: Vec<Result<NodeSnapshot, String>> = nodes
             .par_iter()
             .map(|n| {
                 let pods = by_node
                     .get(n.metadata.name.as_deref().unwrap_or(""))
                     .map_or(&[][..], Vec::as_slice);
-                node_snapshot(n, pods, &pdbs, &policies, usage)
+                node_snapshot_in(n, pods, &context)
             })
             .collect();
         let mut snapshots = Vec::with_capacity(results.len());
@@ -480,19 +483,17 @@ impl Controller {
             .iter()
             .map(|(ns, pod)| (ns.as_str(), pod.as_str()))
             .collect();
-        let usage: UsageMap = usage
-            .into_iter()
-            .filter(|((ns, pod, _), _)| live.contains(&(ns.as_str(), pod.as_str())))
-            .collect();
-        self.planner.observe(&usage, now);
+
+        // 3. The nodes as the watches hold them now (read in place, under
+        // the lock: no copy of 50,000 pods), with the usage: the planner
+        // learns it (only managed pods', where they run), then plans.
+        let (snapshots, problems) = lock(&self.state).snapshots(node.as_deref(), &usage);
+        drop(usage);
+        report.problems.extend(problems);
+        self.planner.observe(&snapshots, now);
         self.planner.retain(|ns, pod| live.contains(&(ns, pod)));
         self.reported
             .retain(|(ns, pod), _| live.contains(&(ns.as_str(), pod.as_str())));
-
-        // 3. Plans, from the objects as the watches hold them now (read in
-        // place, under the lock: no copy of 50,000 pods).
-        let (snapshots, problems) = lock(&self.state).snapshots(node.as_deref(), &usage);
-        report.problems.extend(problems);
         report.nodes = self.planner.plan_nodes(&snapshots, now);
 
         // 4. Act.
@@ -644,8 +645,9 @@ impl Controller {
 
     /// Reads the history of the managed pods not read yet (or whose last
     /// read failed and is due again), at most `pods_per_cycle` of them, in
-    /// range queries over batches of one namespace's pods, and trains
-    /// their forecasters on it. A failed batch is a problem of the cycle,
+    /// range queries over batches of one namespace's pods, and has the
+    /// planner learn it ([`Planner::learn_history`]). A failed batch is a
+    /// problem of the cycle,
     /// tried again after a backoff.
     async fn load_history(
         &mut self,

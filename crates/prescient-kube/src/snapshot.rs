@@ -560,6 +560,68 @@ pub fn node_snapshot(
     policies: &[&PrescientPolicy],
     usage: &UsageMap,
 ) -> Result<NodeSnapshot, String> {
+    let context = SnapshotContext {
+        pdbs: PdbIndex::new(pdbs),
+        policies,
+        usage: UsageLookup::Map(usage),
+    };
+    node_snapshot_in(node, pods, &context)
+}
+
+/// What every node's snapshot is read against: the PDBs (indexed), the
+/// policies and the usage. A cycle builds it once for all its nodes
+/// ([`SnapshotContext::new`]), not once per node.
+pub struct SnapshotContext<'a> {
+    pdbs: PdbIndex<'a>,
+    policies: &'a [&'a PrescientPolicy],
+    usage: UsageLookup<'a>,
+}
+
+/// Usage looked up by borrowed names (no key built per container), or in
+/// the map itself for a single node.
+enum UsageLookup<'a> {
+    Map(&'a UsageMap),
+    Index(HashMap<(&'a str, &'a str, &'a str), Usage>),
+}
+
+impl<'a> SnapshotContext<'a> {
+    /// The PDBs indexed and the usage keyed by borrowed names, for the
+    /// snapshots of many nodes.
+    pub fn new(
+        pdbs: &[&'a PodDisruptionBudget],
+        policies: &'a [&'a PrescientPolicy],
+        usage: &'a UsageMap,
+    ) -> Self {
+        SnapshotContext {
+            pdbs: PdbIndex::new(pdbs),
+            policies,
+            usage: UsageLookup::Index(
+                usage
+                    .iter()
+                    .map(|((ns, pod, c), u)| ((ns.as_str(), pod.as_str(), c.as_str()), *u))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn usage(&self, ns: &str, pod: &str, container: &str) -> Usage {
+        match &self.usage {
+            UsageLookup::Map(m) => m
+                .get(&(ns.to_string(), pod.to_string(), container.to_string()))
+                .copied(),
+            UsageLookup::Index(i) => i.get(&(ns, pod, container)).copied(),
+        }
+        .unwrap_or_default()
+    }
+}
+
+/// [`node_snapshot`] against a [`SnapshotContext`].
+pub fn node_snapshot_in(
+    node: &Node,
+    pods: &[&WatchedPod],
+    context: &SnapshotContext<'_>,
+) -> Result<NodeSnapshot, String> {
+    let policies = context.policies;
     let name = node.metadata.name.clone().unwrap_or_default();
     let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
     let read = |key: &str| -> Result<f64, String> {
@@ -573,7 +635,7 @@ pub fn node_snapshot(
         name: name.clone(),
         ..Default::default()
     };
-    let pdb_index = PdbIndex::new(pdbs);
+    let pdb_index = &context.pdbs;
     for pod in pods.iter().filter(|p| pod_is_active(p)) {
         let ns = pod
             .metadata
@@ -608,10 +670,7 @@ pub fn node_snapshot(
             }
         }
         for c in pod.spec.iter().flat_map(|s| &s.containers) {
-            let u = usage
-                .get(&(ns.clone(), pod_name.clone(), c.name.clone()))
-                .copied()
-                .unwrap_or_default();
+            let u = context.usage(&ns, &pod_name, &c.name);
             match container_snapshot(c, u) {
                 Ok(cs) => containers.push(cs),
                 Err(e) => bad = Some(e),
@@ -728,6 +787,12 @@ mod tests {
             &usage,
         )
         .unwrap();
+        // A cycle's shared context (PDBs indexed once, usage by borrowed
+        // names) reads the same.
+        let policies = [&policy];
+        let context = SnapshotContext::new(&[&pdb], &policies, &usage);
+        let shared = node_snapshot_in(&node, &[&web, &labelled, &other, &done], &context);
+        assert_eq!(shared.as_ref(), Ok(&snap));
         assert_eq!(snap.allocatable_cpu, 4.0);
         assert_eq!(snap.allocatable_memory, 8.0 * 1_073_741_824.0);
         assert_eq!(snap.pods.len(), 2, "{:?}", snap.pods);

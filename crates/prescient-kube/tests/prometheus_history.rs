@@ -270,8 +270,9 @@ async fn each_new_pod_gets_its_history_and_failed_reads_back_off() {
     assert_eq!(prom.range_queries().len(), 3);
     assert_eq!(r.outcome(NS, "a"), Some(&Outcome::Recommended));
     let mem = r.plan(NS, "a").unwrap().containers[0].memory.unwrap();
-    // The history says 2 GiB (live: 1 GiB): what the forecaster learnt is
-    // the history.
+    // The history says 2 GiB (live: 1 GiB): a day of it warms the tail
+    // curves at once (one sample per 5 minutes, the newest 240), which
+    // plan from it.
     assert!(mem.request > 1.5 * 1_073_741_824.0, "{mem:?}");
 
     // 4. A new pod: only its history is read.
