@@ -52,8 +52,10 @@ pub struct KubeArgs {
     #[arg(long, value_name = "PROMQL", default_value = DEFAULT_MEMORY_QUERY, requires = "prometheus")]
     prometheus_memory_query: String,
     /// With --prometheus: how much history of each new pod to read (0s:
-    /// none).
-    #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_lookback, requires = "prometheus")]
+    /// none). Its planning tails keep the newest 20 hours of it, one sample
+    /// per 5 minutes; more warms only a forecaster, and only when there is
+    /// less than an hour.
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_lookback, requires = "prometheus")]
     history_lookback: Duration,
     /// With --prometheus: the CPU history query, with {namespace} and
     /// {pods} (a regex of a batch of pod names) filled in.
