@@ -333,6 +333,31 @@ impl Survival<'_> {
         (xa + (xb - xa) * ((sa - p) / (sa - sb))).clamp(xa, xb)
     }
 
+    /// [`Survival::inverse`] and its derivative in `p` (0 where the inverse
+    /// jumps or is infinite).
+    pub fn inverse_and_slope(&self, p: f64) -> (f64, f64) {
+        if p >= 1.0 {
+            return (f64::NEG_INFINITY, 0.0);
+        }
+        if p < 0.0 {
+            return (f64::INFINITY, 0.0);
+        }
+        let j = self.ss.partition_point(|&s| s > p);
+        if j == 0 {
+            return (self.xs[0], 0.0);
+        }
+        if j == self.xs.len() {
+            return (f64::INFINITY, 0.0);
+        }
+        let (xa, sa) = (self.xs[j - 1], self.ss[j - 1]);
+        let (xb, sb) = (self.xs[j], self.ss[j]);
+        if xb == xa || sa == sb {
+            return (xb, 0.0);
+        }
+        let x = (xa + (xb - xa) * ((sa - p) / (sa - sb))).clamp(xa, xb);
+        (x, -(xb - xa) / (sa - sb))
+    }
+
     /// `(P(demand <= a), E[(demand - a)+])`: the coverage and expected
     /// unmet demand of allocation `a`.
     pub fn coverage_and_excess(&self, a: f64) -> (f64, f64) {

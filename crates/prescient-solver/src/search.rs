@@ -190,10 +190,33 @@ impl<'a> View<'a> {
         (a - c.g) * self.inv_u
     }
 
+    /// [`View::position`] and its derivative in `theta` (0 where the
+    /// position jumps or stands still): what a Newton step on the relaxed
+    /// count needs.
+    #[inline]
+    fn position_and_slope(&self, c: &Curve, theta: f64, phase: Phase) -> (f64, f64) {
+        if phase == self.spare {
+            return (c.z as f64 - 0.5 - theta * c.sw, -c.sw);
+        }
+        let s = self.survival(c);
+        let (a, da) = if c.c > 0.0 {
+            let above = s.inverse_and_slope((theta + c.c) / c.w);
+            if above.0 > c.cur {
+                above
+            } else {
+                let below = s.inverse_and_slope((theta - c.c) / c.w);
+                if below.0 < c.cur { below } else { (c.cur, 0.0) }
+            }
+        } else {
+            s.inverse_and_slope(theta / c.w)
+        };
+        ((a - c.g) * self.inv_u, da / c.w * self.inv_u)
+    }
+
     /// A guess of the first unit (in `[lo, hi)`) whose value is at most `theta`.
     #[inline]
     fn guess(&self, c: &Curve, theta: f64, phase: Phase, lo: u32, hi: u32) -> u32 {
-        clamp_unit(self.position(c, theta, phase).floor(), lo, hi)
+        clamp_unit(self.position(c, theta, phase), lo, hi)
     }
 
     /// Number of units of `[lo, hi)` in `phase` whose value is above
@@ -264,6 +287,21 @@ impl<'a> View<'a> {
     #[inline]
     fn first_at_most(&self, c: &Curve, phase: Phase, lo: u32, hi: u32, theta: f64) -> (u32, f64) {
         let guess = self.guess(c, theta, phase, lo, hi);
+        self.first_at_most_from(c, phase, lo, hi, theta, guess)
+    }
+
+    /// [`View::first_at_most`] searching from `guess` (any guess gives the
+    /// same answer; a good one, fewer evaluations).
+    #[inline]
+    fn first_at_most_from(
+        &self,
+        c: &Curve,
+        phase: Phase,
+        lo: u32,
+        hi: u32,
+        theta: f64,
+        guess: u32,
+    ) -> (u32, f64) {
         let mut seen = (u32::MAX, f64::NAN);
         let k = first_false(lo, hi, guess, |k| {
             let v = self.value(c, k, phase);
@@ -382,12 +420,7 @@ impl<'a> View<'a> {
             .sample
             .extend(space.active.iter().step_by(stride).copied());
         let in_sample: u64 = space.sample.iter().map(|x| (x.b - x.a) as u64).sum();
-        // The sample's rank of the n-th unit, give or take its sampling
-        // error: two guesses of the threshold to start from.
         let r = need as f64 * in_sample as f64 / total as f64;
-        let spread = 4.0 * r.max(1.0).sqrt() + 2.0;
-        let r_hi = ((r - spread).floor().max(1.0) as u64).min(in_sample);
-        let r_lo = ((r + spread).ceil().max(1.0) as u64).min(in_sample);
         let SearchSpace {
             sample,
             active,
@@ -399,40 +432,88 @@ impl<'a> View<'a> {
             ..
         } = space;
         let keep = sample.clone();
-        let t_hi = self
+        // The sample's value at its rank of the n-th unit: a first guess.
+        let r_mid = (r.round().max(1.0) as u64).min(in_sample);
+        let t0 = self
             .pivot_loop(
-                curves, phase, r_hi, 0, sample, None, cands, samples, ties, passes,
-            )
-            .value;
-        sample.clear();
-        sample.extend_from_slice(&keep);
-        let t_lo = self
-            .pivot_loop(
-                curves, phase, r_lo, 0, sample, None, cands, samples, ties, passes,
+                curves, phase, r_mid, 0, sample, None, cands, samples, ties, passes,
             )
             .value;
 
         // Refine on the relaxed count of all the active curves: a band
         // [lo, hi] of values whose relaxed counts sit `margin` either side of
         // `need` (the errors of n curves add up to some sqrt(n / 12) units).
+        // First a Newton step from the guess: the relaxed count there and
+        // its slope (a sum of smooth pieces, so nearly linear nearby) say
+        // where it reaches `need`.
         let target = need as f64;
         let margin = 3.0 * (active.len() as f64).sqrt() + 64.0;
         points.clear();
-        let (mut hi, mut lo) = (t_hi, t_lo);
+        *passes += 1;
+        let (mut c0, mut d0) = (0.0, 0.0);
+        for x in active.iter() {
+            let c = &self.curves[curves[x.j as usize] as usize];
+            let (a, b) = (x.a as f64, x.b as f64);
+            let (pos, slope) = self.position_and_slope(c, t0, phase);
+            c0 += pos.clamp(a, b) - a;
+            if pos > a && pos < b {
+                d0 += slope;
+            }
+        }
+        points.push((t0, c0));
         // The best band edges so far: (value, relaxed count).
         let mut best_hi: Option<(f64, f64)> = None;
         let mut best_lo: Option<(f64, f64)> = None;
+        if c0 <= target - margin {
+            best_hi = Some((t0, c0));
+        }
+        if c0 >= target + margin {
+            best_lo = Some((t0, c0));
+        }
+        let newton = t0 + (target - c0) / d0;
+        let (mut hi, mut lo) = if d0 < 0.0 && newton.is_finite() {
+            // Counts fall as values rise (d0 < 0): hi above, lo below.
+            (newton - 2.0 * margin / d0, newton + 2.0 * margin / d0)
+        } else {
+            // No slope to follow: the sample's values at its rank give
+            // or take its sampling error.
+            let spread = 4.0 * r.max(1.0).sqrt() + 2.0;
+            let r_hi = ((r - spread).floor().max(1.0) as u64).min(in_sample);
+            let r_lo = ((r + spread).ceil().max(1.0) as u64).min(in_sample);
+            sample.clear();
+            sample.extend_from_slice(&keep);
+            let t_hi = self
+                .pivot_loop(
+                    curves, phase, r_hi, 0, sample, None, cands, samples, ties, passes,
+                )
+                .value;
+            sample.clear();
+            sample.extend_from_slice(&keep);
+            let t_lo = self
+                .pivot_loop(
+                    curves, phase, r_lo, 0, sample, None, cands, samples, ties, passes,
+                )
+                .value;
+            (t_hi, t_lo)
+        };
+        // Each curve's guess of its count above `hi` in the last round (in
+        // `g`, scratch until the exact pass), for the exact pass when it
+        // counts above that same `hi`.
+        let mut guessed_at = f64::NAN;
         for round in 0..RELAXED_ROUNDS {
             *passes += 1;
             let (mut c_hi, mut c_lo) = (0.0, 0.0);
-            for x in active.iter() {
+            for x in active.iter_mut() {
                 let c = &self.curves[curves[x.j as usize] as usize];
                 let (a, b) = (x.a as f64, x.b as f64);
-                c_hi += self.position(c, hi, phase).clamp(a, b) - a;
+                let pos = self.position(c, hi, phase);
+                x.g = clamp_unit(pos, x.a, x.b);
+                c_hi += pos.clamp(a, b) - a;
                 if lo != hi {
                     c_lo += self.position(c, lo, phase).clamp(a, b) - a;
                 }
             }
+            guessed_at = hi;
             if lo == hi {
                 c_lo = c_hi;
             }
@@ -476,6 +557,8 @@ impl<'a> View<'a> {
             let c = &self.curves[curves[x.j as usize] as usize];
             let (g, vg) = if hi == f64::INFINITY {
                 (x.a, f64::NAN)
+            } else if hi == guessed_at {
+                self.first_at_most_from(c, phase, x.a, x.b, hi, x.g)
             } else {
                 self.first_at_most(c, phase, x.a, x.b, hi)
             };
@@ -763,6 +846,8 @@ fn interpolate(points: &mut [(f64, f64)], target: f64) -> Option<f64> {
     finite(p.0 + (q.0 - p.0) * (p.1 - target) / (p.1 - q.1))
 }
 
+/// `floor(k)` within `[lo, hi)` (`lo` for NaN). No `floor` is needed: the
+/// cast truncates, which is the floor for the `k >= lo >= 0` it is given.
 fn clamp_unit(k: f64, lo: u32, hi: u32) -> u32 {
     if hi <= lo {
         return lo;
