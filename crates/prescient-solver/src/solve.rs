@@ -455,8 +455,13 @@ fn solve_resource(
     ws.slo.clear();
     ws.levels_seen = None;
     let mut priorities: Vec<u32> = Vec::new();
-    // Where the survival values most recent curves share start.
+    // Where the survival values most recent curves of several steps share
+    // start, and where the standard survival values of the levels last
+    // seen are (see curve::build_one), with the levels' key.
     let mut shared_ss: Option<usize> = None;
+    let mut standard_ss: Option<((usize, usize), u32)> = None;
+    // The SLO quantile's place among the levels last seen.
+    let mut slo_at = SloAt::default();
     for i in 0..n {
         let (wi, slot) = ws.raw[i];
         let w = &problem.workloads[wi as usize];
@@ -474,8 +479,24 @@ fn solve_resource(
         let steps = steps_wanted.min(d.horizon()).max(1);
         let pts = ws.xs.len() as u32;
         let ss_at = ws.ss.len();
-        if steps == 1 {
-            curve::build_one(&d.levels, &d.values, &ws.one_minus, &mut ws.xs, &mut ws.ss);
+        let nl = d.levels.len();
+        let levels_key = (Arc::as_ptr(&d.levels) as *const f64 as usize, nl);
+        // Most curves of one step with the same levels have the very same
+        // survival values (1, 1 - levels, 0), only their x differ: those
+        // share one copy of them, which halves the points the passes below read.
+        let sso = if steps == 1 {
+            if curve::build_one(&d.levels, &d.values, &ws.one_minus, &mut ws.xs, &mut ws.ss) {
+                match standard_ss {
+                    Some((key, at)) if key == levels_key => at,
+                    _ => {
+                        curve::push_standard(&ws.one_minus[..nl], &mut ws.ss);
+                        standard_ss = Some((levels_key, ss_at as u32));
+                        ss_at as u32
+                    }
+                }
+            } else {
+                ss_at as u32
+            }
         } else {
             curve::build(
                 &d.levels,
@@ -485,35 +506,32 @@ fn solve_resource(
                 &mut ws.ss,
                 &mut ws.scratch,
             );
-        }
+            // Several steps: shared with the last such curve if the same.
+            let new_ss = &ws.ss[ss_at..];
+            (match shared_ss {
+                Some(at)
+                    if ws.ss.get(at..at + new_ss.len()).is_some_and(|t| {
+                        at + t.len() <= ss_at
+                            && t.iter()
+                                .zip(new_ss)
+                                .all(|(a, b)| a.to_bits() == b.to_bits())
+                    }) =>
+                {
+                    ws.ss.truncate(ss_at);
+                    at
+                }
+                _ => {
+                    shared_ss = Some(ss_at);
+                    ss_at
+                }
+            }) as u32
+        };
         let npts = ws.xs.len() as u32 - pts;
-        // Most curves of one step with the same levels have the very same
-        // survival values (1, 1 - levels, 0), only their x differ: those
-        // share one copy of them, which halves the points the passes below read.
-        let new_ss = &ws.ss[ss_at..];
-        let sso = match shared_ss {
-            Some(at)
-                if ws.ss.get(at..at + new_ss.len()).is_some_and(|t| {
-                    t.len() == npts as usize
-                        && at + t.len() <= ss_at
-                        && t.iter()
-                            .zip(new_ss)
-                            .all(|(a, b)| a.to_bits() == b.to_bits())
-                }) =>
-            {
-                ws.ss.truncate(ss_at);
-                at
-            }
-            _ => {
-                shared_ss = Some(ss_at);
-                ss_at
-            }
-        } as u32;
         // SLO target: the highest SLO quantile over the planned steps.
-        let nl = d.levels.len();
         let mut slo = 0.0f64;
         for h in 0..steps {
-            slo = slo.max(step_quantile(
+            slo = slo.max(slo_at.quantile(
+                levels_key,
                 &d.levels,
                 &d.values[h * nl..(h + 1) * nl],
                 pol.slo_quantile,
@@ -1085,7 +1103,7 @@ fn values_valid(n: usize, values: &[f64]) -> bool {
         // NaN fails every comparison, +inf fails the last.
         let mut prev = 0.0;
         for &v in row {
-            ok &= v >= prev && v < f64::INFINITY;
+            ok &= (v >= prev) & (v < f64::INFINITY);
             prev = v;
         }
     }
@@ -1196,6 +1214,41 @@ fn units_above(amount: f64, u: f64) -> u32 {
         x.ceil()
     };
     k.min(MAX_UNITS as f64) as u32
+}
+
+/// Where an SLO quantile falls among the levels last seen, so that the
+/// many profiles sharing their levels and SLO find it once.
+#[derive(Default)]
+struct SloAt {
+    /// The levels' key and the quantile's bits, when seen.
+    seen: Option<((usize, usize), u64)>,
+    /// The level `j` with `levels[j - 1] < p <= levels[j]`, and how far
+    /// between them `p` is (`None` outside the levels).
+    at: Option<(usize, f64)>,
+}
+
+impl SloAt {
+    /// [`step_quantile`] of one step's `values` at `levels` (whose key is
+    /// `key`), the same to the bit.
+    #[inline]
+    fn quantile(&mut self, key: (usize, usize), levels: &[f64], values: &[f64], p: f64) -> f64 {
+        if self.seen != Some((key, p.to_bits())) {
+            let n = levels.len();
+            self.at = (n >= 2 && p > levels[0] && p <= levels[n - 1]).then(|| {
+                let j = levels.partition_point(|&l| l < p);
+                let (la, lb) = (levels[j - 1], levels[j]);
+                (j, ((p - la) / (lb - la)).max(0.0))
+            });
+            self.seen = Some((key, p.to_bits()));
+        }
+        match self.at {
+            Some((j, t)) => {
+                let (va, vb) = (values[j - 1], values[j]);
+                va + (vb - va) * t
+            }
+            None => step_quantile(levels, values, p),
+        }
+    }
 }
 
 /// The demand at probability `p` of one step, as
