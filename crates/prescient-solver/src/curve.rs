@@ -290,33 +290,24 @@ impl Survival<'_> {
         if self.xs[ja] >= b {
             return self.at_located(0.5 * (a + b), ja);
         }
-        // Integrate piece by piece.
+        // Integrate piece by piece: from x to xs[j], where S reaches ss[j]
+        // (two points that share an x, a jump, make a piece of width 0,
+        // which adds exactly 0, and S goes on from the second's value).
         let mut total = 0.0;
         let mut x = a;
         let mut s = self.at_located(a, ja);
         let mut j = ja;
         while j < n && self.xs[j] < b {
-            // Piece from x to xs[j]; S at xs[j] from the left.
             let xe = self.xs[j];
-            let se = if j == 0 { 1.0 } else { self.left_at_point(j) };
+            let se = if j == 0 { 1.0 } else { self.ss[j] };
             total += (xe - x) * 0.5 * (s + se);
             x = xe;
-            // Right limit at xs[j]: the last point sharing this x.
-            while j + 1 < n && self.xs[j + 1] == xe {
-                j += 1;
-            }
             s = self.ss[j];
             j += 1;
         }
         let se = self.at_located(b, j);
         total += (b - x) * 0.5 * (s + se);
         total / (b - a)
-    }
-
-    /// The left limit of S at point `j` (the first point with its x).
-    #[inline]
-    fn left_at_point(&self, j: usize) -> f64 {
-        self.ss[j]
     }
 
     /// sup{a : S(a) > p}: the allocation where the marginal gain falls to

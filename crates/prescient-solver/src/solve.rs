@@ -699,13 +699,10 @@ fn solve_resource(
         let z_value = if c == 0.0 {
             // Without a change cost a unit is worth something exactly
             // when it starts below the top of demand.
-            let guess = ((top - gi) / u).ceil().max(0.0).min(cap_units as f64) as u32;
+            let guess = ((top - gi) / u).min(cap_units as f64) as u32;
             first_false(0, cap_units, guess, |k| gi + k as f64 * u < top)
         } else {
-            let mut z_cap = ((top - gi) / u)
-                .ceil()
-                .max(((cur - gi) / u).ceil())
-                .max(0.0);
+            let mut z_cap = ceil((top - gi) / u).max(ceil((cur - gi) / u)).max(0.0);
             z_cap = (z_cap + 1.0).min(MAX_UNITS as f64);
             let z_hi = (z_cap as u32).min(cap_units);
             // Units below the current allocation are worth w S + c > 0;
@@ -713,7 +710,7 @@ fn solve_resource(
             // guess there (any guess gives the same answer, a good one
             // fewer evaluations than one at the top of demand).
             let at = s.inverse(c / cv.w).max(cur);
-            let guess = ((at - gi) / u).floor().max(0.0).min(z_hi as f64) as u32;
+            let guess = ((at - gi) / u).max(0.0).min(z_hi as f64) as u32;
             // Worth nothing within rounding (w S - c where S = c / w
             // comes out as 1e-17) counts as nothing.
             let eps = 1e-12 * (cv.w + c);
@@ -1191,11 +1188,11 @@ fn units_within(amount: f64, u: f64) -> u32 {
         return 0;
     }
     let x = amount / u;
-    let r = x.round();
+    let (f, r) = floor_round(x);
     let k = if (x - r).abs() <= 1e-9 * r.max(1.0) {
         r
     } else {
-        x.floor()
+        f
     };
     k.min(MAX_UNITS as f64) as u32
 }
@@ -1207,13 +1204,45 @@ fn units_above(amount: f64, u: f64) -> u32 {
         return 0;
     }
     let x = amount / u;
-    let r = x.round();
+    let (f, r) = floor_round(x);
     let k = if (x - r).abs() <= 1e-9 * r.max(1.0) {
         r
+    } else if x > f {
+        f + 1.0
     } else {
-        x.ceil()
+        f
     };
     k.min(MAX_UNITS as f64) as u32
+}
+
+/// 2^52: from here on every f64 is a whole number.
+const WHOLE: f64 = 4_503_599_627_370_496.0;
+
+/// `(x.floor(), x.round())` of a positive `x`, the same to the bit, without
+/// a call into libm (the baseline x86-64 target has no rounding
+/// instruction, and these run a few times per curve).
+#[inline]
+fn floor_round(x: f64) -> (f64, f64) {
+    if x < WHOLE {
+        // The cast truncates, which is the floor of a positive x; x minus
+        // its floor is exact.
+        let f = x as u64 as f64;
+        (f, if x - f >= 0.5 { f + 1.0 } else { f })
+    } else {
+        (x.floor(), x.round())
+    }
+}
+
+/// `x.ceil()` without a call into libm (but for the sign of a zero result,
+/// which the callers do not see).
+#[inline]
+fn ceil(x: f64) -> f64 {
+    if x.abs() < WHOLE {
+        let t = x as i64 as f64;
+        if t < x { t + 1.0 } else { t }
+    } else {
+        x.ceil()
+    }
 }
 
 /// Where an SLO quantile falls among the levels last seen, so that the
