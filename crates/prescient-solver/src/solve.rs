@@ -20,11 +20,16 @@ use crate::solution::{
 };
 
 /// Workloads from which a parallel solve checks that their names are
-/// unique alongside the resources' solves rather than before them.
-const NAMES_APART: usize = 16_384;
+/// unique alongside the resources' solves rather than before them, and
+/// checks the workloads in chunks in parallel.
+const NAMES_APART: usize = 4096;
 
 /// Workloads per chunk of a parallel check.
-const CHECK_CHUNK: usize = 8192;
+const CHECK_CHUNK: usize = 4096;
+
+/// Entries from which a parallel solve merges the resources' entries in
+/// parallel.
+const MERGE_APART: usize = 16_384;
 
 /// The most allocation units a capacity (or a limit) may hold.
 pub const MAX_UNITS: u32 = 1 << 30;
@@ -333,13 +338,32 @@ impl Solver {
                 outcomes[i] = Some(r);
             }
         }
-        // The entries: each resource's, in the order of the workloads, merged.
+        // The entries: each resource's, in the order of the workloads,
+        // merged (on large problems in parallel: each entry's place in its
+        // resource's list first, then the copies).
         let spaces = &self.spaces[..members.len()];
-        let mut next = vec![0usize; members.len()];
-        for &r in &entry_resource {
-            let r = r as usize;
-            out.entries.push(spaces[r].entries[next[r]].clone());
-            next[r] += 1;
+        let mut next = vec![0u32; members.len()];
+        if self.parallel && entry_resource.len() >= MERGE_APART {
+            let at: Vec<u32> = entry_resource
+                .iter()
+                .map(|&r| {
+                    let i = next[r as usize];
+                    next[r as usize] += 1;
+                    i
+                })
+                .collect();
+            entry_resource
+                .par_iter()
+                .zip(&at)
+                .map(|(&r, &i)| spaces[r as usize].entries[i as usize].clone())
+                .collect_into_vec(&mut out.entries);
+        } else {
+            for &r in &entry_resource {
+                let r = r as usize;
+                out.entries
+                    .push(spaces[r].entries[next[r] as usize].clone());
+                next[r] += 1;
+            }
         }
         out.requests = outcomes.into_iter().flatten().collect();
         out.stats.curves = entry_resource.len();
