@@ -103,6 +103,11 @@ pub(crate) struct SearchSpace {
     /// (value, relaxed count) pairs seen by the bracketing.
     points: Vec<(f64, f64)>,
     pub passes: usize,
+    /// Half the width of the bracketing's band and a shift of its centre,
+    /// in margins, when not the usual [`BAND`] and none (tests narrow and
+    /// shift it to make the band miss).
+    #[cfg(test)]
+    pub band: Option<(f64, f64)>,
 }
 
 impl SearchSpace {
@@ -127,6 +132,10 @@ struct Active {
     /// Scratch: counts at the pivot.
     g: u32,
     ge: u32,
+    /// Scratch of the bracketing: the curve's position at the first guess
+    /// and its slope, to extrapolate its position at the band's edge.
+    p0: f32,
+    dp: f32,
 }
 
 /// Candidates left when the search stops bracketing and sorts.
@@ -137,6 +146,22 @@ const SAMPLE: usize = 31;
 const BRACKET_SAMPLE: usize = 256;
 /// Passes of relaxed counting at most, to place the band.
 const RELAXED_ROUNDS: usize = 5;
+/// Half the width of the band the bracketing's Newton step places, in
+/// margins (see [`View::bracket`]).
+const BAND: f64 = 3.0;
+/// Exact passes at most to find the band around the threshold.
+const EXACT_TRIES: usize = 4;
+
+/// Where the exact pass of the bracketing guesses each curve's count.
+#[derive(Clone, Copy)]
+enum Guessed {
+    /// Extrapolated from the curve's position and slope at this value.
+    From(f64),
+    /// Its count at this value, in `g`.
+    At(f64),
+    /// From its position.
+    Position,
+}
 
 impl<'a> View<'a> {
     #[inline]
@@ -368,6 +393,8 @@ impl<'a> View<'a> {
                     b: e,
                     g: s,
                     ge: s,
+                    p0: 0.0,
+                    dp: 0.0,
                 });
             }
         }
@@ -406,13 +433,18 @@ impl<'a> View<'a> {
     /// each one's value crosses a value (in units, [`View::position`]). It
     /// is within half a unit of the exact count of a curve away from its
     /// kinks, and the errors of many curves mostly cancel, so the relaxed
-    /// count, found first on a sample and then refined by interpolation over
-    /// a few passes (cheap: one inverse of the survival curve per curve),
-    /// places a band of some `√n` units that nearly always holds the
-    /// threshold. The exact pass then keeps only the candidates inside the
-    /// band; should the band miss, the side that missed stays as it was and
-    /// the pivots carry on from there, so the result is exact either way.
+    /// count (cheap: one inverse of the survival curve per curve) places a
+    /// band of some `√n` units that nearly always holds the threshold: a
+    /// first guess from a sample, then one Newton step on the relaxed count
+    /// of all the curves (its slope comes with each inverse). The exact pass
+    /// then keeps only the candidates inside the band; should the band
+    /// miss, the side that missed stays and the next exact pass looks further
+    /// out on it, and the pivots carry on from wherever that leaves them, so
+    /// the result is exact either way. (Without a slope, a few passes of
+    /// relaxed counts interpolated between their points place the band.)
     fn bracket(&self, curves: &[u32], phase: Phase, need: u64, space: &mut SearchSpace) -> u64 {
+        #[cfg(test)]
+        let space_band = space.band;
         let stride = (space.active.len() / BRACKET_SAMPLE).max(1);
         let total: u64 = space.active.iter().map(|x| (x.b - x.a) as u64).sum();
         space.sample.clear();
@@ -451,32 +483,40 @@ impl<'a> View<'a> {
         points.clear();
         *passes += 1;
         let (mut c0, mut d0) = (0.0, 0.0);
-        for x in active.iter() {
+        for x in active.iter_mut() {
             let c = &self.curves[curves[x.j as usize] as usize];
             let (a, b) = (x.a as f64, x.b as f64);
             let (pos, slope) = self.position_and_slope(c, t0, phase);
+            (x.p0, x.dp) = (pos as f32, slope as f32);
             c0 += pos.clamp(a, b) - a;
             if pos > a && pos < b {
                 d0 += slope;
             }
         }
         points.push((t0, c0));
-        // The best band edges so far: (value, relaxed count).
-        let mut best_hi: Option<(f64, f64)> = None;
-        let mut best_lo: Option<(f64, f64)> = None;
-        if c0 <= target - margin {
-            best_hi = Some((t0, c0));
-        }
-        if c0 >= target + margin {
-            best_lo = Some((t0, c0));
-        }
         let newton = t0 + (target - c0) / d0;
+        // Where each curve's exact count above the band's upper edge is
+        // looked for first.
+        let mut guessed = Guessed::Position;
         let (mut hi, mut lo) = if d0 < 0.0 && newton.is_finite() {
-            // Counts fall as values rise (d0 < 0): hi above, lo below.
-            (newton - 2.0 * margin / d0, newton + 2.0 * margin / d0)
+            // Counts fall as values rise (d0 < 0): hi above, lo below. The
+            // relaxed count is within about a margin of the exact one, so a
+            // band three margins either side of the Newton step nearly always
+            // holds the n-th unit (the exact pass tries further out when it
+            // does not); each curve's position at its edge is extrapolated
+            // from the step.
+            guessed = Guessed::From(t0);
+            #[cfg(not(test))]
+            let (band, newton) = (BAND, newton);
+            #[cfg(test)]
+            let (band, newton) = match space_band {
+                Some((band, shift)) => (band, newton - shift * margin / d0),
+                None => (BAND, newton),
+            };
+            (newton - band * margin / d0, newton + band * margin / d0)
         } else {
             // No slope to follow: the sample's values at its rank give
-            // or take its sampling error.
+            // or take its sampling error, refined on the relaxed count.
             let spread = 4.0 * r.max(1.0).sqrt() + 2.0;
             let r_hi = ((r - spread).floor().max(1.0) as u64).min(in_sample);
             let r_lo = ((r + spread).ceil().max(1.0) as u64).min(in_sample);
@@ -494,99 +534,138 @@ impl<'a> View<'a> {
                     curves, phase, r_lo, 0, sample, None, cands, samples, ties, passes,
                 )
                 .value;
-            (t_hi, t_lo)
+            let (mut hi, mut lo) = (t_hi, t_lo);
+            // The best band edges so far: (value, relaxed count).
+            let mut best_hi: Option<(f64, f64)> = None;
+            let mut best_lo: Option<(f64, f64)> = None;
+            if c0 <= target - margin {
+                best_hi = Some((t0, c0));
+            }
+            if c0 >= target + margin {
+                best_lo = Some((t0, c0));
+            }
+            for round in 0..RELAXED_ROUNDS {
+                *passes += 1;
+                let (mut c_hi, mut c_lo) = (0.0, 0.0);
+                for x in active.iter_mut() {
+                    let c = &self.curves[curves[x.j as usize] as usize];
+                    let (a, b) = (x.a as f64, x.b as f64);
+                    let pos = self.position(c, hi, phase);
+                    // Each curve's guess of its count above `hi`, for the
+                    // exact pass when it counts above that same `hi`.
+                    x.g = clamp_unit(pos, x.a, x.b);
+                    c_hi += pos.clamp(a, b) - a;
+                    if lo != hi {
+                        c_lo += self.position(c, lo, phase).clamp(a, b) - a;
+                    }
+                }
+                guessed = Guessed::At(hi);
+                if lo == hi {
+                    c_lo = c_hi;
+                }
+                for (t, cnt) in [(hi, c_hi), (lo, c_lo)] {
+                    points.push((t, cnt));
+                    if cnt <= target - margin && best_hi.is_none_or(|(bt, _)| t < bt) {
+                        best_hi = Some((t, cnt));
+                    }
+                    if cnt >= target + margin && best_lo.is_none_or(|(bt, _)| t > bt) {
+                        best_lo = Some((t, cnt));
+                    }
+                }
+                if let (Some(h), Some(l)) = (best_hi, best_lo)
+                    && l.1 - h.1 <= 8.0 * margin
+                {
+                    break;
+                }
+                if round + 1 == RELAXED_ROUNDS {
+                    break;
+                }
+                // Next guesses: where the relaxed count, interpolated
+                // between the points seen, reaches need -/+ twice the margin.
+                match (
+                    interpolate(points, target - 2.0 * margin),
+                    interpolate(points, target + 2.0 * margin),
+                ) {
+                    (Some(h), Some(l)) if h >= l => (hi, lo) = (h, l),
+                    _ => break,
+                }
+            }
+            (
+                best_hi.map_or(f64::INFINITY, |x| x.0),
+                best_lo.map_or(f64::NEG_INFINITY, |x| x.0),
+            )
         };
-        // Each curve's guess of its count above `hi` in the last round (in
-        // `g`, scratch until the exact pass), for the exact pass when it
-        // counts above that same `hi`.
-        let mut guessed_at = f64::NAN;
-        for round in 0..RELAXED_ROUNDS {
-            *passes += 1;
-            let (mut c_hi, mut c_lo) = (0.0, 0.0);
-            for x in active.iter_mut() {
-                let c = &self.curves[curves[x.j as usize] as usize];
-                let (a, b) = (x.a as f64, x.b as f64);
-                let pos = self.position(c, hi, phase);
-                x.g = clamp_unit(pos, x.a, x.b);
-                c_hi += pos.clamp(a, b) - a;
-                if lo != hi {
-                    c_lo += self.position(c, lo, phase).clamp(a, b) - a;
-                }
-            }
-            guessed_at = hi;
-            if lo == hi {
-                c_lo = c_hi;
-            }
-            for (t, cnt) in [(hi, c_hi), (lo, c_lo)] {
-                points.push((t, cnt));
-                if cnt <= target - margin && best_hi.is_none_or(|(bt, _)| t < bt) {
-                    best_hi = Some((t, cnt));
-                }
-                if cnt >= target + margin && best_lo.is_none_or(|(bt, _)| t > bt) {
-                    best_lo = Some((t, cnt));
-                }
-            }
-            if let (Some(h), Some(l)) = (best_hi, best_lo)
-                && l.1 - h.1 <= 8.0 * margin
-            {
-                break;
-            }
-            if round + 1 == RELAXED_ROUNDS {
-                break;
-            }
-            // Next guesses: where the relaxed count, interpolated between
-            // the points seen, reaches need -/+ twice the margin.
-            match (
-                interpolate(points, target - 2.0 * margin),
-                interpolate(points, target + 2.0 * margin),
-            ) {
-                (Some(h), Some(l)) if h >= l => (hi, lo) = (h, l),
-                _ => break,
-            }
-        }
-        let hi = best_hi.map_or(f64::INFINITY, |x| x.0);
-        let lo = best_lo.map_or(f64::NEG_INFINITY, |x| x.0);
         if hi == f64::INFINITY && lo == f64::NEG_INFINITY {
             return 0;
         }
 
-        // One exact pass: units worth more than `hi`, and than `lo`.
-        *passes += 1;
-        let (mut above_hi, mut above_lo) = (0u64, 0u64);
-        for x in active.iter_mut() {
-            let c = &self.curves[curves[x.j as usize] as usize];
-            let (g, vg) = if hi == f64::INFINITY {
-                (x.a, f64::NAN)
-            } else if hi == guessed_at {
-                self.first_at_most_from(c, phase, x.a, x.b, hi, x.g)
+        // Exact passes: units worth more than `hi`, and than `lo`. Should
+        // the band miss, the side that missed is kept and the next pass
+        // looks further out on it, twice as far each time, a few times at
+        // most (then the pivots carry on from there); the result is exact
+        // either way.
+        let width = hi - lo;
+        let mut above = 0u64;
+        for attempt in 0..EXACT_TRIES {
+            *passes += 1;
+            let (mut above_hi, mut above_lo) = (0u64, 0u64);
+            for x in active.iter_mut() {
+                let c = &self.curves[curves[x.j as usize] as usize];
+                let (g, vg) = if hi == f64::INFINITY {
+                    (x.a, f64::NAN)
+                } else {
+                    let guess = match guessed {
+                        Guessed::From(t0) => {
+                            let pos = x.p0 as f64 + x.dp as f64 * (hi - t0);
+                            clamp_unit(pos, x.a, x.b)
+                        }
+                        Guessed::At(t) if t == hi => x.g,
+                        _ => self.guess(c, hi, phase, x.a, x.b),
+                    };
+                    self.first_at_most_from(c, phase, x.a, x.b, hi, guess)
+                };
+                x.g = g;
+                let walk = lo < hi && g < x.b;
+                x.ge = if lo == f64::NEG_INFINITY {
+                    x.b
+                } else if walk && vg.is_nan() {
+                    // Unit g unseen: from g itself.
+                    first_false(g, x.b, g, |k| self.value(c, k, phase) > lo)
+                } else if walk && vg > lo {
+                    // Usually one or two units further: walk from g.
+                    first_false(g + 1, x.b, g + 1, |k| self.value(c, k, phase) > lo)
+                } else {
+                    g
+                };
+                above_hi += (x.g - x.a) as u64;
+                above_lo += (x.ge - x.a) as u64;
+            }
+            guessed = Guessed::Position;
+            let last = attempt + 1 == EXACT_TRIES || !(width > 0.0 && width.is_finite());
+            if above + above_hi >= need {
+                // The n-th is worth more than `hi` (the band missed high):
+                // every unit left is worth more than this `hi`.
+                active.iter_mut().for_each(|x| x.b = x.g);
+                if last {
+                    return above;
+                }
+                (hi, lo) = (hi + width * (1 << attempt) as f64, f64::NEG_INFINITY);
+            } else if above + above_lo >= need {
+                // Worth at most `hi` and more than `lo`: in the band.
+                active.iter_mut().for_each(|x| (x.a, x.b) = (x.g, x.ge));
+                return above + above_hi;
             } else {
-                self.first_at_most(c, phase, x.a, x.b, hi)
-            };
-            x.g = g;
-            x.ge = if lo == f64::NEG_INFINITY {
-                x.b
-            } else if lo < hi && g < x.b && (vg.is_nan() || vg > lo) {
-                // Usually one or two units further: walk from g.
-                first_false(g + 1, x.b, g + 1, |k| self.value(c, k, phase) > lo)
-            } else {
-                g
-            };
-            above_hi += (x.g - x.a) as u64;
-            above_lo += (x.ge - x.a) as u64;
+                // Worth at most `lo` (the band missed low): every unit left
+                // is worth at most this `lo`.
+                active.iter_mut().for_each(|x| x.a = x.ge);
+                above += above_lo;
+                if last {
+                    return above;
+                }
+                (hi, lo) = (f64::INFINITY, lo - width * (1 << attempt) as f64);
+            }
         }
-        if above_hi >= need {
-            // The n-th is worth more than `hi` (the band missed high).
-            active.iter_mut().for_each(|x| x.b = x.g);
-            0
-        } else if above_lo >= need {
-            // Worth at most `hi` and more than `lo`: in the band.
-            active.iter_mut().for_each(|x| (x.a, x.b) = (x.g, x.ge));
-            above_hi
-        } else {
-            // Worth at most `lo` (the band missed low).
-            active.iter_mut().for_each(|x| x.a = x.ge);
-            above_lo
-        }
+        above
     }
 
     /// Brackets the `need`-th best candidate (1-based, counting the `above`

@@ -2074,3 +2074,92 @@ impl Hasher for Fnv {
         self.0 = h;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::{Pool, Workload};
+    use prescient_core::{ResourcePolicy, WorkloadId};
+
+    /// `n` workloads of two resources, some with change costs, on one
+    /// machine that holds `share` of their median demand: the bracketing
+    /// runs (thousands of curves).
+    fn machine(n: usize, share: f64, seed: u64) -> Problem {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let levels: Arc<[f64]> = Arc::from([0.1, 0.5, 0.9, 0.99]);
+        let mut p = Problem::new(0);
+        let mut total = 0.0;
+        for i in 0..n {
+            let mut resources = Vec::new();
+            for resource in [Resource::Cpu, Resource::IoRead] {
+                let m = 0.5 + 4.0 * next();
+                let values = vec![0.5 * m, m, m * (1.5 + next()), m * (2.5 + next())];
+                total += m;
+                let cost = i % 4 == 0;
+                resources.push(WorkloadResource {
+                    resource,
+                    demand: Demand {
+                        start: 0,
+                        step_ms: 60_000,
+                        levels: levels.clone(),
+                        values,
+                    },
+                    policy: ResourcePolicy {
+                        weight: 0.5 + next(),
+                        slo_quantile: 0.9,
+                        priority: (i % 3 == 0) as u32,
+                        change_cost: if cost { 0.02 } else { 0.0 },
+                        ..Default::default()
+                    },
+                    current: cost.then_some(m),
+                    current_tier: None,
+                });
+            }
+            p.workloads.push(Workload {
+                name: WorkloadId(format!("w{i}")),
+                pool: 0,
+                resources,
+            });
+        }
+        p.pools.push(Pool {
+            name: "m".into(),
+            capacity: [
+                (Resource::Cpu, share * total / 2.0),
+                (Resource::IoRead, share * total / 2.0),
+            ]
+            .into(),
+            ..Default::default()
+        });
+        p
+    }
+
+    /// A band that misses (far too narrow) costs passes, never the plan:
+    /// the exact passes look further out, then the pivots carry on.
+    #[test]
+    fn a_missed_band_gives_the_same_plan() {
+        for (seed, share) in [(1, 0.4), (2, 0.8), (3, 1.1), (4, 1.6)] {
+            let p = machine(3000, share, seed);
+            let mut solver = Solver::new();
+            let want = solver.solve(&p).unwrap();
+            for band in [0.0, 1e-4, 0.05, 0.5] {
+                for shift in [-40.0, -3.0, 0.0, 3.0, 40.0] {
+                    for ws in &mut solver.spaces {
+                        ws.search.band = Some((band, shift));
+                    }
+                    let got = solver.solve(&p).unwrap();
+                    assert_eq!(
+                        got.entries, want.entries,
+                        "share {share} band {band} shift {shift}"
+                    );
+                    assert_eq!(got.pools, want.pools);
+                }
+            }
+        }
+    }
+}
