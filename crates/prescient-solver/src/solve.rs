@@ -19,9 +19,8 @@ use crate::solution::{
     SolveStats, TierShare,
 };
 
-/// Workloads from which a parallel solve checks that their names are
-/// unique alongside the resources' solves rather than before them, and
-/// checks the workloads in chunks in parallel.
+/// Workloads from which a parallel solve checks the workloads in chunks in
+/// parallel, and that their names are unique alongside.
 const NAMES_APART: usize = 4096;
 
 /// Workloads per chunk of a parallel check.
@@ -246,12 +245,27 @@ impl Solver {
         // resource); each workload-resource is checked as its curve is
         // built, and should anything be wrong the whole problem is checked
         // again, the way that names every error.
-        // On large problems unique names are checked alongside the solves
-        // (reading every name is a good share of the work there), and
-        // should they not be, the problem is checked again in full.
+        // On large problems unique names are checked alongside the rest of
+        // the check (whose workloads are checked in chunks in parallel:
+        // reading every name is a good share of the work there, and the
+        // solves then have every thread), and should they not be, the
+        // problem is checked again in full.
         let names_apart = self.parallel && problem.workloads.len() >= NAMES_APART;
-        let checked = match check(problem, false, !names_apart, names_apart) {
-            Ok(c) => c,
+        let (checked, names_unique) = if names_apart {
+            rayon::join(
+                || check(problem, false, false, true),
+                || duplicate_names(problem).is_empty(),
+            )
+        } else {
+            (check(problem, false, true, false), true)
+        };
+        let checked = match checked {
+            Ok(c) if names_unique => c,
+            Ok(_) => {
+                return Err(check(problem, true, true, false)
+                    .err()
+                    .unwrap_or(ProblemError { errors: Vec::new() }));
+            }
             Err(e) => return Err(check(problem, true, true, false).err().unwrap_or(e)),
         };
         let Checked {
@@ -292,24 +306,11 @@ impl Solver {
         let jobs = self.spaces.iter_mut().zip(&members);
         let run = |(ws, job): (&mut Workspace, &ResourceJob)| solve_one(ws, &cx, job.0, &job.1);
         type Out = Result<(ResourceOut, usize), Invalid>;
-        let (names_unique, outs): (bool, Vec<Out>) = if names_apart {
-            rayon::join(
-                || duplicate_names(problem).is_empty(),
-                || jobs.collect::<Vec<_>>().into_par_iter().map(run).collect(),
-            )
-        } else if self.parallel && members.len() > 1 {
-            (
-                true,
-                jobs.collect::<Vec<_>>().into_par_iter().map(run).collect(),
-            )
+        let outs: Vec<Out> = if self.parallel && members.len() > 1 {
+            jobs.collect::<Vec<_>>().into_par_iter().map(run).collect()
         } else {
-            (true, jobs.map(run).collect())
+            jobs.map(run).collect()
         };
-        if !names_unique {
-            return Err(check(problem, true, true, false)
-                .err()
-                .unwrap_or(ProblemError { errors: Vec::new() }));
-        }
         let mut out = Solution {
             at: problem.at,
             entries: Vec::with_capacity(entry_resource.len()),
