@@ -58,17 +58,8 @@ pub(crate) struct Curve {
     pub sw: f64,
     /// First unit whose value is not positive (units from here on are spare).
     pub z: u32,
-    /// Number of units it may take at most (limit, pool bounds).
-    pub hi: u32,
-    /// Units up to its SLO target.
-    pub t: u32,
     /// Units allowed by the pools processed so far.
     pub floor: u32,
-    /// Units allowed by its limit (`u32::MAX`: no limit).
-    pub lim: u32,
-    /// The pool that last lowered `floor`, and the phase it was serving.
-    pub cut_by: u32,
-    pub cut_phase: Phase,
 }
 
 pub(crate) const NO_POOL: u32 = u32::MAX;

@@ -83,6 +83,8 @@ struct Workspace {
     slo: Vec<f64>,
     cut_pool: Vec<u32>,
     request_end: Vec<u32>,
+    /// Per curve, what the reasons need besides what the search reads.
+    notes: Vec<Notes>,
     count_at: Vec<usize>,
     start_of: Vec<usize>,
     /// `1 - levels` of the last levels seen (most profiles share theirs),
@@ -117,11 +119,26 @@ impl Workspace {
             + (self.limit.capacity() + self.held.capacity() + self.slo.capacity()) * 8
             + self.cut_pool.capacity() * 4
             + self.request_end.capacity() * 4
+            + self.notes.capacity() * std::mem::size_of::<Notes>()
             + (self.count_at.capacity() + self.start_of.capacity()) * 8
             + self.one_minus.capacity() * 8
             + self.alloc.capacity() * 8
             + self.entries.capacity() * std::mem::size_of::<Entry>()
     }
+}
+
+/// What the reasons need of a curve besides what the search reads (kept
+/// apart so that the passes of the search read less).
+#[derive(Debug, Clone, Copy)]
+struct Notes {
+    /// Units up to its SLO target.
+    t: u32,
+    /// Units allowed by its limit (`u32::MAX`: no limit).
+    lim: u32,
+    /// The pool that cut its guarantee or last lowered its floor, and the
+    /// phase that pool was serving.
+    cut_by: u32,
+    cut_phase: Phase,
 }
 
 /// Solves `problem` with a fresh [`Solver`].
@@ -579,12 +596,7 @@ fn solve_resource(
             cur,
             sw: 0.0,
             z: 0,
-            hi: 0,
-            t: 0,
             floor: 0,
-            lim: u32::MAX,
-            cut_by: NO_POOL,
-            cut_phase: 0,
         });
         ws.g.push(pol.guarantee);
         ws.prio.push(pol.priority);
@@ -692,13 +704,13 @@ fn solve_resource(
     // and the phase of each stretch.
     ws.segs.clear();
     ws.request_end.clear();
+    ws.notes.clear();
     for i in 0..n {
         let gi = ws.g[i];
         let degraded = ws.cut_pool[i] != NO_POOL;
         let pool = ws.pool[i] as usize;
         let cv = &mut ws.curves[i];
         cv.g = gi;
-        cv.cut_by = ws.cut_pool[i];
         cv.seg = ws.segs.len() as u32;
         let (c, cur) = (cv.c, cv.cur);
         let wi = cv.workload;
@@ -715,9 +727,11 @@ fn solve_resource(
         } else {
             units_within(limit - gi, u)
         };
-        if !limit.is_nan() && !degraded {
-            cv.lim = limit_units;
-        }
+        let lim = if !limit.is_nan() && !degraded {
+            limit_units
+        } else {
+            u32::MAX
+        };
         let cap_units = limit_units.min(bound[pool]);
         // The first unit worth nothing: past the top of demand (and,
         // with a change cost, where the gain falls below the cost).
@@ -771,11 +785,15 @@ fn solve_resource(
             cv.sw = cv.w * top.max(u);
         }
         cv.z = z;
-        cv.hi = hi;
         cv.floor = hi;
         // Units up to the SLO (not capped: the reasons compare with it).
         let t = units_above(ws.slo[i] - gi, u);
-        cv.t = t;
+        ws.notes.push(Notes {
+            t,
+            lim,
+            cut_by: ws.cut_pool[i],
+            cut_phase: 0,
+        });
         let prio = ws.prio[i];
         let slo_phase = 2 * rank(prio) + 1;
         let first = cv.seg as usize;
@@ -928,8 +946,8 @@ fn solve_resource(
             if f < c.floor {
                 c.floor = f;
                 if ws.cut_pool[ci] == NO_POOL {
-                    c.cut_by = p as u32;
-                    c.cut_phase = phase;
+                    ws.notes[ci].cut_by = p as u32;
+                    ws.notes[ci].cut_phase = phase;
                 }
             }
         }
@@ -974,10 +992,11 @@ fn solve_resource(
             xs: &ws.xs[c.pts as usize..(c.pts + c.npts) as usize],
             ss: &ws.ss[c.sso as usize..(c.sso + c.npts) as usize],
         };
+        let notes = ws.notes[ci];
         let degraded = ws.cut_pool[ci] != NO_POOL;
-        let cut = c.cut_by != NO_POOL;
-        let targets_end = c.t.max(ws.request_end[ci]);
-        let at_limit = k >= c.lim;
+        let cut = notes.cut_by != NO_POOL;
+        let targets_end = notes.t.max(ws.request_end[ci]);
+        let at_limit = k >= notes.lim;
         let top = s.top();
         let held = c.c > 0.0 && !cut && (allocation - c.cur).abs() < u && allocation < top;
         let outcome = if degraded {
@@ -1009,8 +1028,8 @@ fn solve_resource(
             reason: Reason {
                 outcome,
                 held_by_change_cost: held,
-                cut_by: (c.cut_by != NO_POOL).then_some(c.cut_by),
-                cut_at: (cut && !degraded).then(|| claim(c.cut_phase)),
+                cut_by: cut.then_some(notes.cut_by),
+                cut_at: (cut && !degraded).then(|| claim(notes.cut_phase)),
                 guarantee: c.g,
             },
         };
