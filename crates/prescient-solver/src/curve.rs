@@ -70,18 +70,19 @@ pub(crate) fn step_top(levels: &[f64], values: &[f64]) -> f64 {
 
 /// [`build`] of one step (the first row of `values`), given `one_minus[i]
 /// = 1 - levels[i]` (shared by the many profiles with the same levels): the
-/// same points, written straight into `xs`/`ss`.
+/// same points, written straight into `xs`/`ss`, except that survival
+/// values that are the standard ones, `[1, one_minus.., 0]` (no point mass
+/// at 0: nearly every profile), are not written, and `true` says so.
 pub(crate) fn build_one(
     levels: &[f64],
     values: &[f64],
     one_minus: &[f64],
     xs: &mut Vec<f64>,
     ss: &mut Vec<f64>,
-) {
+) -> bool {
     let n = levels.len();
     let values = &values[..n];
     xs.reserve(n + 3);
-    ss.reserve(n + 3);
     let slope = |i: usize| -> f64 {
         if n < 2 {
             return f64::NAN;
@@ -93,23 +94,24 @@ pub(crate) fn build_one(
     // The lower tail, as step_cdf_points reads it (S = 1 - F).
     let (v0, p0) = (values[0], levels[0]);
     let s0 = slope(0);
+    let mut standard = true;
     if s0.is_finite() && s0 > 0.0 {
         let x = v0 - p0 / s0;
         if x >= 0.0 {
             xs.push(x);
-            ss.push(1.0);
         } else {
+            // A point mass at 0.
             xs.push(0.0);
+            xs.push(0.0);
+            ss.reserve(n + 3);
             ss.push(1.0);
-            xs.push(0.0);
             ss.push(1.0 - (p0 - v0 * s0));
+            standard = false;
         }
     } else {
         xs.push(v0);
-        ss.push(1.0);
     }
     xs.extend_from_slice(values);
-    ss.extend_from_slice(&one_minus[..n]);
     let (vn, pn) = (values[n - 1], levels[n - 1]);
     let sn = slope(n.saturating_sub(2));
     if sn.is_finite() && sn > 0.0 {
@@ -117,6 +119,17 @@ pub(crate) fn build_one(
     } else {
         xs.push(vn);
     }
+    if !standard {
+        ss.extend_from_slice(&one_minus[..n]);
+        ss.push(0.0);
+    }
+    standard
+}
+
+/// Appends the standard survival values of [`build_one`]: `[1, one_minus.., 0]`.
+pub(crate) fn push_standard(one_minus: &[f64], ss: &mut Vec<f64>) {
+    ss.push(1.0);
+    ss.extend_from_slice(one_minus);
     ss.push(0.0);
 }
 
@@ -243,7 +256,7 @@ impl Survival<'_> {
     }
 
     /// S(x) = P(demand > x).
-    #[inline]
+    #[cfg(test)]
     pub fn at(&self, x: f64) -> f64 {
         let j = self.locate(x);
         self.at_located(x, j)
@@ -277,33 +290,24 @@ impl Survival<'_> {
         if self.xs[ja] >= b {
             return self.at_located(0.5 * (a + b), ja);
         }
-        // Integrate piece by piece.
+        // Integrate piece by piece: from x to xs[j], where S reaches ss[j]
+        // (two points that share an x, a jump, make a piece of width 0,
+        // which adds exactly 0, and S goes on from the second's value).
         let mut total = 0.0;
         let mut x = a;
         let mut s = self.at_located(a, ja);
         let mut j = ja;
         while j < n && self.xs[j] < b {
-            // Piece from x to xs[j]; S at xs[j] from the left.
             let xe = self.xs[j];
-            let se = if j == 0 { 1.0 } else { self.left_at_point(j) };
+            let se = if j == 0 { 1.0 } else { self.ss[j] };
             total += (xe - x) * 0.5 * (s + se);
             x = xe;
-            // Right limit at xs[j]: the last point sharing this x.
-            while j + 1 < n && self.xs[j + 1] == xe {
-                j += 1;
-            }
             s = self.ss[j];
             j += 1;
         }
         let se = self.at_located(b, j);
         total += (b - x) * 0.5 * (s + se);
         total / (b - a)
-    }
-
-    /// The left limit of S at point `j` (the first point with its x).
-    #[inline]
-    fn left_at_point(&self, j: usize) -> f64 {
-        self.ss[j]
     }
 
     /// sup{a : S(a) > p}: the allocation where the marginal gain falls to
@@ -333,10 +337,41 @@ impl Survival<'_> {
         (xa + (xb - xa) * ((sa - p) / (sa - sb))).clamp(xa, xb)
     }
 
+    /// [`Survival::inverse`] and its derivative in `p` (0 where the inverse
+    /// jumps or is infinite).
+    pub fn inverse_and_slope(&self, p: f64) -> (f64, f64) {
+        if p >= 1.0 {
+            return (f64::NEG_INFINITY, 0.0);
+        }
+        if p < 0.0 {
+            return (f64::INFINITY, 0.0);
+        }
+        let j = self.ss.partition_point(|&s| s > p);
+        if j == 0 {
+            return (self.xs[0], 0.0);
+        }
+        if j == self.xs.len() {
+            return (f64::INFINITY, 0.0);
+        }
+        let (xa, sa) = (self.xs[j - 1], self.ss[j - 1]);
+        let (xb, sb) = (self.xs[j], self.ss[j]);
+        if xb == xa || sa == sb {
+            return (xb, 0.0);
+        }
+        let x = (xa + (xb - xa) * ((sa - p) / (sa - sb))).clamp(xa, xb);
+        (x, -(xb - xa) / (sa - sb))
+    }
+
     /// `(P(demand <= a), E[(demand - a)+])`: the coverage and expected
     /// unmet demand of allocation `a`.
     pub fn coverage_and_excess(&self, a: f64) -> (f64, f64) {
-        (1.0 - self.at(a), self.expected_excess(a))
+        let j = self.locate(a);
+        if j == 0 {
+            // Left of every point: S is 1 there.
+            return (0.0, self.expected_excess(a));
+        }
+        let s = self.at_located(a, j);
+        (1.0 - s, self.excess_from(0.0, a, j, s))
     }
 
     /// E[(demand - a)+] = ∫_a^∞ S.
@@ -351,17 +386,19 @@ impl Survival<'_> {
             total += self.xs[0] - a;
             x = self.xs[0];
         }
-        let mut j = self.locate(x);
-        let mut s = self.at_located(x, j);
-        while j < n {
-            let xe = self.xs[j];
-            total += (xe - x) * 0.5 * (s + self.ss[j]);
+        let j = self.locate(x);
+        self.excess_from(total, x, j, self.at_located(x, j))
+    }
+
+    /// `total` plus ∫_x^∞ S, for `j = locate(x)` and `s = S(x)`: trapezoids
+    /// from point to point (two points that share an x, a jump, make one of
+    /// width 0, which adds exactly 0).
+    #[inline]
+    fn excess_from(&self, mut total: f64, mut x: f64, j: usize, mut s: f64) -> f64 {
+        for (&xe, &se) in self.xs[j..].iter().zip(&self.ss[j..]) {
+            total += (xe - x) * 0.5 * (s + se);
             x = xe;
-            while j + 1 < n && self.xs[j + 1] == xe {
-                j += 1;
-            }
-            s = self.ss[j];
-            j += 1;
+            s = se;
         }
         total
     }

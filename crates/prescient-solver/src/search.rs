@@ -58,17 +58,8 @@ pub(crate) struct Curve {
     pub sw: f64,
     /// First unit whose value is not positive (units from here on are spare).
     pub z: u32,
-    /// Number of units it may take at most (limit, pool bounds).
-    pub hi: u32,
-    /// Units up to its SLO target.
-    pub t: u32,
     /// Units allowed by the pools processed so far.
     pub floor: u32,
-    /// Units allowed by its limit (`u32::MAX`: no limit).
-    pub lim: u32,
-    /// The pool that last lowered `floor`, and the phase it was serving.
-    pub cut_by: u32,
-    pub cut_phase: Phase,
 }
 
 pub(crate) const NO_POOL: u32 = u32::MAX;
@@ -103,6 +94,11 @@ pub(crate) struct SearchSpace {
     /// (value, relaxed count) pairs seen by the bracketing.
     points: Vec<(f64, f64)>,
     pub passes: usize,
+    /// Half the width of the bracketing's band and a shift of its centre,
+    /// in margins, when not the usual [`BAND`] and none (tests narrow and
+    /// shift it to make the band miss).
+    #[cfg(test)]
+    pub band: Option<(f64, f64)>,
 }
 
 impl SearchSpace {
@@ -127,6 +123,10 @@ struct Active {
     /// Scratch: counts at the pivot.
     g: u32,
     ge: u32,
+    /// Scratch of the bracketing: the curve's position at the first guess
+    /// and its slope, to extrapolate its position at the band's edge.
+    p0: f32,
+    dp: f32,
 }
 
 /// Candidates left when the search stops bracketing and sorts.
@@ -137,6 +137,22 @@ const SAMPLE: usize = 31;
 const BRACKET_SAMPLE: usize = 256;
 /// Passes of relaxed counting at most, to place the band.
 const RELAXED_ROUNDS: usize = 5;
+/// Half the width of the band the bracketing's Newton step places, in
+/// margins (see [`View::bracket`]).
+const BAND: f64 = 3.0;
+/// Exact passes at most to find the band around the threshold.
+const EXACT_TRIES: usize = 4;
+
+/// Where the exact pass of the bracketing guesses each curve's count.
+#[derive(Clone, Copy)]
+enum Guessed {
+    /// Extrapolated from the curve's position and slope at this value.
+    From(f64),
+    /// Its count at this value, in `g`.
+    At(f64),
+    /// From its position.
+    Position,
+}
 
 impl<'a> View<'a> {
     #[inline]
@@ -190,10 +206,33 @@ impl<'a> View<'a> {
         (a - c.g) * self.inv_u
     }
 
+    /// [`View::position`] and its derivative in `theta` (0 where the
+    /// position jumps or stands still): what a Newton step on the relaxed
+    /// count needs.
+    #[inline]
+    fn position_and_slope(&self, c: &Curve, theta: f64, phase: Phase) -> (f64, f64) {
+        if phase == self.spare {
+            return (c.z as f64 - 0.5 - theta * c.sw, -c.sw);
+        }
+        let s = self.survival(c);
+        let (a, da) = if c.c > 0.0 {
+            let above = s.inverse_and_slope((theta + c.c) / c.w);
+            if above.0 > c.cur {
+                above
+            } else {
+                let below = s.inverse_and_slope((theta - c.c) / c.w);
+                if below.0 < c.cur { below } else { (c.cur, 0.0) }
+            }
+        } else {
+            s.inverse_and_slope(theta / c.w)
+        };
+        ((a - c.g) * self.inv_u, da / c.w * self.inv_u)
+    }
+
     /// A guess of the first unit (in `[lo, hi)`) whose value is at most `theta`.
     #[inline]
     fn guess(&self, c: &Curve, theta: f64, phase: Phase, lo: u32, hi: u32) -> u32 {
-        clamp_unit(self.position(c, theta, phase).floor(), lo, hi)
+        clamp_unit(self.position(c, theta, phase), lo, hi)
     }
 
     /// Number of units of `[lo, hi)` in `phase` whose value is above
@@ -264,6 +303,21 @@ impl<'a> View<'a> {
     #[inline]
     fn first_at_most(&self, c: &Curve, phase: Phase, lo: u32, hi: u32, theta: f64) -> (u32, f64) {
         let guess = self.guess(c, theta, phase, lo, hi);
+        self.first_at_most_from(c, phase, lo, hi, theta, guess)
+    }
+
+    /// [`View::first_at_most`] searching from `guess` (any guess gives the
+    /// same answer; a good one, fewer evaluations).
+    #[inline]
+    fn first_at_most_from(
+        &self,
+        c: &Curve,
+        phase: Phase,
+        lo: u32,
+        hi: u32,
+        theta: f64,
+        guess: u32,
+    ) -> (u32, f64) {
         let mut seen = (u32::MAX, f64::NAN);
         let k = first_false(lo, hi, guess, |k| {
             let v = self.value(c, k, phase);
@@ -330,6 +384,8 @@ impl<'a> View<'a> {
                     b: e,
                     g: s,
                     ge: s,
+                    p0: 0.0,
+                    dp: 0.0,
                 });
             }
         }
@@ -368,13 +424,18 @@ impl<'a> View<'a> {
     /// each one's value crosses a value (in units, [`View::position`]). It
     /// is within half a unit of the exact count of a curve away from its
     /// kinks, and the errors of many curves mostly cancel, so the relaxed
-    /// count, found first on a sample and then refined by interpolation over
-    /// a few passes (cheap: one inverse of the survival curve per curve),
-    /// places a band of some `√n` units that nearly always holds the
-    /// threshold. The exact pass then keeps only the candidates inside the
-    /// band; should the band miss, the side that missed stays as it was and
-    /// the pivots carry on from there, so the result is exact either way.
+    /// count (cheap: one inverse of the survival curve per curve) places a
+    /// band of some `√n` units that nearly always holds the threshold: a
+    /// first guess from a sample, then one Newton step on the relaxed count
+    /// of all the curves (its slope comes with each inverse). The exact pass
+    /// then keeps only the candidates inside the band; should the band
+    /// miss, the side that missed stays and the next exact pass looks further
+    /// out on it, and the pivots carry on from wherever that leaves them, so
+    /// the result is exact either way. (Without a slope, a few passes of
+    /// relaxed counts interpolated between their points place the band.)
     fn bracket(&self, curves: &[u32], phase: Phase, need: u64, space: &mut SearchSpace) -> u64 {
+        #[cfg(test)]
+        let space_band = space.band;
         let stride = (space.active.len() / BRACKET_SAMPLE).max(1);
         let total: u64 = space.active.iter().map(|x| (x.b - x.a) as u64).sum();
         space.sample.clear();
@@ -382,12 +443,7 @@ impl<'a> View<'a> {
             .sample
             .extend(space.active.iter().step_by(stride).copied());
         let in_sample: u64 = space.sample.iter().map(|x| (x.b - x.a) as u64).sum();
-        // The sample's rank of the n-th unit, give or take its sampling
-        // error: two guesses of the threshold to start from.
         let r = need as f64 * in_sample as f64 / total as f64;
-        let spread = 4.0 * r.max(1.0).sqrt() + 2.0;
-        let r_hi = ((r - spread).floor().max(1.0) as u64).min(in_sample);
-        let r_lo = ((r + spread).ceil().max(1.0) as u64).min(in_sample);
         let SearchSpace {
             sample,
             active,
@@ -399,111 +455,208 @@ impl<'a> View<'a> {
             ..
         } = space;
         let keep = sample.clone();
-        let t_hi = self
+        // The sample's value at its rank of the n-th unit: a first guess.
+        let r_mid = (r.round().max(1.0) as u64).min(in_sample);
+        let t0 = self
             .pivot_loop(
-                curves, phase, r_hi, 0, sample, None, cands, samples, ties, passes,
-            )
-            .value;
-        sample.clear();
-        sample.extend_from_slice(&keep);
-        let t_lo = self
-            .pivot_loop(
-                curves, phase, r_lo, 0, sample, None, cands, samples, ties, passes,
+                curves, phase, r_mid, 0, sample, None, cands, samples, ties, passes,
             )
             .value;
 
         // Refine on the relaxed count of all the active curves: a band
         // [lo, hi] of values whose relaxed counts sit `margin` either side of
         // `need` (the errors of n curves add up to some sqrt(n / 12) units).
+        // First a Newton step from the guess: the relaxed count there and
+        // its slope (a sum of smooth pieces, so nearly linear nearby) say
+        // where it reaches `need`.
         let target = need as f64;
         let margin = 3.0 * (active.len() as f64).sqrt() + 64.0;
         points.clear();
-        let (mut hi, mut lo) = (t_hi, t_lo);
-        // The best band edges so far: (value, relaxed count).
-        let mut best_hi: Option<(f64, f64)> = None;
-        let mut best_lo: Option<(f64, f64)> = None;
-        for round in 0..RELAXED_ROUNDS {
-            *passes += 1;
-            let (mut c_hi, mut c_lo) = (0.0, 0.0);
-            for x in active.iter() {
-                let c = &self.curves[curves[x.j as usize] as usize];
-                let (a, b) = (x.a as f64, x.b as f64);
-                c_hi += self.position(c, hi, phase).clamp(a, b) - a;
-                if lo != hi {
-                    c_lo += self.position(c, lo, phase).clamp(a, b) - a;
-                }
-            }
-            if lo == hi {
-                c_lo = c_hi;
-            }
-            for (t, cnt) in [(hi, c_hi), (lo, c_lo)] {
-                points.push((t, cnt));
-                if cnt <= target - margin && best_hi.is_none_or(|(bt, _)| t < bt) {
-                    best_hi = Some((t, cnt));
-                }
-                if cnt >= target + margin && best_lo.is_none_or(|(bt, _)| t > bt) {
-                    best_lo = Some((t, cnt));
-                }
-            }
-            if let (Some(h), Some(l)) = (best_hi, best_lo)
-                && l.1 - h.1 <= 8.0 * margin
-            {
-                break;
-            }
-            if round + 1 == RELAXED_ROUNDS {
-                break;
-            }
-            // Next guesses: where the relaxed count, interpolated between
-            // the points seen, reaches need -/+ twice the margin.
-            match (
-                interpolate(points, target - 2.0 * margin),
-                interpolate(points, target + 2.0 * margin),
-            ) {
-                (Some(h), Some(l)) if h >= l => (hi, lo) = (h, l),
-                _ => break,
+        *passes += 1;
+        let (mut c0, mut d0) = (0.0, 0.0);
+        for x in active.iter_mut() {
+            let c = &self.curves[curves[x.j as usize] as usize];
+            let (a, b) = (x.a as f64, x.b as f64);
+            let (pos, slope) = self.position_and_slope(c, t0, phase);
+            (x.p0, x.dp) = (pos as f32, slope as f32);
+            c0 += pos.clamp(a, b) - a;
+            if pos > a && pos < b {
+                d0 += slope;
             }
         }
-        let hi = best_hi.map_or(f64::INFINITY, |x| x.0);
-        let lo = best_lo.map_or(f64::NEG_INFINITY, |x| x.0);
+        points.push((t0, c0));
+        let newton = t0 + (target - c0) / d0;
+        // Where each curve's exact count above the band's upper edge is
+        // looked for first.
+        let mut guessed = Guessed::Position;
+        let (mut hi, mut lo) = if d0 < 0.0 && newton.is_finite() {
+            // Counts fall as values rise (d0 < 0): hi above, lo below. The
+            // relaxed count is within about a margin of the exact one, so a
+            // band three margins either side of the Newton step nearly always
+            // holds the n-th unit (the exact pass tries further out when it
+            // does not); each curve's position at its edge is extrapolated
+            // from the step.
+            guessed = Guessed::From(t0);
+            #[cfg(not(test))]
+            let (band, newton) = (BAND, newton);
+            #[cfg(test)]
+            let (band, newton) = match space_band {
+                Some((band, shift)) => (band, newton - shift * margin / d0),
+                None => (BAND, newton),
+            };
+            (newton - band * margin / d0, newton + band * margin / d0)
+        } else {
+            // No slope to follow: the sample's values at its rank give
+            // or take its sampling error, refined on the relaxed count.
+            let spread = 4.0 * r.max(1.0).sqrt() + 2.0;
+            let r_hi = ((r - spread).floor().max(1.0) as u64).min(in_sample);
+            let r_lo = ((r + spread).ceil().max(1.0) as u64).min(in_sample);
+            sample.clear();
+            sample.extend_from_slice(&keep);
+            let t_hi = self
+                .pivot_loop(
+                    curves, phase, r_hi, 0, sample, None, cands, samples, ties, passes,
+                )
+                .value;
+            sample.clear();
+            sample.extend_from_slice(&keep);
+            let t_lo = self
+                .pivot_loop(
+                    curves, phase, r_lo, 0, sample, None, cands, samples, ties, passes,
+                )
+                .value;
+            let (mut hi, mut lo) = (t_hi, t_lo);
+            // The best band edges so far: (value, relaxed count).
+            let mut best_hi: Option<(f64, f64)> = None;
+            let mut best_lo: Option<(f64, f64)> = None;
+            if c0 <= target - margin {
+                best_hi = Some((t0, c0));
+            }
+            if c0 >= target + margin {
+                best_lo = Some((t0, c0));
+            }
+            for round in 0..RELAXED_ROUNDS {
+                *passes += 1;
+                let (mut c_hi, mut c_lo) = (0.0, 0.0);
+                for x in active.iter_mut() {
+                    let c = &self.curves[curves[x.j as usize] as usize];
+                    let (a, b) = (x.a as f64, x.b as f64);
+                    let pos = self.position(c, hi, phase);
+                    // Each curve's guess of its count above `hi`, for the
+                    // exact pass when it counts above that same `hi`.
+                    x.g = clamp_unit(pos, x.a, x.b);
+                    c_hi += pos.clamp(a, b) - a;
+                    if lo != hi {
+                        c_lo += self.position(c, lo, phase).clamp(a, b) - a;
+                    }
+                }
+                guessed = Guessed::At(hi);
+                if lo == hi {
+                    c_lo = c_hi;
+                }
+                for (t, cnt) in [(hi, c_hi), (lo, c_lo)] {
+                    points.push((t, cnt));
+                    if cnt <= target - margin && best_hi.is_none_or(|(bt, _)| t < bt) {
+                        best_hi = Some((t, cnt));
+                    }
+                    if cnt >= target + margin && best_lo.is_none_or(|(bt, _)| t > bt) {
+                        best_lo = Some((t, cnt));
+                    }
+                }
+                if let (Some(h), Some(l)) = (best_hi, best_lo)
+                    && l.1 - h.1 <= 8.0 * margin
+                {
+                    break;
+                }
+                if round + 1 == RELAXED_ROUNDS {
+                    break;
+                }
+                // Next guesses: where the relaxed count, interpolated
+                // between the points seen, reaches need -/+ twice the margin.
+                match (
+                    interpolate(points, target - 2.0 * margin),
+                    interpolate(points, target + 2.0 * margin),
+                ) {
+                    (Some(h), Some(l)) if h >= l => (hi, lo) = (h, l),
+                    _ => break,
+                }
+            }
+            (
+                best_hi.map_or(f64::INFINITY, |x| x.0),
+                best_lo.map_or(f64::NEG_INFINITY, |x| x.0),
+            )
+        };
         if hi == f64::INFINITY && lo == f64::NEG_INFINITY {
             return 0;
         }
 
-        // One exact pass: units worth more than `hi`, and than `lo`.
-        *passes += 1;
-        let (mut above_hi, mut above_lo) = (0u64, 0u64);
-        for x in active.iter_mut() {
-            let c = &self.curves[curves[x.j as usize] as usize];
-            let (g, vg) = if hi == f64::INFINITY {
-                (x.a, f64::NAN)
+        // Exact passes: units worth more than `hi`, and than `lo`. Should
+        // the band miss, the side that missed is kept and the next pass
+        // looks further out on it, twice as far each time, a few times at
+        // most (then the pivots carry on from there); the result is exact
+        // either way.
+        let width = hi - lo;
+        let mut above = 0u64;
+        for attempt in 0..EXACT_TRIES {
+            *passes += 1;
+            let (mut above_hi, mut above_lo) = (0u64, 0u64);
+            for x in active.iter_mut() {
+                let c = &self.curves[curves[x.j as usize] as usize];
+                let (g, vg) = if hi == f64::INFINITY {
+                    (x.a, f64::NAN)
+                } else {
+                    let guess = match guessed {
+                        Guessed::From(t0) => {
+                            let pos = x.p0 as f64 + x.dp as f64 * (hi - t0);
+                            clamp_unit(pos, x.a, x.b)
+                        }
+                        Guessed::At(t) if t == hi => x.g,
+                        _ => self.guess(c, hi, phase, x.a, x.b),
+                    };
+                    self.first_at_most_from(c, phase, x.a, x.b, hi, guess)
+                };
+                x.g = g;
+                let walk = lo < hi && g < x.b;
+                x.ge = if lo == f64::NEG_INFINITY {
+                    x.b
+                } else if walk && vg.is_nan() {
+                    // Unit g unseen: from g itself.
+                    first_false(g, x.b, g, |k| self.value(c, k, phase) > lo)
+                } else if walk && vg > lo {
+                    // Usually one or two units further: walk from g.
+                    first_false(g + 1, x.b, g + 1, |k| self.value(c, k, phase) > lo)
+                } else {
+                    g
+                };
+                above_hi += (x.g - x.a) as u64;
+                above_lo += (x.ge - x.a) as u64;
+            }
+            guessed = Guessed::Position;
+            let last = attempt + 1 == EXACT_TRIES || !(width > 0.0 && width.is_finite());
+            if above + above_hi >= need {
+                // The n-th is worth more than `hi` (the band missed high):
+                // every unit left is worth more than this `hi`.
+                active.iter_mut().for_each(|x| x.b = x.g);
+                if last {
+                    return above;
+                }
+                (hi, lo) = (hi + width * (1 << attempt) as f64, f64::NEG_INFINITY);
+            } else if above + above_lo >= need {
+                // Worth at most `hi` and more than `lo`: in the band.
+                active.iter_mut().for_each(|x| (x.a, x.b) = (x.g, x.ge));
+                return above + above_hi;
             } else {
-                self.first_at_most(c, phase, x.a, x.b, hi)
-            };
-            x.g = g;
-            x.ge = if lo == f64::NEG_INFINITY {
-                x.b
-            } else if lo < hi && g < x.b && (vg.is_nan() || vg > lo) {
-                // Usually one or two units further: walk from g.
-                first_false(g + 1, x.b, g + 1, |k| self.value(c, k, phase) > lo)
-            } else {
-                g
-            };
-            above_hi += (x.g - x.a) as u64;
-            above_lo += (x.ge - x.a) as u64;
+                // Worth at most `lo` (the band missed low): every unit left
+                // is worth at most this `lo`.
+                active.iter_mut().for_each(|x| x.a = x.ge);
+                above += above_lo;
+                if last {
+                    return above;
+                }
+                (hi, lo) = (f64::INFINITY, lo - width * (1 << attempt) as f64);
+            }
         }
-        if above_hi >= need {
-            // The n-th is worth more than `hi` (the band missed high).
-            active.iter_mut().for_each(|x| x.b = x.g);
-            0
-        } else if above_lo >= need {
-            // Worth at most `hi` and more than `lo`: in the band.
-            active.iter_mut().for_each(|x| (x.a, x.b) = (x.g, x.ge));
-            above_hi
-        } else {
-            // Worth at most `lo` (the band missed low).
-            active.iter_mut().for_each(|x| x.a = x.ge);
-            above_lo
-        }
+        above
     }
 
     /// Brackets the `need`-th best candidate (1-based, counting the `above`
@@ -763,6 +916,8 @@ fn interpolate(points: &mut [(f64, f64)], target: f64) -> Option<f64> {
     finite(p.0 + (q.0 - p.0) * (p.1 - target) / (p.1 - q.1))
 }
 
+/// `floor(k)` within `[lo, hi)` (`lo` for NaN). No `floor` is needed: the
+/// cast truncates, which is the floor for the `k >= lo >= 0` it is given.
 fn clamp_unit(k: f64, lo: u32, hi: u32) -> u32 {
     if hi <= lo {
         return lo;

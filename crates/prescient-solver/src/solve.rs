@@ -19,12 +19,16 @@ use crate::solution::{
     SolveStats, TierShare,
 };
 
-/// Workloads from which a parallel solve checks that their names are
-/// unique alongside the resources' solves rather than before them.
-const NAMES_APART: usize = 16_384;
+/// Workloads from which a parallel solve checks the workloads in chunks in
+/// parallel, and that their names are unique alongside.
+const NAMES_APART: usize = 4096;
 
 /// Workloads per chunk of a parallel check.
-const CHECK_CHUNK: usize = 8192;
+const CHECK_CHUNK: usize = 4096;
+
+/// Entries from which a parallel solve merges the resources' entries in
+/// parallel.
+const MERGE_APART: usize = 16_384;
 
 /// The most allocation units a capacity (or a limit) may hold.
 pub const MAX_UNITS: u32 = 1 << 30;
@@ -79,6 +83,8 @@ struct Workspace {
     slo: Vec<f64>,
     cut_pool: Vec<u32>,
     request_end: Vec<u32>,
+    /// Per curve, what the reasons need besides what the search reads.
+    notes: Vec<Notes>,
     count_at: Vec<usize>,
     start_of: Vec<usize>,
     /// `1 - levels` of the last levels seen (most profiles share theirs),
@@ -113,11 +119,26 @@ impl Workspace {
             + (self.limit.capacity() + self.held.capacity() + self.slo.capacity()) * 8
             + self.cut_pool.capacity() * 4
             + self.request_end.capacity() * 4
+            + self.notes.capacity() * std::mem::size_of::<Notes>()
             + (self.count_at.capacity() + self.start_of.capacity()) * 8
             + self.one_minus.capacity() * 8
             + self.alloc.capacity() * 8
             + self.entries.capacity() * std::mem::size_of::<Entry>()
     }
+}
+
+/// What the reasons need of a curve besides what the search reads (kept
+/// apart so that the passes of the search read less).
+#[derive(Debug, Clone, Copy)]
+struct Notes {
+    /// Units up to its SLO target.
+    t: u32,
+    /// Units allowed by its limit (`u32::MAX`: no limit).
+    lim: u32,
+    /// The pool that cut its guarantee or last lowered its floor, and the
+    /// phase that pool was serving.
+    cut_by: u32,
+    cut_phase: Phase,
 }
 
 /// Solves `problem` with a fresh [`Solver`].
@@ -241,12 +262,27 @@ impl Solver {
         // resource); each workload-resource is checked as its curve is
         // built, and should anything be wrong the whole problem is checked
         // again, the way that names every error.
-        // On large problems unique names are checked alongside the solves
-        // (reading every name is a good share of the work there), and
-        // should they not be, the problem is checked again in full.
+        // On large problems unique names are checked alongside the rest of
+        // the check (whose workloads are checked in chunks in parallel:
+        // reading every name is a good share of the work there, and the
+        // solves then have every thread), and should they not be, the
+        // problem is checked again in full.
         let names_apart = self.parallel && problem.workloads.len() >= NAMES_APART;
-        let checked = match check(problem, false, !names_apart, names_apart) {
-            Ok(c) => c,
+        let (checked, names_unique) = if names_apart {
+            rayon::join(
+                || check(problem, false, false, true),
+                || duplicate_names(problem).is_empty(),
+            )
+        } else {
+            (check(problem, false, true, false), true)
+        };
+        let checked = match checked {
+            Ok(c) if names_unique => c,
+            Ok(_) => {
+                return Err(check(problem, true, true, false)
+                    .err()
+                    .unwrap_or(ProblemError { errors: Vec::new() }));
+            }
             Err(e) => return Err(check(problem, true, true, false).err().unwrap_or(e)),
         };
         let Checked {
@@ -287,24 +323,11 @@ impl Solver {
         let jobs = self.spaces.iter_mut().zip(&members);
         let run = |(ws, job): (&mut Workspace, &ResourceJob)| solve_one(ws, &cx, job.0, &job.1);
         type Out = Result<(ResourceOut, usize), Invalid>;
-        let (names_unique, outs): (bool, Vec<Out>) = if names_apart {
-            rayon::join(
-                || duplicate_names(problem).is_empty(),
-                || jobs.collect::<Vec<_>>().into_par_iter().map(run).collect(),
-            )
-        } else if self.parallel && members.len() > 1 {
-            (
-                true,
-                jobs.collect::<Vec<_>>().into_par_iter().map(run).collect(),
-            )
+        let outs: Vec<Out> = if self.parallel && members.len() > 1 {
+            jobs.collect::<Vec<_>>().into_par_iter().map(run).collect()
         } else {
-            (true, jobs.map(run).collect())
+            jobs.map(run).collect()
         };
-        if !names_unique {
-            return Err(check(problem, true, true, false)
-                .err()
-                .unwrap_or(ProblemError { errors: Vec::new() }));
-        }
         let mut out = Solution {
             at: problem.at,
             entries: Vec::with_capacity(entry_resource.len()),
@@ -333,13 +356,32 @@ impl Solver {
                 outcomes[i] = Some(r);
             }
         }
-        // The entries: each resource's, in the order of the workloads, merged.
+        // The entries: each resource's, in the order of the workloads,
+        // merged (on large problems in parallel: each entry's place in its
+        // resource's list first, then the copies).
         let spaces = &self.spaces[..members.len()];
-        let mut next = vec![0usize; members.len()];
-        for &r in &entry_resource {
-            let r = r as usize;
-            out.entries.push(spaces[r].entries[next[r]].clone());
-            next[r] += 1;
+        let mut next = vec![0u32; members.len()];
+        if self.parallel && entry_resource.len() >= MERGE_APART {
+            let at: Vec<u32> = entry_resource
+                .iter()
+                .map(|&r| {
+                    let i = next[r as usize];
+                    next[r as usize] += 1;
+                    i
+                })
+                .collect();
+            entry_resource
+                .par_iter()
+                .zip(&at)
+                .map(|(&r, &i)| spaces[r as usize].entries[i as usize].clone())
+                .collect_into_vec(&mut out.entries);
+        } else {
+            for &r in &entry_resource {
+                let r = r as usize;
+                out.entries
+                    .push(spaces[r].entries[next[r] as usize].clone());
+                next[r] += 1;
+            }
         }
         out.requests = outcomes.into_iter().flatten().collect();
         out.stats.curves = entry_resource.len();
@@ -455,8 +497,13 @@ fn solve_resource(
     ws.slo.clear();
     ws.levels_seen = None;
     let mut priorities: Vec<u32> = Vec::new();
-    // Where the survival values most recent curves share start.
+    // Where the survival values most recent curves of several steps share
+    // start, and where the standard survival values of the levels last
+    // seen are (see curve::build_one), with the levels' key.
     let mut shared_ss: Option<usize> = None;
+    let mut standard_ss: Option<((usize, usize), u32)> = None;
+    // The SLO quantile's place among the levels last seen.
+    let mut slo_at = SloAt::default();
     for i in 0..n {
         let (wi, slot) = ws.raw[i];
         let w = &problem.workloads[wi as usize];
@@ -474,8 +521,24 @@ fn solve_resource(
         let steps = steps_wanted.min(d.horizon()).max(1);
         let pts = ws.xs.len() as u32;
         let ss_at = ws.ss.len();
-        if steps == 1 {
-            curve::build_one(&d.levels, &d.values, &ws.one_minus, &mut ws.xs, &mut ws.ss);
+        let nl = d.levels.len();
+        let levels_key = (Arc::as_ptr(&d.levels) as *const f64 as usize, nl);
+        // Most curves of one step with the same levels have the very same
+        // survival values (1, 1 - levels, 0), only their x differ: those
+        // share one copy of them, which halves the points the passes below read.
+        let sso = if steps == 1 {
+            if curve::build_one(&d.levels, &d.values, &ws.one_minus, &mut ws.xs, &mut ws.ss) {
+                match standard_ss {
+                    Some((key, at)) if key == levels_key => at,
+                    _ => {
+                        curve::push_standard(&ws.one_minus[..nl], &mut ws.ss);
+                        standard_ss = Some((levels_key, ss_at as u32));
+                        ss_at as u32
+                    }
+                }
+            } else {
+                ss_at as u32
+            }
         } else {
             curve::build(
                 &d.levels,
@@ -485,35 +548,32 @@ fn solve_resource(
                 &mut ws.ss,
                 &mut ws.scratch,
             );
-        }
+            // Several steps: shared with the last such curve if the same.
+            let new_ss = &ws.ss[ss_at..];
+            (match shared_ss {
+                Some(at)
+                    if ws.ss.get(at..at + new_ss.len()).is_some_and(|t| {
+                        at + t.len() <= ss_at
+                            && t.iter()
+                                .zip(new_ss)
+                                .all(|(a, b)| a.to_bits() == b.to_bits())
+                    }) =>
+                {
+                    ws.ss.truncate(ss_at);
+                    at
+                }
+                _ => {
+                    shared_ss = Some(ss_at);
+                    ss_at
+                }
+            }) as u32
+        };
         let npts = ws.xs.len() as u32 - pts;
-        // Most curves of one step with the same levels have the very same
-        // survival values (1, 1 - levels, 0), only their x differ: those
-        // share one copy of them, which halves the points the passes below read.
-        let new_ss = &ws.ss[ss_at..];
-        let sso = match shared_ss {
-            Some(at)
-                if ws.ss.get(at..at + new_ss.len()).is_some_and(|t| {
-                    t.len() == npts as usize
-                        && at + t.len() <= ss_at
-                        && t.iter()
-                            .zip(new_ss)
-                            .all(|(a, b)| a.to_bits() == b.to_bits())
-                }) =>
-            {
-                ws.ss.truncate(ss_at);
-                at
-            }
-            _ => {
-                shared_ss = Some(ss_at);
-                ss_at
-            }
-        } as u32;
         // SLO target: the highest SLO quantile over the planned steps.
-        let nl = d.levels.len();
         let mut slo = 0.0f64;
         for h in 0..steps {
-            slo = slo.max(step_quantile(
+            slo = slo.max(slo_at.quantile(
+                levels_key,
                 &d.levels,
                 &d.values[h * nl..(h + 1) * nl],
                 pol.slo_quantile,
@@ -536,12 +596,7 @@ fn solve_resource(
             cur,
             sw: 0.0,
             z: 0,
-            hi: 0,
-            t: 0,
             floor: 0,
-            lim: u32::MAX,
-            cut_by: NO_POOL,
-            cut_phase: 0,
         });
         ws.g.push(pol.guarantee);
         ws.prio.push(pol.priority);
@@ -649,13 +704,13 @@ fn solve_resource(
     // and the phase of each stretch.
     ws.segs.clear();
     ws.request_end.clear();
+    ws.notes.clear();
     for i in 0..n {
         let gi = ws.g[i];
         let degraded = ws.cut_pool[i] != NO_POOL;
         let pool = ws.pool[i] as usize;
         let cv = &mut ws.curves[i];
         cv.g = gi;
-        cv.cut_by = ws.cut_pool[i];
         cv.seg = ws.segs.len() as u32;
         let (c, cur) = (cv.c, cv.cur);
         let wi = cv.workload;
@@ -672,22 +727,21 @@ fn solve_resource(
         } else {
             units_within(limit - gi, u)
         };
-        if !limit.is_nan() && !degraded {
-            cv.lim = limit_units;
-        }
+        let lim = if !limit.is_nan() && !degraded {
+            limit_units
+        } else {
+            u32::MAX
+        };
         let cap_units = limit_units.min(bound[pool]);
         // The first unit worth nothing: past the top of demand (and,
         // with a change cost, where the gain falls below the cost).
         let z_value = if c == 0.0 {
             // Without a change cost a unit is worth something exactly
             // when it starts below the top of demand.
-            let guess = ((top - gi) / u).ceil().max(0.0).min(cap_units as f64) as u32;
+            let guess = ((top - gi) / u).min(cap_units as f64) as u32;
             first_false(0, cap_units, guess, |k| gi + k as f64 * u < top)
         } else {
-            let mut z_cap = ((top - gi) / u)
-                .ceil()
-                .max(((cur - gi) / u).ceil())
-                .max(0.0);
+            let mut z_cap = ceil((top - gi) / u).max(ceil((cur - gi) / u)).max(0.0);
             z_cap = (z_cap + 1.0).min(MAX_UNITS as f64);
             let z_hi = (z_cap as u32).min(cap_units);
             // Units below the current allocation are worth w S + c > 0;
@@ -695,7 +749,7 @@ fn solve_resource(
             // guess there (any guess gives the same answer, a good one
             // fewer evaluations than one at the top of demand).
             let at = s.inverse(c / cv.w).max(cur);
-            let guess = ((at - gi) / u).floor().max(0.0).min(z_hi as f64) as u32;
+            let guess = ((at - gi) / u).max(0.0).min(z_hi as f64) as u32;
             // Worth nothing within rounding (w S - c where S = c / w
             // comes out as 1e-17) counts as nothing.
             let eps = 1e-12 * (cv.w + c);
@@ -731,11 +785,15 @@ fn solve_resource(
             cv.sw = cv.w * top.max(u);
         }
         cv.z = z;
-        cv.hi = hi;
         cv.floor = hi;
         // Units up to the SLO (not capped: the reasons compare with it).
         let t = units_above(ws.slo[i] - gi, u);
-        cv.t = t;
+        ws.notes.push(Notes {
+            t,
+            lim,
+            cut_by: ws.cut_pool[i],
+            cut_phase: 0,
+        });
         let prio = ws.prio[i];
         let slo_phase = 2 * rank(prio) + 1;
         let first = cv.seg as usize;
@@ -888,8 +946,8 @@ fn solve_resource(
             if f < c.floor {
                 c.floor = f;
                 if ws.cut_pool[ci] == NO_POOL {
-                    c.cut_by = p as u32;
-                    c.cut_phase = phase;
+                    ws.notes[ci].cut_by = p as u32;
+                    ws.notes[ci].cut_phase = phase;
                 }
             }
         }
@@ -934,10 +992,11 @@ fn solve_resource(
             xs: &ws.xs[c.pts as usize..(c.pts + c.npts) as usize],
             ss: &ws.ss[c.sso as usize..(c.sso + c.npts) as usize],
         };
+        let notes = ws.notes[ci];
         let degraded = ws.cut_pool[ci] != NO_POOL;
-        let cut = c.cut_by != NO_POOL;
-        let targets_end = c.t.max(ws.request_end[ci]);
-        let at_limit = k >= c.lim;
+        let cut = notes.cut_by != NO_POOL;
+        let targets_end = notes.t.max(ws.request_end[ci]);
+        let at_limit = k >= notes.lim;
         let top = s.top();
         let held = c.c > 0.0 && !cut && (allocation - c.cur).abs() < u && allocation < top;
         let outcome = if degraded {
@@ -969,8 +1028,8 @@ fn solve_resource(
             reason: Reason {
                 outcome,
                 held_by_change_cost: held,
-                cut_by: (c.cut_by != NO_POOL).then_some(c.cut_by),
-                cut_at: (cut && !degraded).then(|| claim(c.cut_phase)),
+                cut_by: cut.then_some(notes.cut_by),
+                cut_at: (cut && !degraded).then(|| claim(notes.cut_phase)),
                 guarantee: c.g,
             },
         };
@@ -1081,12 +1140,13 @@ fn values_valid(n: usize, values: &[f64]) -> bool {
     }
     let mut ok = true;
     for row in values.chunks_exact(n) {
-        // From 0: the first value at least 0, each at least the one before;
-        // NaN fails every comparison, +inf fails the last.
-        let mut prev = 0.0;
-        for &v in row {
-            ok &= v >= prev && v < f64::INFINITY;
-            prev = v;
+        // The first value at least 0, each at least the one before (so
+        // that NaN anywhere fails a comparison), the last below +inf: then
+        // all are finite and >= 0. Without a branch per value, so that it
+        // vectorizes.
+        ok &= (row[0] >= 0.0) & (row[n - 1] < f64::INFINITY);
+        for (a, b) in row.iter().zip(&row[1..]) {
+            ok &= b >= a;
         }
     }
     ok
@@ -1173,11 +1233,11 @@ fn units_within(amount: f64, u: f64) -> u32 {
         return 0;
     }
     let x = amount / u;
-    let r = x.round();
+    let (f, r) = floor_round(x);
     let k = if (x - r).abs() <= 1e-9 * r.max(1.0) {
         r
     } else {
-        x.floor()
+        f
     };
     k.min(MAX_UNITS as f64) as u32
 }
@@ -1189,13 +1249,80 @@ fn units_above(amount: f64, u: f64) -> u32 {
         return 0;
     }
     let x = amount / u;
-    let r = x.round();
+    let (f, r) = floor_round(x);
     let k = if (x - r).abs() <= 1e-9 * r.max(1.0) {
         r
+    } else if x > f {
+        f + 1.0
     } else {
-        x.ceil()
+        f
     };
     k.min(MAX_UNITS as f64) as u32
+}
+
+/// 2^52: from here on every f64 is a whole number.
+const WHOLE: f64 = 4_503_599_627_370_496.0;
+
+/// `(x.floor(), x.round())` of a positive `x`, the same to the bit, without
+/// a call into libm (the baseline x86-64 target has no rounding
+/// instruction, and these run a few times per curve).
+#[inline]
+fn floor_round(x: f64) -> (f64, f64) {
+    if x < WHOLE {
+        // The cast truncates, which is the floor of a positive x; x minus
+        // its floor is exact.
+        let f = x as u64 as f64;
+        (f, if x - f >= 0.5 { f + 1.0 } else { f })
+    } else {
+        (x.floor(), x.round())
+    }
+}
+
+/// `x.ceil()` without a call into libm (but for the sign of a zero result,
+/// which the callers do not see).
+#[inline]
+fn ceil(x: f64) -> f64 {
+    if x.abs() < WHOLE {
+        let t = x as i64 as f64;
+        if t < x { t + 1.0 } else { t }
+    } else {
+        x.ceil()
+    }
+}
+
+/// Where an SLO quantile falls among the levels last seen, so that the
+/// many profiles sharing their levels and SLO find it once.
+#[derive(Default)]
+struct SloAt {
+    /// The levels' key and the quantile's bits, when seen.
+    seen: Option<((usize, usize), u64)>,
+    /// The level `j` with `levels[j - 1] < p <= levels[j]`, and how far
+    /// between them `p` is (`None` outside the levels).
+    at: Option<(usize, f64)>,
+}
+
+impl SloAt {
+    /// [`step_quantile`] of one step's `values` at `levels` (whose key is
+    /// `key`), the same to the bit.
+    #[inline]
+    fn quantile(&mut self, key: (usize, usize), levels: &[f64], values: &[f64], p: f64) -> f64 {
+        if self.seen != Some((key, p.to_bits())) {
+            let n = levels.len();
+            self.at = (n >= 2 && p > levels[0] && p <= levels[n - 1]).then(|| {
+                let j = levels.partition_point(|&l| l < p);
+                let (la, lb) = (levels[j - 1], levels[j]);
+                (j, ((p - la) / (lb - la)).max(0.0))
+            });
+            self.seen = Some((key, p.to_bits()));
+        }
+        match self.at {
+            Some((j, t)) => {
+                let (va, vb) = (values[j - 1], values[j]);
+                va + (vb - va) * t
+            }
+            None => step_quantile(levels, values, p),
+        }
+    }
 }
 
 /// The demand at probability `p` of one step, as
@@ -1966,5 +2093,94 @@ impl Hasher for Fnv {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
         self.0 = h;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::{Pool, Workload};
+    use prescient_core::{ResourcePolicy, WorkloadId};
+
+    /// `n` workloads of two resources, some with change costs, on one
+    /// machine that holds `share` of their median demand: the bracketing
+    /// runs (thousands of curves).
+    fn machine(n: usize, share: f64, seed: u64) -> Problem {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let levels: Arc<[f64]> = Arc::from([0.1, 0.5, 0.9, 0.99]);
+        let mut p = Problem::new(0);
+        let mut total = 0.0;
+        for i in 0..n {
+            let mut resources = Vec::new();
+            for resource in [Resource::Cpu, Resource::IoRead] {
+                let m = 0.5 + 4.0 * next();
+                let values = vec![0.5 * m, m, m * (1.5 + next()), m * (2.5 + next())];
+                total += m;
+                let cost = i % 4 == 0;
+                resources.push(WorkloadResource {
+                    resource,
+                    demand: Demand {
+                        start: 0,
+                        step_ms: 60_000,
+                        levels: levels.clone(),
+                        values,
+                    },
+                    policy: ResourcePolicy {
+                        weight: 0.5 + next(),
+                        slo_quantile: 0.9,
+                        priority: (i % 3 == 0) as u32,
+                        change_cost: if cost { 0.02 } else { 0.0 },
+                        ..Default::default()
+                    },
+                    current: cost.then_some(m),
+                    current_tier: None,
+                });
+            }
+            p.workloads.push(Workload {
+                name: WorkloadId(format!("w{i}")),
+                pool: 0,
+                resources,
+            });
+        }
+        p.pools.push(Pool {
+            name: "m".into(),
+            capacity: [
+                (Resource::Cpu, share * total / 2.0),
+                (Resource::IoRead, share * total / 2.0),
+            ]
+            .into(),
+            ..Default::default()
+        });
+        p
+    }
+
+    /// A band that misses (far too narrow) costs passes, never the plan:
+    /// the exact passes look further out, then the pivots carry on.
+    #[test]
+    fn a_missed_band_gives_the_same_plan() {
+        for (seed, share) in [(1, 0.4), (2, 0.8), (3, 1.1), (4, 1.6)] {
+            let p = machine(3000, share, seed);
+            let mut solver = Solver::new();
+            let want = solver.solve(&p).unwrap();
+            for band in [0.0, 1e-4, 0.05, 0.5] {
+                for shift in [-40.0, -3.0, 0.0, 3.0, 40.0] {
+                    for ws in &mut solver.spaces {
+                        ws.search.band = Some((band, shift));
+                    }
+                    let got = solver.solve(&p).unwrap();
+                    assert_eq!(
+                        got.entries, want.entries,
+                        "share {share} band {band} shift {shift}"
+                    );
+                    assert_eq!(got.pools, want.pools);
+                }
+            }
+        }
     }
 }
