@@ -234,6 +234,90 @@ fn guarantees_above_capacity_print_a_degraded_plan_and_fail() {
 }
 
 #[test]
+fn tiers_split_each_host_and_moves_to_the_cheaper_tier_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = sample("planetlab.csv.gz");
+    // Every workload holds 0.25 core in the priced tier, more than it has
+    // room for: the solver keeps what fits there and moves the rest to the
+    // free tier.
+    let policy = write(
+        dir.path(),
+        "tiers.toml",
+        r#"
+[[tier]]
+name = "guaranteed"
+capacity = { cpu = 3 }
+[[tier]]
+name = "burstable"
+capacity = { cpu = 1.5 }
+unit_cost = { cpu = 0.05 }
+
+[[workload]]
+match = "*"
+current = 0.25
+tier = "burstable"
+"#,
+    );
+    let args = [
+        "plan",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--at",
+        AT,
+        "--capacity",
+        "cpu=4.5",
+        "--host",
+        "pl000",
+        "--policy-file",
+        policy.to_str().unwrap(),
+    ];
+    let out = ok(&[&args[..], &["--format", "json"]].concat());
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pool = &report["pools"][0];
+    let tiers = pool["tiers"].as_array().unwrap();
+    let by_tier: Vec<(&str, f64)> = tiers
+        .iter()
+        .map(|t| (t[0].as_str().unwrap(), t[1].as_f64().unwrap()))
+        .collect();
+    assert_eq!(
+        by_tier[0].0, "guaranteed",
+        "cheapest tier first: {by_tier:?}"
+    );
+    assert!(by_tier[0].1 <= 3.0 + 1e-9, "{by_tier:?}");
+    let total: f64 = by_tier.iter().map(|t| t.1).sum();
+    let allocated = pool["allocated"].as_f64().unwrap();
+    assert!((total - allocated).abs() < 1e-9, "{total} vs {allocated}");
+    let cost = pool["cost"].as_f64().unwrap();
+    let burst = by_tier
+        .iter()
+        .find(|t| t.0 == "burstable")
+        .map_or(0.0, |t| t.1);
+    assert!(
+        (cost - 0.05 * burst).abs() < 1e-9,
+        "cost {cost}, burstable {burst}"
+    );
+    let moves = report["moves"].as_array().unwrap();
+    assert!(!moves.is_empty(), "shares move to the free tier: {out}");
+    for m in moves {
+        assert_eq!(m["from"], "burstable");
+        assert_eq!(m["to"], "guaranteed");
+        assert!(m["cost_change"].as_f64().unwrap() < 0.0, "{m}");
+    }
+    let moved: f64 = moves.iter().map(|m| m["amount"].as_f64().unwrap()).sum();
+    assert!(
+        moved <= 3.0 + 1e-9,
+        "at most the free tier's capacity moves: {moved}"
+    );
+
+    let table = ok(&args);
+    assert!(table.contains("  tiers: "), "{table}");
+    assert!(
+        table.contains("from tier burstable to guaranteed"),
+        "{table}"
+    );
+}
+
+#[test]
 fn bad_input_names_the_file_key_and_value() {
     let dir = tempfile::tempdir().unwrap();
     let trace = sample("planetlab.csv.gz");
@@ -307,6 +391,41 @@ fn bad_input_names_the_file_key_and_value() {
     let err = run(&p);
     assert!(
         err.contains("f.toml: request[0]: workload 'ghost' is not in the trace"),
+        "{err}"
+    );
+
+    let p = write(
+        dir.path(),
+        "g.toml",
+        "[[tier]]\nname = \"gold\"\ncapacity = { cpu = 4 }\n[[workload]]\nmatch = \"vm0*\"\ntier = \"silver\"\n",
+    );
+    let err = run(&p);
+    assert!(
+        err.contains(
+            "g.toml: workload[0] (match 'vm0*').tier: no tier 'silver' (the file has: gold)"
+        ),
+        "{err}"
+    );
+
+    let p = write(
+        dir.path(),
+        "h.toml",
+        "[[tier]]\nname = \"gold\"\ncapacity = { cpu = 4 }\nunit_cost = { cpu = -1 }\n",
+    );
+    let err = run(&p);
+    assert!(
+        err.contains("h.toml: key 'tier[0].unit_cost.cpu': value -1 is not a cost >= 0"),
+        "{err}"
+    );
+
+    let p = write(
+        dir.path(),
+        "i.toml",
+        "[[tier]]\nname = \"gold\"\n[[tier]]\nname = \"gold\"\n",
+    );
+    let err = run(&p);
+    assert!(
+        err.contains("i.toml: tier[1]: name 'gold' is used by an earlier tier"),
         "{err}"
     );
 

@@ -12,8 +12,8 @@ use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use prescient_core::{Plan, Resource, ResourcePolicy, WorkloadId};
 use prescient_sim::ReplayTrace;
 use prescient_solver::{
-    Demand, Pool, Problem, Request, RequestStatus, Solution, Spare, Workload, WorkloadResource,
-    fmt_amount,
+    Demand, Pool, Problem, Request, RequestStatus, Solution, Spare, Tier, Workload,
+    WorkloadResource, fmt_amount,
 };
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,14 @@ order, a later match overriding an earlier one's fields:
   reserve = { cpu = 0.5 }        # kept free of spare lending, per host
   units = { cpu = 0.01 }         # allocation units (default 1/8 core, 64 MiB)
 
+  [[tier]]                       # optional: each host's capacity in priced tiers
+  name = "guaranteed"
+  capacity = { cpu = 3 }         # per host
+  [[tier]]
+  name = "burstable"
+  capacity = { cpu = 1.5 }
+  unit_cost = { cpu = 0.05 }     # per unit allocated, in expected satisfied demand
+
   [[workload]]
   match = "vm0*"                 # glob on the workload name, or host/name
   resource = "cpu"               # optional: one resource only
@@ -84,6 +92,7 @@ order, a later match overriding an earlier one's fields:
   change_cost = 0.1
   lendable = false
   current = 0.5                  # what it holds now
+  tier = "guaranteed"            # the tier that holds it now
 
   [[request]]
   workload = "pl000/vm03"
@@ -99,6 +108,14 @@ order, a later match overriding an earlier one's fields:
 /// reserve = { cpu = 0.5 }        # kept free of spare lending, per host
 /// units = { cpu = 0.01 }         # allocation units (default 1/8 core, 64 MiB)
 ///
+/// [[tier]]                       # optional: each host's capacity in priced tiers
+/// name = "guaranteed"
+/// capacity = { cpu = 3 }         # per host
+/// [[tier]]
+/// name = "burstable"
+/// capacity = { cpu = 1.5 }
+/// unit_cost = { cpu = 0.05 }     # per unit allocated, in expected satisfied demand
+///
 /// [[workload]]
 /// match = "vm0*"                 # glob on the workload name, or host/name
 /// resource = "cpu"               # optional: one resource only
@@ -110,6 +127,7 @@ order, a later match overriding an earlier one's fields:
 /// change_cost = 0.1
 /// lendable = false
 /// current = 0.5                  # what it holds now
+/// tier = "guaranteed"            # the tier that holds it now
 ///
 /// [[request]]
 /// workload = "pl000/vm03"
@@ -127,6 +145,8 @@ struct PolicyFile {
     reserve: BTreeMap<String, AmountValue>,
     #[serde(default)]
     units: BTreeMap<String, AmountValue>,
+    #[serde(default, rename = "tier")]
+    tiers: Vec<TierRule>,
     #[serde(default, rename = "workload")]
     workloads: Vec<WorkloadRule>,
     #[serde(default, rename = "request")]
@@ -147,6 +167,17 @@ struct WorkloadRule {
     change_cost: Option<f64>,
     lendable: Option<bool>,
     current: Option<AmountValue>,
+    tier: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierRule {
+    name: String,
+    #[serde(default)]
+    capacity: BTreeMap<String, AmountValue>,
+    #[serde(default)]
+    unit_cost: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +240,10 @@ struct PoolReport {
     allocated: f64,
     free: f64,
     full_at: Option<prescient_solver::Claim>,
+    /// Allocated from each tier (cheapest first), when the host has tiers.
+    tiers: Vec<(String, f64)>,
+    /// The cost of what is allocated from priced tiers.
+    cost: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -309,6 +344,8 @@ pub fn run(args: PlanArgs) -> Result<()> {
         reserve.insert(r, x);
     }
 
+    let tiers = read_tiers(&policy.tiers, args.policy_file.as_deref())?;
+
     // Pools (one per host) and workloads, with the demand at --at.
     let mut pool_of: HashMap<String, usize> = HashMap::new();
     let mut index_of: HashMap<(String, String), usize> = HashMap::new();
@@ -325,6 +362,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                     name: host.host.0.clone(),
                     capacity: capacity.clone(),
                     reserve: reserve.clone(),
+                    tiers: tiers.clone(),
                     spare,
                     ..Default::default()
                 });
@@ -366,6 +404,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                 }
                 let mut pol = ResourcePolicy::default();
                 let mut current = None;
+                let mut current_tier = None;
                 for (ri, rule) in policy.workloads.iter().enumerate() {
                     if !(glob(&rule.pattern, &s.key.workload.0) || glob(&rule.pattern, &name)) {
                         continue;
@@ -388,6 +427,15 @@ pub fn run(args: PlanArgs) -> Result<()> {
                         &mut current,
                         args.policy_file.as_deref(),
                     )?;
+                    if let Some(t) = &rule.tier {
+                        current_tier = Some(tier_index(
+                            &tiers,
+                            t,
+                            ri,
+                            rule,
+                            args.policy_file.as_deref(),
+                        )?);
+                    }
                 }
                 problem.workloads[wi].resources.push(WorkloadResource {
                     resource: r,
@@ -399,7 +447,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                     },
                     policy: pol,
                     current,
-                    current_tier: None,
+                    current_tier,
                 });
             }
         }
@@ -486,6 +534,66 @@ pub fn run(args: PlanArgs) -> Result<()> {
         bail!("{}", msgs.join("\n"));
     }
     Ok(())
+}
+
+/// Each host's tiers from the policy file's `[[tier]]` tables.
+fn read_tiers(rules: &[TierRule], file: Option<&Path>) -> Result<Vec<Tier>> {
+    let mut tiers: Vec<Tier> = Vec::with_capacity(rules.len());
+    for (ti, rule) in rules.iter().enumerate() {
+        if tiers.iter().any(|t| t.name == rule.name) {
+            bail!(
+                "{}: tier[{ti}]: name '{}' is used by an earlier tier",
+                file_name(file),
+                rule.name
+            );
+        }
+        let mut tier = Tier {
+            name: rule.name.clone(),
+            ..Default::default()
+        };
+        for (key, value) in &rule.capacity {
+            let r = resource_key(key, &format!("tier[{ti}].capacity"), file)?;
+            let x = value.get().with_context(|| {
+                file_key(file, &format!("tier[{ti}].capacity.{key}"), &value.show())
+            })?;
+            tier.capacity.insert(r, x);
+        }
+        for (key, &cost) in &rule.unit_cost {
+            let r = resource_key(key, &format!("tier[{ti}].unit_cost"), file)?;
+            if !(cost.is_finite() && cost >= 0.0) {
+                bail!(
+                    "{}: key 'tier[{ti}].unit_cost.{key}': value {cost} is not a cost >= 0",
+                    file_name(file)
+                );
+            }
+            tier.unit_cost.insert(r, cost);
+        }
+        tiers.push(tier);
+    }
+    Ok(tiers)
+}
+
+/// The index of the tier a workload rule names.
+fn tier_index(
+    tiers: &[Tier],
+    name: &str,
+    ri: usize,
+    rule: &WorkloadRule,
+    file: Option<&Path>,
+) -> Result<usize> {
+    tiers.iter().position(|t| t.name == name).with_context(|| {
+        let names: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+        format!(
+            "{}: workload[{ri}] (match '{}').tier: no tier '{name}' (the file has: {})",
+            file_name(file),
+            rule.pattern,
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )
+    })
 }
 
 /// The empirical quantile at `p` of sorted `xs` (linear between order statistics).
@@ -612,6 +720,12 @@ fn report(args: &PlanArgs, problem: &Problem, s: &Solution) -> Report {
                 allocated: u.allocated,
                 free: u.free,
                 full_at: u.full_at,
+                tiers: u
+                    .tiers
+                    .iter()
+                    .map(|&(t, x)| (problem.pools[u.pool].tiers[t].name.clone(), x))
+                    .collect(),
+                cost: u.cost,
             })
             .collect(),
         requests: s
@@ -730,6 +844,14 @@ fn print_table(
             fmt_amount(p.resource, p.free),
             fmt_amount(p.resource, p.guaranteed),
         )?;
+        if !p.tiers.is_empty() {
+            let shares: Vec<String> = p
+                .tiers
+                .iter()
+                .map(|(t, x)| format!("{} from {t}", fmt_amount(p.resource, *x)))
+                .collect();
+            writeln!(out, "  tiers: {}; cost {:.4}", shares.join(", "), p.cost)?;
+        }
     }
     for r in &report.requests {
         let res = r.resource;
