@@ -779,7 +779,7 @@ fn print_table(
 ) -> Result<()> {
     writeln!(
         out,
-        "{}: plan for {} s ({}) from {} of history; {} workloads on {} hosts{}",
+        "{}: plan for {} s ({}) from {} of history; {} workloads on {} host{}{}",
         args.trace.display(),
         args.at,
         when(args.at),
@@ -789,6 +789,7 @@ fn print_table(
         ),
         problem.workloads.len(),
         problem.pools.len(),
+        if problem.pools.len() == 1 { "" } else { "s" },
         if s.degraded() {
             "; DEGRADED: guarantees above capacity"
         } else {
