@@ -49,8 +49,8 @@ use crate::webhook::{Notification, WebhookConfig, WebhookSender};
 
 /// The resources forecast and planned (those pools have capacities for).
 /// CPU and memory are also enforced; network only planned and reported,
-/// for neither cgroup version has a knob for it. Block I/O is sampled and
-/// stored only.
+/// for neither cgroup version has a knob for it. Block I/O (bytes and
+/// operations) is sampled and stored only.
 pub const PLANNED: [Resource; 4] = [
     Resource::Cpu,
     Resource::Memory,
@@ -3645,7 +3645,7 @@ fn root_of(problem: &Problem, mut p: usize) -> usize {
 }
 
 /// The usage of one sample as (resource, value).
-fn values(u: &Usage) -> [(Resource, Option<f64>); 6] {
+fn values(u: &Usage) -> [(Resource, Option<f64>); 8] {
     [
         (Resource::Cpu, u.cpu_cores),
         (Resource::Memory, u.memory_bytes),
@@ -3653,6 +3653,8 @@ fn values(u: &Usage) -> [(Resource, Option<f64>); 6] {
         (Resource::IoWrite, u.io_write),
         (Resource::NetRx, u.net_rx),
         (Resource::NetTx, u.net_tx),
+        (Resource::IoReadOps, u.io_read_ops),
+        (Resource::IoWriteOps, u.io_write_ops),
     ]
 }
 

@@ -1773,6 +1773,20 @@ mod tests {
     }
 
     #[test]
+    fn resources_are_named_as_everywhere_else() {
+        let c = parse(
+            "[[alerts.rule]]\nname = \"iops\"\nwhen = \"coverage\"\nbelow = 0.9\nresource = \"io_write_ops\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.alerts.rules[0].resource, Some(Resource::IoWriteOps));
+        assert_eq!(c.issues(), vec![]);
+        let e = parse("[[alerts.rule]]\nname = \"x\"\nwhen = \"coverage\"\nresource = \"iops\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("io_read_ops"), "{e}");
+    }
+
+    #[test]
     fn bad_api_and_alert_keys_are_named() {
         let keys =
             |text: &str| -> Vec<String> { issues(text).into_iter().map(|i| i.key).collect() };

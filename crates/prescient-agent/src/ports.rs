@@ -141,6 +141,12 @@ pub struct Usage {
     pub io_read: Option<f64>,
     /// Block writes, bytes/s.
     pub io_write: Option<f64>,
+    /// Block read operations, ops/s (cgroups only: `/proc/<pid>/io` counts
+    /// read syscalls, not block operations, so a process workload observed
+    /// from `/proc` has none).
+    pub io_read_ops: Option<f64>,
+    /// Block write operations, ops/s (likewise).
+    pub io_write_ops: Option<f64>,
     /// Network bytes received, bytes/s (only for a workload with network
     /// namespaces of its own: see [`prescient_linux::net`]).
     pub net_rx: Option<f64>,
@@ -292,7 +298,7 @@ impl LinuxObserver {
     }
 
     /// Keeps the raw counters of a cgroup's sample: its CPU time and the
-    /// bytes of each block device.
+    /// bytes and operations of each block device.
     fn raw_of_cgroup(&mut self, s: &CgroupSample) {
         let cg = &s.cgroup;
         if let Some(usec) = s.cpu.and_then(|c| c.usage_usec) {
@@ -307,7 +313,12 @@ impl LinuxObserver {
         }
         for d in s.io.iter().flatten() {
             let Some(dev) = d.device else { continue };
-            for (resource, value) in [(Resource::IoRead, d.rbytes), (Resource::IoWrite, d.wbytes)] {
+            for (resource, value) in [
+                (Resource::IoRead, d.rbytes),
+                (Resource::IoWrite, d.wbytes),
+                (Resource::IoReadOps, d.rios),
+                (Resource::IoWriteOps, d.wios),
+            ] {
                 self.raw.push((
                     cg.clone(),
                     RawCounter {
@@ -364,6 +375,10 @@ impl LinuxObserver {
             }
         }
         self.procs_prev.insert(cg.clone(), (ts, cur));
+        // No I/O operations: `/proc/<pid>/io`'s syscr / syscw count read
+        // and write system calls (page-cache hits, pipes and sockets
+        // included), not block-device operations, so they would be no
+        // measure of what `riops` / `wiops` cap.
         Some(Usage {
             cpu_cores: r.cpu_cores,
             memory_bytes: r.rss_bytes,
@@ -448,6 +463,8 @@ impl Observer for LinuxObserver {
                         memory_bytes: r.memory_bytes,
                         io_read: r.io_read_bytes_per_sec,
                         io_write: r.io_write_bytes_per_sec,
+                        io_read_ops: r.io_read_ops_per_sec,
+                        io_write_ops: r.io_write_ops_per_sec,
                         cpu_throttled: r.cpu_throttled_share,
                         ..Usage::default()
                     }

@@ -108,6 +108,11 @@ fn tree(root: &Path) {
     // `web` has a process of its own and one in a child cgroup, both in
     // its own namespace.
     cgroup(root, "/web", 1_000_000, &[100]);
+    write(
+        root,
+        "sys/fs/cgroup/web/io.stat",
+        "8:0 rbytes=4096 wbytes=0 rios=10 wios=4 dbytes=0 dios=0\n",
+    );
     cgroup(root, "/web/worker", 0, &[101]);
     process(root, 100, "nginx", 0, 100, 0, WEB_NS);
     process(root, 101, "nginx", 0, 100, 0, WEB_NS);
@@ -132,6 +137,12 @@ fn tree(root: &Path) {
 /// The tree 2 s later.
 fn advance(root: &Path) {
     cgroup(root, "/web", 3_000_000, &[100]);
+    // 8 KiB, 40 reads and 20 writes more on 8:0.
+    write(
+        root,
+        "sys/fs/cgroup/web/io.stat",
+        "8:0 rbytes=12288 wbytes=0 rios=50 wios=24 dbytes=0 dios=0\n",
+    );
     net_dev(root, 100, 9_000_000, 5_000, 10_000);
     net_dev(root, 200, 0, 19_000_000, 19_000_000);
     net_dev(root, 300, 0, 15_000, 15_000);
@@ -196,6 +207,10 @@ fn network_is_counted_only_for_namespaces_a_workload_has_to_itself() {
     assert_eq!(u["/web"].net_rx, Some(2_000.0));
     assert_eq!(u["/web"].net_tx, Some(4_000.0));
     assert_eq!(u["/web"].cpu_cores, Some(1.0));
+    // Block I/O from io.stat: bytes and operations per second.
+    assert_eq!(u["/web"].io_read, Some(4_096.0));
+    assert_eq!(u["/web"].io_read_ops, Some(20.0));
+    assert_eq!(u["/web"].io_write_ops, Some(10.0));
     // The host's namespace: its bytes are everybody's.
     assert!(u["/hosty"].cpu_cores.is_some());
     assert_eq!((u["/hosty"].net_rx, u["/hosty"].net_tx), (None, None));
@@ -209,6 +224,8 @@ fn network_is_counted_only_for_namespaces_a_workload_has_to_itself() {
     assert_eq!(b.cpu_cores, Some(1.5));
     assert_eq!(b.memory_bytes, Some(4_000.0 * 1024.0));
     assert_eq!(b.io_read, Some(4_096.0));
+    // /proc/<pid>/io counts syscalls, not block operations: no IOPS.
+    assert_eq!((b.io_read_ops, b.io_write_ops), (None, None));
     assert_eq!(b.net_rx, Some(2_000.0));
     assert_eq!(b.net_tx, Some(20_000.0));
 
@@ -226,6 +243,11 @@ fn network_is_counted_only_for_namespaces_a_workload_has_to_itself() {
         [(format!("net:[{WEB_NS}]/eth0"), 10_000)]
     );
     assert!(of("/hosty", Resource::NetRx).is_empty());
+    // Per device: bytes and operations.
+    assert_eq!(of("/web", Resource::IoRead), [("8:0".to_string(), 12_288)]);
+    assert_eq!(of("/web", Resource::IoReadOps), [("8:0".to_string(), 50)]);
+    assert_eq!(of("/web", Resource::IoWriteOps), [("8:0".to_string(), 24)]);
+    assert!(of("/batch", Resource::IoReadOps).is_empty());
     // Per process: CPU time in µs (300 ticks at 100 a second), bytes read.
     assert_eq!(
         of("/batch", Resource::Cpu),
@@ -247,6 +269,13 @@ fn network_is_counted_only_for_namespaces_a_workload_has_to_itself() {
     assert_eq!(
         prescient_store::rates_from_counters(&both, 1e6),
         [prescient_core::Sample::new(2_000, 1.5)]
+    );
+    let scale = Resource::IoWriteOps.counter_scale().unwrap();
+    let mut both = pass(&first_raw, 0, "/web", Resource::IoWriteOps);
+    both.extend(pass(&raw, 2_000, "/web", Resource::IoWriteOps));
+    assert_eq!(
+        prescient_store::rates_from_counters(&both, scale),
+        [prescient_core::Sample::new(2_000, 10.0)]
     );
     assert!(o.take_counters().is_empty(), "taken");
 }

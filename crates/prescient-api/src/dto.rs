@@ -32,6 +32,10 @@ pub enum ResourceName {
     NetTx,
     /// Disk activity, percent.
     DiskIo,
+    /// Block-device read operations, ops/s.
+    IoReadOps,
+    /// Block-device write operations, ops/s.
+    IoWriteOps,
 }
 
 /// A mode of the agent, as named in the API.
@@ -802,6 +806,8 @@ pub fn resource_name(r: Resource) -> ResourceName {
         Resource::NetRx => ResourceName::NetRx,
         Resource::NetTx => ResourceName::NetTx,
         Resource::DiskIo => ResourceName::DiskIo,
+        Resource::IoReadOps => ResourceName::IoReadOps,
+        Resource::IoWriteOps => ResourceName::IoWriteOps,
     }
 }
 

@@ -384,7 +384,7 @@ impl SeriesQuery {
 #[utoipa::path(get, path = "/api/v1/workloads/{id}/series", tag = TAG,
     params(
         ("id" = String, Path, description = "The workload's id"),
-        ("resource" = Option<String>, Query, description = "cpu (default), memory, io_read, io_write, net_rx, net_tx, disk_io"),
+        ("resource" = Option<String>, Query, description = "cpu (default), memory, io_read, io_write, net_rx, net_tx, disk_io, io_read_ops, io_write_ops"),
         ("from" = Option<i64>, Query, description = "ms; default: `to` - 1 day"),
         ("to" = Option<i64>, Query, description = "ms, exclusive; default: just after the view's time"),
         ("resolution" = Option<String>, Query, description = "auto (default: the coarsest with at least 200 points), raw, 10s, 1m or 1h")),

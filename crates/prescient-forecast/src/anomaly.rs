@@ -1048,6 +1048,7 @@ pub fn amount(resource: Resource, value: f64) -> String {
         }
         Resource::Cpu => format!("{} cores", sig3(value)),
         Resource::DiskIo => format!("{} %", sig3(value)),
+        Resource::IoReadOps | Resource::IoWriteOps => format!("{} ops/s", sig3(value)),
     }
 }
 
@@ -1394,6 +1395,8 @@ mod tests {
         assert_eq!(amount(Resource::Cpu, 0.0123), "0.0123 cores");
         assert_eq!(amount(Resource::NetRx, 3.0 * MIB), "3 MiB/s");
         assert_eq!(amount(Resource::DiskIo, 12.34), "12.3 %");
+        assert_eq!(amount(Resource::IoReadOps, 1234.0), "1234 ops/s");
+        assert_eq!(amount(Resource::IoWriteOps, 2.5), "2.5 ops/s");
         assert_eq!(duration(35 * MINUTE_MS), "35 min");
         assert_eq!(duration(6 * HOUR_MS), "6 h");
         assert_eq!(duration(90 * MINUTE_MS), "1.5 h");

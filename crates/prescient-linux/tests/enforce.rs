@@ -309,6 +309,119 @@ fn a_plan_of_a_large_host_reaches_every_file_of_a_v2_tree() {
     );
 }
 
+/// A plan's io_read_ops / io_write_ops become `io.max` riops / wiops on
+/// the style's devices, through the reconciler: audited, idempotent, drift
+/// set back, the original line restored at shutdown.
+#[test]
+fn io_ops_allocations_reach_io_max_with_drift_and_restore() {
+    let (tmp, e) = v2_tree();
+    let dir = tmp.path().join("sys/fs/cgroup/system.slice/nginx.service");
+    let f = |n: &str| fs::read_to_string(dir.join(n)).unwrap();
+    let dev = Device {
+        major: 8,
+        minor: 16,
+    };
+    let entry = |resource, allocation| PlanEntry {
+        workload: WorkloadId("nginx".into()),
+        resource,
+        allocation,
+        coverage: 0.95,
+        expected_unmet: 0.0,
+        reason: "p95".into(),
+    };
+    let plan = Plan {
+        made_at: 0,
+        pool: HostId("h".into()),
+        degraded: false,
+        entries: vec![
+            entry(Resource::IoRead, 4.0 * MIB as f64),
+            entry(Resource::IoReadOps, 300.0),
+            entry(Resource::IoWriteOps, 80.0),
+        ],
+    };
+    let workloads = BTreeMap::from([(
+        WorkloadId("nginx".into()),
+        (p("/nginx.service"), Guarantee::default()),
+    )]);
+    let style = PlanStyle {
+        io_devices: vec![dev],
+        ..PlanStyle::default()
+    };
+    let want = desired_from_plan(&plan, &workloads, &style);
+    let mut r = Reconciler::new(e, rails());
+    let a = r.reconcile(&want, 1);
+    let set = Setting::IoMax(
+        dev,
+        IoLimit {
+            rbps: Some(4 * MIB),
+            wbps: None,
+            riops: Some(300),
+            wiops: Some(80),
+        },
+    );
+    assert_eq!(wrote(&a), vec![set]);
+    let line = "8:16 rbps=4194304 wbps=max riops=300 wiops=80";
+    assert_eq!(f("io.max"), line);
+    let audit = a.iter().find_map(Action::audit).unwrap();
+    assert!(audit.target.ends_with("io.max"), "{}", audit.target);
+    assert_eq!(
+        audit.before.as_deref(),
+        Some("8:16 rbps=2097152 wbps=max riops=max wiops=120")
+    );
+    assert_eq!(audit.after.as_deref(), Some(line));
+    assert!(
+        audit.reason.contains("io_write_ops: p95"),
+        "{}",
+        audit.reason
+    );
+    // Again: nothing to do.
+    assert!(r.reconcile(&want, 2).is_empty());
+    // Someone lifts the read ops cap: drift, set back.
+    fs::write(
+        dir.join("io.max"),
+        "8:16 rbps=4194304 wbps=max riops=max wiops=80\n",
+    )
+    .unwrap();
+    let a = r.reconcile(&want, 3);
+    assert!(
+        matches!(&a[0], Action::Drift { knob: Knob::IoMax(d), expected, .. }
+            if *d == dev && *expected == set),
+        "{a:?}"
+    );
+    assert_eq!(wrote(&a), vec![set]);
+    assert_eq!(f("io.max"), line);
+    // Below a guarantee of read ops: refused before the kernel.
+    let mut low = want.clone();
+    low.get_mut(&p("/nginx.service")).unwrap().guarantee = Guarantee {
+        io_read_ops_per_sec: 500,
+        ..Guarantee::default()
+    };
+    let a = r.reconcile(&low, 4);
+    assert!(
+        a.iter().any(|a| matches!(
+            a,
+            Action::Refused {
+                error: EnforceError::IoBelowGuarantee {
+                    unit: "ops/s",
+                    limit: 300,
+                    guarantee: 500,
+                    ..
+                },
+                ..
+            }
+        )),
+        "{a:?}"
+    );
+    assert_eq!(f("io.max"), line);
+    // Shutdown restores the original line.
+    let a = r.shutdown(5);
+    assert_eq!(wrote(&a).len(), 1, "{a:?}");
+    assert_eq!(
+        f("io.max"),
+        "8:16 rbps=2097152 wbps=max riops=max wiops=120"
+    );
+}
+
 // ------------------------------------------------------------- v1 backend
 
 /// A v1 tree in the format of this machine's files (co-mounted cpu,cpuacct
@@ -433,6 +546,21 @@ fn v1_converts_to_the_v1_files() {
         "0 removes the rule"
     );
     assert_eq!(f("blkio", "blkio.throttle.write_iops_device"), "254:0 100");
+    assert_eq!(f("blkio", "blkio.throttle.read_iops_device"), "254:0 0");
+    // Read ops and write ops caps, read back as the limit written.
+    let both = IoLimit {
+        riops: Some(250),
+        wiops: Some(40),
+        ..IoLimit::default()
+    };
+    e.write(&cg, &Setting::IoMax(dev, both)).unwrap();
+    assert_eq!(f("blkio", "blkio.throttle.read_iops_device"), "254:0 250");
+    assert_eq!(f("blkio", "blkio.throttle.write_iops_device"), "254:0 40");
+    assert_eq!(f("blkio", "blkio.throttle.read_bps_device"), "254:0 0");
+    // (Only io: a fixture file keeps memory's "-1" as written, where the
+    // kernel would show its largest limit.)
+    let o = e.read_knobs(&cg, &[Knob::IoMax(dev)]).unwrap();
+    assert_eq!(o.io_max.unwrap()[&dev], both);
     assert!(
         e.target(&cg, Knob::CpuMax)
             .ends_with("cpu.cfs_quota_us (+cpu.cfs_period_us)")

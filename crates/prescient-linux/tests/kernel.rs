@@ -628,6 +628,91 @@ fn v1_blkio_throttle_rules_are_written_and_removed() {
         v1_file(&tree, "blkio", &cg, "blkio.throttle.read_bps_device"),
         ""
     );
+
+    // A plan's bandwidth and operations allocations, through the style's
+    // device: all four throttle files, read back by the enforcer.
+    let entry = |resource, allocation| PlanEntry {
+        workload: WorkloadId("io".into()),
+        resource,
+        allocation,
+        coverage: 0.95,
+        expected_unmet: 0.0,
+        reason: "kernel test".into(),
+    };
+    let plan = Plan {
+        made_at: 0,
+        pool: HostId("h".into()),
+        degraded: false,
+        entries: vec![
+            entry(Resource::IoRead, (20 * MIB) as f64),
+            entry(Resource::IoWrite, (5 * MIB) as f64),
+            entry(Resource::IoReadOps, 300.0),
+            entry(Resource::IoWriteOps, 80.0),
+        ],
+    };
+    let style = PlanStyle {
+        io_devices: vec![dev],
+        ..PlanStyle::default()
+    };
+    let workloads = BTreeMap::from([(WorkloadId("io".into()), (cg.clone(), Guarantee::default()))]);
+    let want = desired_from_plan(&plan, &workloads, &style);
+    let limit = IoLimit {
+        rbps: Some(20 * MIB),
+        wbps: Some(5 * MIB),
+        riops: Some(300),
+        wiops: Some(80),
+    };
+    let mut r = Reconciler::new(V1Enforcer::new(&tree.fs).unwrap(), rails());
+    let a = r.reconcile(&want, 4);
+    assert_eq!(wrote(&a), vec![Setting::IoMax(dev, limit)], "{a:?}");
+    for (file, v) in [
+        ("blkio.throttle.read_bps_device", 20 * MIB),
+        ("blkio.throttle.write_bps_device", 5 * MIB),
+        ("blkio.throttle.read_iops_device", 300),
+        ("blkio.throttle.write_iops_device", 80),
+    ] {
+        assert_eq!(
+            v1_file(&tree, "blkio", &cg, file),
+            format!("{dev} {v}"),
+            "{file}"
+        );
+    }
+    let reader = V1Enforcer::new(&tree.fs).unwrap();
+    assert_eq!(
+        reader.read(&cg).unwrap().io_max,
+        Some(BTreeMap::from([(dev, limit)]))
+    );
+    assert!(r.reconcile(&want, 5).is_empty());
+    // Someone else lifts the read ops cap: drift, set back.
+    let blkio = tree
+        .fs
+        .hierarchy(&HierarchyId::V1("blkio".into()))
+        .unwrap()
+        .dir(&cg);
+    fs::write(
+        blkio.join("blkio.throttle.read_iops_device"),
+        format!("{dev} 0"),
+    )
+    .unwrap();
+    let a = r.reconcile(&want, 6);
+    assert!(
+        matches!(&a[0], Action::Drift { knob: Knob::IoMax(d), .. } if *d == dev),
+        "{a:?}"
+    );
+    assert_eq!(
+        v1_file(&tree, "blkio", &cg, "blkio.throttle.read_iops_device"),
+        format!("{dev} 300")
+    );
+    r.shutdown(7);
+    for file in [
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_bps_device",
+        "blkio.throttle.read_iops_device",
+        "blkio.throttle.write_iops_device",
+    ] {
+        assert_eq!(v1_file(&tree, "blkio", &cg, file), "", "{file}");
+    }
+    assert_eq!(reader.read(&cg).unwrap().io_max, Some(BTreeMap::new()));
 }
 
 /// The v2 backend on the kernel's own files, where this test's cgroup has
@@ -678,6 +763,27 @@ fn v2_limits_are_written_and_read_back_where_the_controllers_are() {
     // Out-of-range values are the kernel's to refuse, and are reported.
     assert!(e.write(&cg, &Setting::CpuWeight(0)).is_err());
     assert_eq!(f("cpu.weight"), "300");
+    // io.max bandwidth and operations caps, where the tree has io too.
+    if tree.v2_controllers().iter().any(|c| c == "io")
+        && let Some(dev) = root_disk()
+    {
+        let limit = IoLimit {
+            rbps: Some(10 * MIB),
+            riops: Some(300),
+            wiops: Some(80),
+            ..IoLimit::default()
+        };
+        e.write(&cg, &Setting::IoMax(dev, limit))
+            .unwrap_or_else(|err| panic!("{test}: writing io.max: {err}"));
+        assert_eq!(
+            f("io.max"),
+            format!("{dev} rbps={} wbps=max riops=300 wiops=80", 10 * MIB)
+        );
+        assert_eq!(e.read(&cg).unwrap().io_max.unwrap()[&dev], limit);
+        e.write(&cg, &Setting::IoMax(dev, IoLimit::default()))
+            .unwrap();
+        assert_eq!(f("io.max"), "");
+    }
 }
 
 #[test]

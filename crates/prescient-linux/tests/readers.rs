@@ -135,6 +135,12 @@ fn v1_blkio_is_read_through_the_collector_on_a_hybrid_host() {
         .unwrap()
         .replace("254:0 Read 8388608", "254:0 Read 10485760");
     fs::write(&f, text).unwrap();
+    // ...in 64 more read operations (blkio.throttle.io_serviced): 32 ops/s.
+    let f = f.with_file_name("blkio.throttle.io_serviced");
+    let text = fs::read_to_string(&f)
+        .unwrap()
+        .replace("254:0 Read 16", "254:0 Read 80");
+    fs::write(&f, text).unwrap();
     let b = c2
         .collect(std::slice::from_ref(&cg), 2_000)
         .samples
@@ -142,6 +148,8 @@ fn v1_blkio_is_read_through_the_collector_on_a_hybrid_host() {
     let r = cgroup_rates(&b, &a, 2_000);
     assert_eq!(r.io_read_bytes_per_sec, Some(1_048_576.0));
     assert_eq!(r.io_write_bytes_per_sec, Some(0.0));
+    assert_eq!(r.io_read_ops_per_sec, Some(32.0));
+    assert_eq!(r.io_write_ops_per_sec, Some(0.0));
 }
 
 #[test]
@@ -318,11 +326,22 @@ fn rates_between_two_passes_of_a_changing_tree() {
         text.replace("usage_usec 183417245", "usage_usec 186417245"),
     )
     .unwrap();
+    // io.stat: 8:16 did 20 more writes, 8:0 30 more; read ops unchanged:
+    // 25 write ops/s summed over the devices.
+    let text = fs::read_to_string(dir.join("io.stat")).unwrap();
+    fs::write(
+        dir.join("io.stat"),
+        text.replace("wios=353", "wios=373")
+            .replace("wios=1252", "wios=1282"),
+    )
+    .unwrap();
     let b = c.sample(&cg, 12_000, &mut errors).unwrap();
     let r = cgroup_rates(&b, &a, b.ts - a.ts);
     assert_eq!(r.cpu_cores, Some(1.5));
     assert_eq!(r.oom_kills, Some(0));
     assert_eq!(r.io_read_bytes_per_sec, Some(0.0));
+    assert_eq!(r.io_read_ops_per_sec, Some(0.0));
+    assert_eq!(r.io_write_ops_per_sec, Some(25.0));
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! and weight `w`, SLO quantile `s`, change cost `c`, lendable) and maybe a
 //! current allocation. Workloads or operators may add [`Request`]s for more
 //! than the forecast. Allocations move in units `u` (default 1/8 core,
-//! 64 MiB, 1 MiB/s; configurable per resource): a workload gets its
+//! 64 MiB, 1 MiB/s, 10 ops/s; configurable per resource): a workload gets its
 //! guarantee plus a whole number `k` of units, `a = g + k u`.
 //!
 //! # The objective
@@ -137,7 +137,8 @@ pub use solve::{MAX_UNITS, Solver, solve};
 
 use prescient_core::Resource;
 
-/// An amount of `resource` for people: "0.5 core", "1.5 GiB", "12 MiB/s".
+/// An amount of `resource` for people: "0.5 core", "1.5 GiB", "12 MiB/s",
+/// "250 ops/s".
 pub fn fmt_amount(resource: Resource, x: f64) -> String {
     fn trim(x: f64, digits: usize) -> String {
         let s = format!("{x:.digits$}");
@@ -169,5 +170,6 @@ pub fn fmt_amount(resource: Resource, x: f64) -> String {
         Resource::Memory => bytes(x, ""),
         Resource::IoRead | Resource::IoWrite | Resource::NetRx | Resource::NetTx => bytes(x, "/s"),
         Resource::DiskIo => format!("{}%", trim(x, 2)),
+        Resource::IoReadOps | Resource::IoWriteOps => format!("{} ops/s", trim(x, 2)),
     }
 }

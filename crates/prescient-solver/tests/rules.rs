@@ -583,3 +583,57 @@ fn duplicate_names_are_refused_in_large_problems_too() {
         "{err}"
     );
 }
+
+#[test]
+fn io_operations_are_planned_in_units_of_10_ops_and_read_as_ops_per_second() {
+    const OPS: Resource = Resource::IoReadOps;
+    let mut p = Problem::new(0);
+    p.pools.push(Pool {
+        name: "host".into(),
+        capacity: [(OPS, 1000.0)].into(),
+        ..Default::default()
+    });
+    for (name, demand, priority) in [
+        ("db", uniform(0.0, 805.0), 1),
+        ("batch", uniform(0.0, 600.0), 0),
+    ] {
+        p.workloads.push(Workload {
+            name: WorkloadId(name.into()),
+            pool: 0,
+            resources: vec![WorkloadResource {
+                resource: OPS,
+                demand,
+                policy: policy(priority),
+                current: None,
+                current_tier: None,
+            }],
+        });
+    }
+    assert_eq!(p.unit(OPS), 10.0, "the default unit");
+    let s = solve(&p).unwrap();
+    let a = |i: usize| s.allocation(i, OPS).unwrap();
+    // db's p95 is 764.75 ops/s: 77 units of 10.
+    assert_eq!(a(0), 770.0);
+    // batch gets the rest of the pool.
+    assert_eq!(a(1), 230.0);
+    let text = |i: usize| {
+        s.entries
+            .iter()
+            .find(|e| e.workload == i)
+            .unwrap()
+            .reason_text(&p)
+    };
+    assert_eq!(
+        text(0),
+        "covers its p95 (764.75 ops/s); pool 'host' full, SLOs of priority 0 first"
+    );
+    assert_eq!(
+        text(1),
+        "short of its p95 (570 ops/s): pool 'host' full, priority-0 SLOs shared by marginal gain"
+    );
+    assert_eq!(prescient_solver::fmt_amount(OPS, 2.5), "2.5 ops/s");
+    assert_eq!(
+        prescient_solver::fmt_amount(Resource::IoWriteOps, 12_000.0),
+        "12000 ops/s"
+    );
+}

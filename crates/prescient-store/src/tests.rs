@@ -592,6 +592,54 @@ fn series_ids_are_created_once_and_survive_reopening() {
     assert_eq!(store.series_key(SeriesId(999)).unwrap(), None);
 }
 
+/// Series name their resource as text (`Resource::as_str`), not by
+/// position: every resource, the operations ones included, comes back
+/// after reopening; a name this build does not know (from a newer one) is
+/// left out of the list rather than failing it.
+#[test]
+fn series_of_every_resource_are_stored_by_name() {
+    let (_dir, path) = temp();
+    let mut store = Store::open(&path).unwrap();
+    let ids: Vec<SeriesId> = Resource::ALL
+        .into_iter()
+        .map(|r| store.series_id(&key("web", r)).unwrap())
+        .collect();
+    let ops = ids[Resource::ALL.len() - 2];
+    // A counter series: read operations, 1,500 more in 10 s on one device.
+    store
+        .ingest_counters(&[
+            (ops, Counter::new(0, "8:0", 1_000)),
+            (ops, Counter::new(10_000, "8:0", 2_500)),
+        ])
+        .unwrap();
+    drop(store);
+    let c = Connection::open(&path).unwrap();
+    let name: String = c
+        .query_row("SELECT resource FROM series WHERE id = ?1", [ops.0], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(name, "io_read_ops");
+    c.execute_batch(
+        "INSERT INTO series (id, workload_id, resource)
+             SELECT 999, workload_id, 'gpu' FROM series LIMIT 1;",
+    )
+    .unwrap();
+    drop(c);
+    let mut store = Store::open(&path).unwrap();
+    let list = store.series_list().unwrap();
+    let want: Vec<(SeriesId, SeriesKey)> = ids
+        .iter()
+        .zip(Resource::ALL)
+        .map(|(id, r)| (*id, key("web", r)))
+        .collect();
+    assert_eq!(list, want);
+    assert_eq!(
+        store.rates_from_counters(ops, 0, DAY).unwrap(),
+        vec![Sample::new(10_000, 150.0)]
+    );
+}
+
 #[test]
 fn workload_metadata_is_stored_and_audited_when_it_changes() {
     let (_dir, path) = temp();

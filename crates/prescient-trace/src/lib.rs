@@ -12,7 +12,7 @@
 //! - `host`: the machine whose capacity the workloads share;
 //! - `workload`: a name unique within its host;
 //! - `resource`: a [`Resource`] name (`cpu`, `memory`, `io_read`, `io_write`,
-//!   `net_rx`, `net_tx`, `disk_io`);
+//!   `net_rx`, `net_tx`, `disk_io`, `io_read_ops`, `io_write_ops`);
 //! - `value`: mean usage over the step that starts at `timestamp`, a finite
 //!   number >= 0 (`0.25`, `4.79051e+11`).
 //!

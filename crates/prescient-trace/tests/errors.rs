@@ -183,6 +183,13 @@ fn unknown_resource() {
         format!("t.csv:2: column 4 (resource): {core}")
     );
     assert!(core.contains("cpu, memory, io_read"), "{core}");
+    assert!(core.contains("io_read_ops, io_write_ops"), "{core}");
+    // The operations resources are names a trace may use.
+    let input = format!("{HEADER}\n0,h,w,io_read_ops,250\n0,h,w,io_write_ops,80\n");
+    let (records, e) = read("t.csv", input.as_bytes());
+    assert!(e.is_none(), "{e:?}");
+    let resources: Vec<Resource> = records.iter().map(|r| r.resource).collect();
+    assert_eq!(resources, [Resource::IoReadOps, Resource::IoWriteOps]);
     // Names are case-sensitive, as in prescient_core.
     assert!(matches!(
         error_in("0,h,w,CPU,1\n").kind(),

@@ -145,6 +145,11 @@ fn bad_arguments_say_what_to_do() {
     let t = trace.to_str().unwrap();
     let err = fails(&["replay", "--trace", t, "--resource", "gpu"]);
     assert!(err.contains("unknown resource 'gpu'"), "{err}");
+    assert!(err.contains("io_write_ops"), "{err}");
+    // An operations resource is a name --resource takes: this trace just
+    // has no such series.
+    let err = fails(&["replay", "--trace", t, "--resource", "io_read_ops"]);
+    assert!(err.contains("no 'io_read_ops' series"), "{err}");
     let err = fails(&["replay", "--trace", t, "--policy", "hpa"]);
     assert!(
         err.contains("unknown policy 'hpa'") && err.contains("vpa"),

@@ -41,7 +41,7 @@ pub enum EnforceError {
     },
     /// An I/O limit below the workload's guarantee.
     #[error(
-        "cgroup {cgroup}: {knob} {direction} limit of {limit} bytes/s is below the guarantee of {guarantee} bytes/s"
+        "cgroup {cgroup}: {knob} {direction} limit of {limit} {unit} is below the guarantee of {guarantee} {unit}"
     )]
     IoBelowGuarantee {
         /// The cgroup.
@@ -50,6 +50,8 @@ pub enum EnforceError {
         knob: Knob,
         /// `read` or `write`.
         direction: &'static str,
+        /// `bytes/s` (rbps, wbps) or `ops/s` (riops, wiops).
+        unit: &'static str,
         /// The limit asked for.
         limit: u64,
         /// The guarantee.

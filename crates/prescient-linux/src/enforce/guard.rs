@@ -21,6 +21,10 @@ pub struct Guarantee {
     pub io_read_bytes_per_sec: u64,
     /// Write bandwidth, bytes/s (checked against `io.max` wbps).
     pub io_write_bytes_per_sec: u64,
+    /// Read operations, ops/s (checked against `io.max` riops).
+    pub io_read_ops_per_sec: u64,
+    /// Write operations, ops/s (checked against `io.max` wiops).
+    pub io_write_ops_per_sec: u64,
 }
 
 /// The largest change one reconcile makes to each knob (`None`: any).
@@ -213,9 +217,11 @@ pub fn guard_setting(
                     knob,
                 });
             }
-            for (direction, limit, g) in [
-                ("read", d.rbps, guarantee.io_read_bytes_per_sec),
-                ("write", d.wbps, guarantee.io_write_bytes_per_sec),
+            for (direction, unit, limit, g) in [
+                ("read", "bytes/s", d.rbps, guarantee.io_read_bytes_per_sec),
+                ("write", "bytes/s", d.wbps, guarantee.io_write_bytes_per_sec),
+                ("read", "ops/s", d.riops, guarantee.io_read_ops_per_sec),
+                ("write", "ops/s", d.wiops, guarantee.io_write_ops_per_sec),
             ] {
                 if let Some(l) = limit
                     && l < g
@@ -224,6 +230,7 @@ pub fn guard_setting(
                         cgroup: cgroup.clone(),
                         knob,
                         direction,
+                        unit,
                         limit: l,
                         guarantee: g,
                     });
@@ -254,8 +261,18 @@ pub fn guard_setting(
                     step.io_bytes_per_sec,
                     guarantee.io_write_bytes_per_sec,
                 ),
-                riops: cut(d.riops, c.riops, step.io_ops_per_sec, 1),
-                wiops: cut(d.wiops, c.wiops, step.io_ops_per_sec, 1),
+                riops: cut(
+                    d.riops,
+                    c.riops,
+                    step.io_ops_per_sec,
+                    guarantee.io_read_ops_per_sec,
+                ),
+                wiops: cut(
+                    d.wiops,
+                    c.wiops,
+                    step.io_ops_per_sec,
+                    guarantee.io_write_ops_per_sec,
+                ),
             };
             if n != d {
                 notes.push(format!(
@@ -468,6 +485,79 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// riops / wiops have the guardrails of rbps / wbps: never zero, never
+    /// below the guarantee, cut to the step, a cut down stopping at the
+    /// guarantee.
+    #[test]
+    fn iops_caps_have_the_bandwidth_guardrails() {
+        let mut r = rails();
+        r.max_step.io_ops_per_sec = Some(100);
+        let g = Guarantee {
+            io_read_ops_per_sec: 50,
+            io_write_ops_per_sec: 20,
+            ..Guarantee::default()
+        };
+        let dev = super::super::Device { major: 8, minor: 0 };
+        let io = |riops, wiops| {
+            Setting::IoMax(
+                dev,
+                IoLimit {
+                    riops,
+                    wiops,
+                    ..IoLimit::default()
+                },
+            )
+        };
+        let none = io(None, None);
+        let e = guard_setting(&cg(), &io(Some(40), None), &none, None, &g, &r).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cgroup /w: io.max[8:0] read limit of 40 ops/s is below the guarantee of 50 ops/s"
+        );
+        assert!(matches!(
+            guard_setting(&cg(), &io(None, Some(10)), &none, None, &g, &r),
+            Err(EnforceError::IoBelowGuarantee {
+                direction: "write",
+                unit: "ops/s",
+                limit: 10,
+                guarantee: 20,
+                ..
+            })
+        ));
+        assert!(matches!(
+            guard_setting(&cg(), &io(Some(0), None), &none, None, &g, &r),
+            Err(EnforceError::IoLimitZero { .. })
+        ));
+        // From "max" there is nothing to step from: written as asked.
+        let (s, notes) = guard_setting(&cg(), &io(Some(60), None), &none, None, &g, &r).unwrap();
+        assert_eq!(s, io(Some(60), None));
+        assert!(notes.is_empty());
+        // 1000 -> 60 read, 1000 -> 2000 write: one step of 100 each way.
+        let (s, notes) = guard_setting(
+            &cg(),
+            &io(Some(60), Some(2000)),
+            &io(Some(1000), Some(1000)),
+            None,
+            &g,
+            &r,
+        )
+        .unwrap();
+        assert_eq!(s, io(Some(900), Some(1100)));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("riops=900"), "{notes:?}");
+        // 120 -> 60 with a guarantee of 50: within a step, straight there.
+        let (s, _) = guard_setting(
+            &cg(),
+            &io(Some(60), None),
+            &io(Some(120), None),
+            None,
+            &g,
+            &r,
+        )
+        .unwrap();
+        assert_eq!(s, io(Some(60), None));
     }
 
     #[test]

@@ -26,8 +26,9 @@ pub struct PlanStyle {
     /// Cap memory (`memory.max`) at this multiple (≥ 1) of the allocation;
     /// `None` leaves memory.max alone (memory.high is always set).
     pub memory_max_factor: Option<f64>,
-    /// Devices to cap I/O on at the io_read / io_write allocations (none:
-    /// no I/O caps).
+    /// Devices to cap I/O on at the io_read / io_write (rbps / wbps) and
+    /// io_read_ops / io_write_ops (riops / wiops) allocations (none: no
+    /// I/O caps).
     pub io_devices: Vec<Device>,
 }
 
@@ -60,8 +61,8 @@ pub fn limits_from_plan(
 ) -> (Limits, Vec<String>) {
     let mut l = Limits::default();
     let mut reasons = Vec::new();
-    let mut io_read = None;
-    let mut io_write = None;
+    // rbps, wbps, riops, wiops, as IoLimit orders them.
+    let mut io = [None; 4];
     for e in plan.entries.iter().filter(|e| &e.workload == workload) {
         if !e.allocation.is_finite() || e.allocation < 0.0 {
             continue;
@@ -80,22 +81,28 @@ pub fn limits_from_plan(
                     l.memory_max = Some(MemoryLimit::Bytes((e.allocation * f.max(1.0)) as u64));
                 }
             }
-            Resource::IoRead => io_read = Some(e.allocation as u64),
-            Resource::IoWrite => io_write = Some(e.allocation as u64),
-            _ => continue,
+            Resource::IoRead => io[0] = Some(e.allocation as u64),
+            Resource::IoWrite => io[1] = Some(e.allocation as u64),
+            Resource::IoReadOps => io[2] = Some(e.allocation as u64),
+            Resource::IoWriteOps => io[3] = Some(e.allocation as u64),
+            Resource::NetRx | Resource::NetTx | Resource::DiskIo => continue,
         }
         if !e.reason.is_empty() {
             reasons.push(format!("{}: {}", e.resource, e.reason));
         }
     }
-    if io_read.is_some() || io_write.is_some() {
+    if io.iter().any(Option::is_some) {
+        // An allocation of 0 becomes 1: the kernel reads 0 as "no limit"
+        // on v1 and refuses it on v2.
+        let [rbps, wbps, riops, wiops] = io.map(|v| v.map(|v| v.max(1)));
         for d in &style.io_devices {
             l.io_max.insert(
                 *d,
                 IoLimit {
-                    rbps: io_read.map(|v| v.max(1)),
-                    wbps: io_write.map(|v| v.max(1)),
-                    ..IoLimit::default()
+                    rbps,
+                    wbps,
+                    riops,
+                    wiops,
                 },
             );
         }
@@ -139,6 +146,7 @@ pub fn desired_from_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::enforce::Setting;
     use prescient_core::{HostId, PlanEntry};
 
     fn entry(w: &str, r: Resource, a: f64) -> PlanEntry {
@@ -179,6 +187,7 @@ mod tests {
         assert_eq!(l.memory_max, Some(MemoryLimit::Bytes(1_250_000_000)));
         assert_eq!(l.io_max[&dev].rbps, Some(5_000_000));
         assert_eq!(l.io_max[&dev].wbps, None);
+        assert_eq!((l.io_max[&dev].riops, l.io_max[&dev].wiops), (None, None));
         assert_eq!(reasons.len(), 3);
         let (l, _) = limits_from_plan(&plan, &WorkloadId("db".into()), &PlanStyle::default());
         assert_eq!(l.cpu_weight, Some(1), "weights never reach 0");
@@ -199,5 +208,52 @@ mod tests {
                 .reason
                 .starts_with("plan of h at 1000 for web")
         );
+    }
+
+    #[test]
+    fn io_ops_allocations_cap_riops_and_wiops_on_each_device() {
+        let plan = Plan {
+            made_at: 1000,
+            pool: HostId("h".into()),
+            degraded: false,
+            entries: vec![
+                entry("db", Resource::IoWrite, 8e6),
+                entry("db", Resource::IoReadOps, 250.0),
+                entry("db", Resource::IoWriteOps, 120.0),
+                entry("idle", Resource::IoReadOps, 0.0),
+            ],
+        };
+        let (sda, nvme) = (
+            Device { major: 8, minor: 0 },
+            Device {
+                major: 259,
+                minor: 0,
+            },
+        );
+        let style = PlanStyle {
+            io_devices: vec![sda, nvme],
+            ..PlanStyle::default()
+        };
+        let (l, reasons) = limits_from_plan(&plan, &WorkloadId("db".into()), &style);
+        let want = IoLimit {
+            rbps: None,
+            wbps: Some(8_000_000),
+            riops: Some(250),
+            wiops: Some(120),
+        };
+        assert_eq!(l.io_max, BTreeMap::from([(sda, want), (nvme, want)]));
+        assert_eq!(
+            Setting::IoMax(sda, want).v2_text(),
+            "8:0 rbps=max wbps=8000000 riops=250 wiops=120"
+        );
+        assert_eq!(reasons.len(), 3);
+        assert!(reasons[1].starts_with("io_read_ops: "), "{reasons:?}");
+        // Zero ops is the smallest cap, never 0 (no limit on v1).
+        let (l, _) = limits_from_plan(&plan, &WorkloadId("idle".into()), &style);
+        assert_eq!(l.io_max[&sda].riops, Some(1));
+        assert_eq!(l.io_max[&sda].wiops, None);
+        // Without devices, no caps.
+        let (l, _) = limits_from_plan(&plan, &WorkloadId("db".into()), &PlanStyle::default());
+        assert_eq!(l, Limits::default());
     }
 }
