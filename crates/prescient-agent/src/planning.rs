@@ -12,7 +12,7 @@
 //! distribution that forgets with a one-hour half-life, which the solver
 //! splits with the workload's own policy (guarantee, limit, priority, SLO
 //! quantile). Until a series has learnt [`WARM_STEPS`] steps (a new
-//! workload, or just after a restart: tails are not saved) the agent plans
+//! workload, or one whose tails a crash lost) the agent plans
 //! it from its forecaster, which the store restores and history may have
 //! trained. The tails are saved with the agent's state
 //! ([`PlanningTails::to_bytes`]: at a graceful stop and every half hour,
