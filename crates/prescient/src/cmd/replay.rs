@@ -37,7 +37,8 @@ pub struct ReplayArgs {
     /// Policies to run (repeat or separate with commas); default: prescient
     /// and every reference policy (vpa, autopilot-mw, autopilot-ml,
     /// reactive, window-max, static-equal, static-peak). Also: prescient-share,
-    /// partition, partition-keep, partition-proportional.
+    /// prescient-ensemble (the forecast engine's calibrated SLO quantile
+    /// alone), partition, partition-keep, partition-proportional.
     #[arg(long = "policy", value_name = "NAME", value_delimiter = ',')]
     policies: Vec<String>,
 
