@@ -149,6 +149,10 @@ pub fn resolve(mut config: Config, machine: &Machine) -> Result<Config, ConfigEr
             memory: None,
             net_rx: None,
             net_tx: None,
+            io_read: None,
+            io_write: None,
+            io_read_ops: None,
+            io_write_ops: None,
             spread_spare: false,
         });
     }

@@ -19,10 +19,24 @@ use std::path::{Path, PathBuf};
 
 use prescient_core::{Resource, ResourcePolicy};
 use prescient_linux::discover::{CommandMatch, Rule, UserMatch};
+use prescient_linux::enforce::Device;
 use prescient_linux::{CgroupPath, Discovery, Selector};
+use prescient_solver::fmt_amount;
 use serde::{Deserialize, Serialize};
 
 pub use crate::units::{ByteSize, Interval};
+
+/// The block I/O resources a pool can give a capacity for (and a workload
+/// a policy): bandwidth in bytes/s, operations in ops/s.
+pub const IO_RESOURCES: [Resource; 4] = [
+    Resource::IoRead,
+    Resource::IoWrite,
+    Resource::IoReadOps,
+    Resource::IoWriteOps,
+];
+
+/// Where the kernel lists the block devices by `MAJ:MIN`.
+pub const SYS_DEV_BLOCK: &str = "/sys/dev/block";
 
 /// The shortest sample interval.
 pub const MIN_SAMPLE_INTERVAL: Interval = Interval::ms(100);
@@ -558,6 +572,11 @@ pub struct EnforceConfig {
     pub max_cpu_step: Option<f64>,
     /// The largest change of a memory limit per plan.
     pub max_memory_step: Option<ByteSize>,
+    /// The block devices whose I/O is capped, as `"MAJ:MIN"` (`"8:0"`; see
+    /// `/sys/dev/block` or `lsblk`): each gets `io.max` (v1:
+    /// `blkio.throttle.*_device`) at the allocations of the I/O resources
+    /// a pool gives a capacity for. Empty: I/O is planned but not capped.
+    pub io_devices: Vec<String>,
 }
 
 impl Default for EnforceConfig {
@@ -568,7 +587,19 @@ impl Default for EnforceConfig {
             memory_headroom: ByteSize(64 << 20),
             max_cpu_step: None,
             max_memory_step: None,
+            io_devices: Vec::new(),
         }
+    }
+}
+
+impl EnforceConfig {
+    /// The devices of `io_devices` that parse (every one, once the
+    /// configuration is validated).
+    pub fn devices(&self) -> Vec<Device> {
+        self.io_devices
+            .iter()
+            .filter_map(|d| Device::parse(0, d).ok())
+            .collect()
     }
 }
 
@@ -596,6 +627,20 @@ pub struct PoolConfig {
     /// Network send capacity, bytes per second (likewise).
     #[serde(default)]
     pub net_tx: Option<ByteSize>,
+    /// Block I/O read bandwidth, bytes per second (`"200MiB"`). With it,
+    /// io_read is forecast and planned for the pool's workloads, and
+    /// capped (`rbps`) on `enforce.io_devices` in enforce mode.
+    #[serde(default)]
+    pub io_read: Option<ByteSize>,
+    /// Block I/O write bandwidth, bytes per second (`wbps`; likewise).
+    #[serde(default)]
+    pub io_write: Option<ByteSize>,
+    /// Block read operations per second (`riops`; likewise).
+    #[serde(default)]
+    pub io_read_ops: Option<f64>,
+    /// Block write operations per second (`wiops`; likewise).
+    #[serde(default)]
+    pub io_write_ops: Option<f64>,
     /// Spread capacity no forecast wants over the workloads.
     #[serde(default)]
     pub spread_spare: bool,
@@ -609,7 +654,11 @@ impl PoolConfig {
             Resource::Memory => self.memory.map(|m| m.0 as f64),
             Resource::NetRx => self.net_rx.map(|m| m.0 as f64),
             Resource::NetTx => self.net_tx.map(|m| m.0 as f64),
-            _ => None,
+            Resource::IoRead => self.io_read.map(|m| m.0 as f64),
+            Resource::IoWrite => self.io_write.map(|m| m.0 as f64),
+            Resource::IoReadOps => self.io_read_ops,
+            Resource::IoWriteOps => self.io_write_ops,
+            Resource::DiskIo => None,
         }
     }
 }
@@ -658,6 +707,23 @@ pub struct WorkloadConfig {
     /// Memory policy.
     #[serde(default)]
     pub memory: MemoryPolicy,
+    /// Block read bandwidth policy, bytes per second (planned where the
+    /// pool gives an `io_read` capacity).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub io_read: MemoryPolicy,
+    /// Block write bandwidth policy, bytes per second.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub io_write: MemoryPolicy,
+    /// Block read operations policy, ops per second.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub io_read_ops: CpuPolicy,
+    /// Block write operations policy, ops per second.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub io_write_ops: CpuPolicy,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn one() -> f64 {
@@ -668,7 +734,8 @@ fn slo() -> f64 {
     0.95
 }
 
-/// `[workload.cpu]`.
+/// `[workload.cpu]` (cores), and `[workload.io_read_ops]` /
+/// `[workload.io_write_ops]` (operations per second): amounts as numbers.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CpuPolicy {
@@ -684,7 +751,8 @@ pub struct CpuPolicy {
     pub priority: Option<u32>,
 }
 
-/// `[workload.memory]`.
+/// `[workload.memory]`, and `[workload.io_read]` / `[workload.io_write]`
+/// (bytes per second): amounts as sizes (`"64MiB"`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryPolicy {
@@ -724,24 +792,29 @@ impl WorkloadConfig {
         }
     }
 
-    /// The solver's policy for `resource` (cpu in cores, memory in bytes).
+    /// The solver's policy for `resource` (in the resource's unit: cpu in
+    /// cores, memory in bytes, I/O in bytes or operations per second).
     pub fn policy(&self, resource: Resource) -> ResourcePolicy {
+        type Row = (f64, Option<f64>, Option<f64>, Option<f64>, Option<u32>);
+        let bytes = |p: &MemoryPolicy| -> Row {
+            (
+                p.guarantee.0 as f64,
+                p.max.map(|m| m.0 as f64),
+                p.slo_quantile,
+                p.weight,
+                p.priority,
+            )
+        };
+        let numbers =
+            |p: &CpuPolicy| -> Row { (p.guarantee, p.max, p.slo_quantile, p.weight, p.priority) };
         let (guarantee, limit, slo, weight, priority) = match resource {
-            Resource::Cpu => (
-                self.cpu.guarantee,
-                self.cpu.max,
-                self.cpu.slo_quantile,
-                self.cpu.weight,
-                self.cpu.priority,
-            ),
-            Resource::Memory => (
-                self.memory.guarantee.0 as f64,
-                self.memory.max.map(|m| m.0 as f64),
-                self.memory.slo_quantile,
-                self.memory.weight,
-                self.memory.priority,
-            ),
-            _ => (0.0, None, None, None, None),
+            Resource::Cpu => numbers(&self.cpu),
+            Resource::Memory => bytes(&self.memory),
+            Resource::IoRead => bytes(&self.io_read),
+            Resource::IoWrite => bytes(&self.io_write),
+            Resource::IoReadOps => numbers(&self.io_read_ops),
+            Resource::IoWriteOps => numbers(&self.io_write_ops),
+            Resource::NetRx | Resource::NetTx | Resource::DiskIo => (0.0, None, None, None, None),
         };
         ResourcePolicy {
             guarantee,
@@ -1150,6 +1223,23 @@ impl Config {
             );
         }
 
+        let mut devices = BTreeSet::new();
+        for (i, d) in e.io_devices.iter().enumerate() {
+            match Device::parse(0, d) {
+                Ok(dev) if !devices.insert(dev) => bad(
+                    format!("enforce.io_devices[{i}]"),
+                    format!("{d:?}"),
+                    "is listed twice",
+                ),
+                Ok(_) => {}
+                Err(_) => bad(
+                    format!("enforce.io_devices[{i}]"),
+                    format!("{d:?}"),
+                    "must be a block device as \"MAJOR:MINOR\" (such as \"8:0\"; see /sys/dev/block or `lsblk`)",
+                ),
+            }
+        }
+
         // Pools.
         let mut names = BTreeSet::new();
         for (i, p) in self.pools.iter().enumerate() {
@@ -1180,11 +1270,27 @@ impl Config {
                 ("memory", p.memory),
                 ("net_rx", p.net_rx),
                 ("net_tx", p.net_tx),
+                ("io_read", p.io_read),
+                ("io_write", p.io_write),
             ] {
                 if let Some(m) = v
                     && m.0 == 0
                 {
                     bad(format!("{k}.{key}"), format!("\"{m}\""), "must be positive");
+                }
+            }
+            for (key, v) in [
+                ("io_read_ops", p.io_read_ops),
+                ("io_write_ops", p.io_write_ops),
+            ] {
+                if let Some(n) = v
+                    && !(n.is_finite() && n >= 1.0)
+                {
+                    bad(
+                        format!("{k}.{key}"),
+                        n.to_string(),
+                        "must be at least 1 operation per second",
+                    );
                 }
             }
         }
@@ -1280,6 +1386,18 @@ impl Config {
             for (r, q, wt) in [
                 ("cpu", w.cpu.slo_quantile, w.cpu.weight),
                 ("memory", w.memory.slo_quantile, w.memory.weight),
+                ("io_read", w.io_read.slo_quantile, w.io_read.weight),
+                ("io_write", w.io_write.slo_quantile, w.io_write.weight),
+                (
+                    "io_read_ops",
+                    w.io_read_ops.slo_quantile,
+                    w.io_read_ops.weight,
+                ),
+                (
+                    "io_write_ops",
+                    w.io_write_ops.slo_quantile,
+                    w.io_write_ops.weight,
+                ),
             ] {
                 if let Some(q) = q
                     && !slo_ok(q)
@@ -1296,30 +1414,42 @@ impl Config {
                     bad(format!("{k}.{r}.weight"), x.to_string(), "must be positive");
                 }
             }
-            if !(w.cpu.guarantee.is_finite() && w.cpu.guarantee >= 0.0) {
-                bad(
-                    format!("{k}.cpu.guarantee"),
-                    w.cpu.guarantee.to_string(),
-                    "must be zero or positive",
-                );
+            for (r, p) in [
+                ("cpu", &w.cpu),
+                ("io_read_ops", &w.io_read_ops),
+                ("io_write_ops", &w.io_write_ops),
+            ] {
+                if !(p.guarantee.is_finite() && p.guarantee >= 0.0) {
+                    bad(
+                        format!("{k}.{r}.guarantee"),
+                        p.guarantee.to_string(),
+                        "must be zero or positive",
+                    );
+                }
+                if let Some(m) = p.max
+                    && !(m.is_finite() && m > 0.0 && m >= p.guarantee)
+                {
+                    bad(
+                        format!("{k}.{r}.max"),
+                        m.to_string(),
+                        &format!("must be positive and at least {r}.guarantee"),
+                    );
+                }
             }
-            if let Some(m) = w.cpu.max
-                && !(m.is_finite() && m > 0.0 && m >= w.cpu.guarantee)
-            {
-                bad(
-                    format!("{k}.cpu.max"),
-                    m.to_string(),
-                    "must be positive and at least cpu.guarantee",
-                );
-            }
-            if let Some(m) = w.memory.max
-                && (m.0 == 0 || m < w.memory.guarantee)
-            {
-                bad(
-                    format!("{k}.memory.max"),
-                    format!("\"{m}\""),
-                    "must be positive and at least memory.guarantee",
-                );
+            for (r, p) in [
+                ("memory", &w.memory),
+                ("io_read", &w.io_read),
+                ("io_write", &w.io_write),
+            ] {
+                if let Some(m) = p.max
+                    && (m.0 == 0 || m < p.guarantee)
+                {
+                    bad(
+                        format!("{k}.{r}.max"),
+                        format!("\"{m}\""),
+                        &format!("must be positive and at least {r}.guarantee"),
+                    );
+                }
             }
             if let Err(e) = Discovery::new(vec![w.selector()], CgroupPath::root()) {
                 let key = if w.cgroup.is_some() {
@@ -1384,6 +1514,39 @@ impl Config {
                             members
                                 .iter()
                                 .map(|w| format!("{} {}", w.name, w.memory.guarantee))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+
+        // The I/O guarantees likewise (in the resource's unit).
+        for (pi, p) in self.pools.iter().enumerate() {
+            for r in IO_RESOURCES {
+                // A capacity below 1 is reported above already.
+                let Some(cap) = p.capacity(r).filter(|c| *c >= 1.0) else {
+                    continue;
+                };
+                let members: Vec<(&str, f64)> = self
+                    .workloads
+                    .iter()
+                    .filter(|w| self.pool_index(w) == Some(pi))
+                    .map(|w| (w.name.as_str(), w.policy(r).guarantee))
+                    .filter(|(_, g)| *g > 0.0)
+                    .collect();
+                let sum: f64 = members.iter().map(|(_, g)| g).sum();
+                if sum > cap * (1.0 + 1e-9) {
+                    bad(
+                        format!("pool[{pi}].{r}"),
+                        capacity_text(p, r),
+                        &format!(
+                            "the {r} guarantees of its workloads add up to {} ({}), above its capacity",
+                            fmt_amount(r, sum),
+                            members
+                                .iter()
+                                .map(|(n, g)| format!("{n} {}", fmt_amount(r, *g)))
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
@@ -1498,6 +1661,86 @@ impl Config {
         out
     }
 
+    /// What is valid but will not do what it seems to, or depends on the
+    /// host (checked against this host's [`SYS_DEV_BLOCK`]): `prescient
+    /// config check` prints these and passes, the agent logs them at start
+    /// and at each reload. See [`Config::warnings_at`].
+    pub fn warnings(&self) -> Vec<Issue> {
+        self.warnings_at(Path::new(SYS_DEV_BLOCK))
+    }
+
+    /// [`Config::warnings`] with the block devices looked for under
+    /// `sys_dev_block`:
+    ///
+    /// - an `enforce.io_devices` entry that is not a block device here, or
+    ///   is a partition (the kernel caps whole disks only). A warning, not
+    ///   an error: a file is often checked on another machine than the one
+    ///   it runs on, and devices come and go (hot-plug; loop and
+    ///   device-mapper numbers are given at run time). Writing a cap for a
+    ///   device that is not there fails (ENODEV), is logged and dropped;
+    ///   the other knobs are written all the same.
+    /// - a pool's I/O capacity in enforce mode without `enforce.io_devices`:
+    ///   the I/O is planned and reported, but no cap can be written.
+    /// - `enforce.io_devices` without any pool's I/O capacity: nothing is
+    ///   planned for I/O, so nothing is capped.
+    pub fn warnings_at(&self, sys_dev_block: &Path) -> Vec<Issue> {
+        let mut out = Vec::new();
+        for (i, d) in self.enforce.io_devices.iter().enumerate() {
+            let Ok(dev) = Device::parse(0, d) else {
+                continue; // An error of `issues`.
+            };
+            let dir = sys_dev_block.join(dev.to_string());
+            let problem = if !dir.exists() {
+                format!(
+                    "is not a block device of this host (no {}): its I/O caps cannot be written until it appears",
+                    dir.display()
+                )
+            } else if dir.join("partition").exists() {
+                let disk = std::fs::read_to_string(dir.join("../dev"))
+                    .map(|t| format!(" (its disk is {})", t.trim()))
+                    .unwrap_or_default();
+                format!(
+                    "is a partition: the kernel caps the I/O of whole disks only{disk}; writing its caps will fail"
+                )
+            } else {
+                continue;
+            };
+            out.push(Issue {
+                key: format!("enforce.io_devices[{i}]"),
+                value: format!("{d:?}"),
+                problem,
+            });
+        }
+        let io_capacities: Vec<(usize, Resource)> = self
+            .pools
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                IO_RESOURCES
+                    .into_iter()
+                    .filter(|&r| p.capacity(r).is_some())
+                    .map(move |r| (i, r))
+            })
+            .collect();
+        if self.agent.mode == Mode::Enforce && self.enforce.io_devices.is_empty() {
+            for &(i, r) in &io_capacities {
+                out.push(Issue {
+                    key: format!("pool[{i}].{r}"),
+                    value: capacity_text(&self.pools[i], r),
+                    problem: "enforce mode without enforce.io_devices: I/O is planned and reported, but no cap (io.max, v1 blkio.throttle.*) can be written; name the devices to cap in enforce.io_devices".into(),
+                });
+            }
+        }
+        if !self.enforce.io_devices.is_empty() && io_capacities.is_empty() {
+            out.push(Issue {
+                key: "enforce.io_devices".into(),
+                value: format!("{:?}", self.enforce.io_devices),
+                problem: "no pool gives an I/O capacity (io_read, io_write, io_read_ops, io_write_ops): I/O is not planned, so nothing is capped".into(),
+            });
+        }
+        out
+    }
+
     /// The index of `w`'s pool: its named one, else the first.
     pub fn pool_index(&self, w: &WorkloadConfig) -> Option<usize> {
         match &w.pool {
@@ -1520,6 +1763,19 @@ impl Config {
         }
         true
     }
+}
+
+/// `p`'s capacity of `r` as written in TOML (`"200MiB"`, `500`).
+fn capacity_text(p: &PoolConfig, r: Resource) -> String {
+    match r {
+        Resource::IoRead => p.io_read.map(|b| format!("\"{b}\"")),
+        Resource::IoWrite => p.io_write.map(|b| format!("\"{b}\"")),
+        Resource::Memory => p.memory.map(|b| format!("\"{b}\"")),
+        Resource::NetRx => p.net_rx.map(|b| format!("\"{b}\"")),
+        Resource::NetTx => p.net_tx.map(|b| format!("\"{b}\"")),
+        _ => p.capacity(r).map(|n| n.to_string()),
+    }
+    .unwrap_or_default()
 }
 
 /// A TOML or deserialisation error as a [`ConfigError::Parse`] with the
@@ -2054,5 +2310,161 @@ mod tests {
         let p = w.policy(Resource::Memory);
         assert_eq!(p.guarantee, (1u64 << 30) as f64);
         assert_eq!(p.slo_quantile, 0.9);
+    }
+
+    #[test]
+    fn block_io_capacities_policies_and_devices_parse() {
+        let c = parse(
+            "[agent]\nmode = \"enforce\"\n\
+             [enforce]\nio_devices = [\"8:0\", \"259:0\"]\n\
+             [[pool]]\nname = \"h\"\nio_read = \"200MiB\"\nio_write_ops = 1000\n\
+             [[workload]]\nname = \"db\"\ncgroup = \"/db\"\n\
+             [workload.io_read]\nguarantee = \"10MiB\"\nmax = \"100MiB\"\n\
+             [workload.io_write_ops]\nguarantee = 100\nmax = 800\nslo_quantile = 0.99\n",
+        )
+        .unwrap();
+        assert_eq!(c.issues(), vec![]);
+        let p = &c.pools[0];
+        assert_eq!(p.capacity(Resource::IoRead), Some(200.0 * 1048576.0));
+        assert_eq!(p.capacity(Resource::IoWriteOps), Some(1000.0));
+        assert_eq!(p.capacity(Resource::IoReadOps), None);
+        assert_eq!(
+            c.enforce.devices(),
+            [
+                Device { major: 8, minor: 0 },
+                Device {
+                    major: 259,
+                    minor: 0
+                }
+            ]
+        );
+        let w = &c.workloads[0];
+        let r = w.policy(Resource::IoRead);
+        assert_eq!(
+            (r.guarantee, r.limit),
+            (10.0 * 1048576.0, Some(100.0 * 1048576.0))
+        );
+        let r = w.policy(Resource::IoWriteOps);
+        assert_eq!(
+            (r.guarantee, r.limit, r.slo_quantile),
+            (100.0, Some(800.0), 0.99)
+        );
+        assert_eq!(w.policy(Resource::IoReadOps).guarantee, 0.0);
+        // Round trip through the TOML the API shows; workloads without I/O
+        // policies show none.
+        let again = parse(&c.to_toml()).unwrap();
+        assert_eq!(again, c);
+        assert!(!Config::default().to_toml().contains("io_read"));
+        // The example's commented I/O keys are valid when uncommented.
+        let uncomment = |from: &str, lines: usize| -> String {
+            EXAMPLE
+                .lines()
+                .skip_while(|l| !l.starts_with(from))
+                .take(lines)
+                .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+                .collect()
+        };
+        let text = format!(
+            "[enforce]\n{}[[pool]]\nname = \"h\"\n{}[[workload]]\nname = \"w\"\ncgroup = \"/w\"\n{}",
+            uncomment("# io_devices", 1),
+            uncomment("# io_read = ", 4),
+            uncomment("# [workload.io_read]", 6),
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.issues(), vec![], "{text}");
+        assert_eq!(c.enforce.io_devices, ["8:0"], "{text}");
+        assert_eq!(c.pools[0].io_write_ops, Some(1000.0), "{text}");
+        assert_eq!(c.workloads[0].io_read_ops.max, Some(1000.0), "{text}");
+    }
+
+    #[test]
+    fn bad_block_io_keys_are_named() {
+        let i = issues(
+            "[enforce]\nio_devices = [\"sda\", \"8:0\", \"8:0\", \"8\"]\n\
+             [[pool]]\nname = \"h\"\nio_read_ops = 0\nio_write = 0\nio_write_ops = 100\n\
+             [[workload]]\nname = \"a\"\ncgroup = \"/a\"\n\
+             [workload.io_read_ops]\nguarantee = 50\nmax = 10\n\
+             [workload.io_write]\nslo_quantile = 1.0\nmax = \"0B\"\n\
+             [workload.io_write_ops]\nguarantee = 80\n\
+             [[workload]]\nname = \"b\"\ncgroup = \"/b\"\n\
+             [workload.io_write_ops]\nguarantee = 40\nweight = -1\n",
+        );
+        let keys: Vec<&str> = i.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "enforce.io_devices[0]",
+                "enforce.io_devices[2]",
+                "enforce.io_devices[3]",
+                "pool[0].io_write",
+                "pool[0].io_read_ops",
+                "workload[0].io_write.slo_quantile",
+                "workload[0].io_read_ops.max",
+                "workload[0].io_write.max",
+                "workload[1].io_write_ops.weight",
+                "pool[0].io_write_ops",
+            ],
+            "{i:#?}"
+        );
+        assert_eq!(i[0].value, "\"sda\"");
+        assert!(i[0].problem.contains("MAJOR:MINOR"), "{}", i[0]);
+        assert!(i[1].problem.contains("twice"), "{}", i[1]);
+        assert!(
+            i[6].problem.contains("at least io_read_ops.guarantee"),
+            "{}",
+            i[6]
+        );
+        assert_eq!(i[9].value, "100");
+        assert!(
+            i[9].problem
+                .contains("add up to 120 ops/s (a 80 ops/s, b 40 ops/s)"),
+            "{}",
+            i[9]
+        );
+        // Amounts parse as elsewhere: a size without a unit is refused.
+        let e = parse("[[pool]]\nname = \"h\"\nio_read = \"12 parsecs\"\n").unwrap_err();
+        assert!(e.to_string().contains("pool[0].io_read"), "{e}");
+    }
+
+    #[test]
+    fn block_io_warnings_name_devices_not_here_and_caps_that_cannot_be_written() {
+        let sys = tempfile::tempdir().unwrap();
+        std::fs::create_dir(sys.path().join("8:0")).unwrap();
+        std::fs::create_dir(sys.path().join("8:1")).unwrap();
+        std::fs::write(sys.path().join("8:1/partition"), "1\n").unwrap();
+        std::fs::write(sys.path().join("dev"), "8:0\n").unwrap();
+        let c = parse(
+            "[agent]\nmode = \"enforce\"\n\
+             [enforce]\nio_devices = [\"8:0\", \"8:1\", \"259:7\"]\n\
+             [[pool]]\nname = \"h\"\nio_read_ops = 500\n",
+        )
+        .unwrap();
+        assert_eq!(c.issues(), vec![], "warnings are not errors");
+        let w = c.warnings_at(sys.path());
+        let keys: Vec<&str> = w.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["enforce.io_devices[1]", "enforce.io_devices[2]"]);
+        assert!(w[0].problem.contains("partition"), "{}", w[0]);
+        assert!(w[0].problem.contains("its disk is 8:0"), "{}", w[0]);
+        assert!(w[1].problem.contains("not a block device"), "{}", w[1]);
+        assert_eq!(w[1].value, "\"259:7\"");
+
+        // An I/O capacity in enforce mode with no device to cap.
+        let c = parse("[agent]\nmode = \"enforce\"\n[[pool]]\nname = \"h\"\nio_read = \"50MiB\"\n")
+            .unwrap();
+        let w = c.warnings_at(sys.path());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].key, "pool[0].io_read");
+        assert_eq!(w[0].value, "\"50MiB\"");
+        assert!(w[0].problem.contains("enforce.io_devices"), "{}", w[0]);
+        // ... is fine in recommend mode: planned and reported.
+        let c = parse("[[pool]]\nname = \"h\"\nio_read = \"50MiB\"\n").unwrap();
+        assert_eq!(c.warnings_at(sys.path()), vec![]);
+        // Devices with nothing planned to cap.
+        let c = parse("[enforce]\nio_devices = [\"8:0\"]\n").unwrap();
+        let w = c.warnings_at(sys.path());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].key, "enforce.io_devices");
+        // The example has none.
+        assert_eq!(parse(EXAMPLE).unwrap().warnings_at(sys.path()), vec![]);
     }
 }

@@ -539,6 +539,10 @@ pub fn prepare(mut config: Config, trace: &LoadedTrace, trace_path: &Path) -> Co
                 ))),
                 net_rx: None,
                 net_tx: None,
+                io_read: None,
+                io_write: None,
+                io_read_ops: None,
+                io_write_ops: None,
                 spread_spare: false,
             });
         }

@@ -12,7 +12,9 @@ use prescient_agent::config::{Config, ConfigError, EXAMPLE};
 pub enum ConfigCommand {
     /// Print the commented default configuration (TOML).
     Example,
-    /// Validate a configuration file: every bad key is named with its value.
+    /// Validate a configuration file: every bad key is named with its value;
+    /// warnings (a block device not on this host, I/O capacities that no
+    /// device is given to cap) are printed and do not fail the check.
     Check {
         /// The file.
         file: PathBuf,
@@ -27,6 +29,12 @@ pub fn run(c: ConfigCommand) -> Result<()> {
         }
         ConfigCommand::Check { file } => match Config::load(&file) {
             Ok(c) => {
+                // Valid, but not doing what it seems to, or not on this
+                // host: said, and the check still passes.
+                let warnings = c.warnings();
+                for w in &warnings {
+                    eprintln!("{}: warning: {w}", file.display());
+                }
                 println!(
                     "{}: ok ({} mode, {} pool(s), {} workload selector(s))",
                     file.display(),
