@@ -29,7 +29,9 @@ use prescient_solver::{
 use serde::Serialize;
 
 use crate::alerts::{AlertEngine, Remediation, Transition};
-use crate::config::{Config, ConfigError, Mode, PoolConfig, WorkloadConfig, reference_policy};
+use crate::config::{
+    Config, ConfigError, IO_RESOURCES, Mode, PoolConfig, WorkloadConfig, reference_policy,
+};
 use crate::control::{
     AnomalyView, CONFIG_TEXT_NAME, CalibrationView, Caller, Command, ConfigChange, ControlPort,
     LiveView, ModelWeight, NewRequest, PoolView, RequestState, RequestView, ResourceView,
@@ -47,10 +49,11 @@ use crate::ports::{Clock, Found, Observer, Signals, Sink, Usage};
 use crate::timing::StageTimes;
 use crate::webhook::{Notification, WebhookConfig, WebhookSender};
 
-/// The resources forecast and planned (those pools have capacities for).
-/// CPU and memory are also enforced; network only planned and reported,
-/// for neither cgroup version has a knob for it. Block I/O (bytes and
-/// operations) is sampled and stored only.
+/// The resources always forecast and planned. CPU and memory are also
+/// enforced; network only planned and reported (against a pool's `net_rx`
+/// / `net_tx` when given, else unlimited), for neither cgroup version has
+/// a knob for it. Block I/O (bytes and operations) joins them only where
+/// a pool gives it a capacity: see [`planned_resources`].
 pub const PLANNED: [Resource; 4] = [
     Resource::Cpu,
     Resource::Memory,
@@ -58,10 +61,27 @@ pub const PLANNED: [Resource; 4] = [
     Resource::NetTx,
 ];
 
-/// Usage at this share of a hard CPU cap or more counts as capped.
+/// The resources `config` plans: [`PLANNED`], then each block I/O
+/// resource ([`IO_RESOURCES`]) that some pool gives a capacity for, in
+/// [`Resource::ALL`] order. Only those get forecasters and planning tails,
+/// so a configuration without I/O capacities costs nothing for the I/O it
+/// samples and stores. The I/O planned is capped (`io.max` / v1
+/// `blkio.throttle.*`) on `enforce.io_devices` in enforce mode.
+pub fn planned_resources(config: &Config) -> Vec<Resource> {
+    let mut out = PLANNED.to_vec();
+    for r in IO_RESOURCES {
+        if config.pools.iter().any(|p| p.capacity(r).is_some()) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Usage at this share of a hard cap (CPU with `enforce.hard_cpu`, block
+/// I/O on `enforce.io_devices`) or more counts as capped.
 pub const CAPPED_SHARE: f64 = 0.9;
 
-/// What a capped CPU bucket teaches the forecaster: this times the cap.
+/// What a capped bucket teaches the forecaster: this times the cap.
 pub const PROBE_FACTOR: f64 = 1.5;
 
 /// Version of the saved originals' format.
@@ -366,6 +386,8 @@ impl SeriesState {
 /// [`Agent::shutdown`]).
 pub struct Agent<O, S, E: Enforcer, C> {
     config: Config,
+    /// The resources planned: [`planned_resources`] of `config`.
+    planned: Vec<Resource>,
     /// `config`, shared with the live view (replaced whenever `config`
     /// changes: see [`Agent::config_changed`]).
     shared_config: Arc<Config>,
@@ -605,6 +627,9 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         };
         // The configuration in force says the mode in force.
         config.agent.mode = mode;
+        for w in config.warnings() {
+            log::warn!("configuration: {w}");
+        }
         let now = clock.now_ms();
         let reference = reference_of(&config);
         let alert_rules = config.alerts.rules.clone();
@@ -615,6 +640,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         Agent {
             outbox: Outbox::new(config.store.max_buffered_samples),
             shared_config: Arc::new(config.clone()),
+            planned: planned_resources(&config),
             config_loader: text_loader(),
             config_replies: Vec::new(),
             config,
@@ -1628,6 +1654,29 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let alerts_changed = new.alerts != self.config.alerts;
         self.config = new;
         self.config_changed();
+        for w in self.config.warnings() {
+            log::warn!("reload: configuration: {w}");
+        }
+        let planned = planned_resources(&self.config);
+        if planned != self.planned {
+            log::info!(
+                "planned resources: {}",
+                planned
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            // Series of resources no longer planned are saved and dropped
+            // (a capacity given again resumes them from the store).
+            if self.series.keys().any(|(_, r)| !planned.contains(r)) {
+                self.checkpoint(now);
+                self.series.retain(|(_, r), _| planned.contains(r));
+            }
+            self.leadlag.retain(|r, _| planned.contains(r));
+            self.forecasts.retain(|(_, r), _| planned.contains(r));
+            self.planned = planned;
+        }
         if alerts_changed {
             self.alerts.set_rules(&self.config.alerts.rules);
             // The old sender delivers what it has queued before it stops.
@@ -1760,7 +1809,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         for gone in self.workloads.keys().filter(|k| !next.contains_key(*k)) {
             log::info!("workload {gone} is gone");
             for ll in self.leadlag.values_mut() {
-                for r in PLANNED {
+                for &r in &self.planned {
                     self.leadlag_dirty |= ll.remove(&SeriesKey {
                         host: self.host.clone(),
                         workload: gone.clone(),
@@ -1809,7 +1858,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 };
                 self.outbox.push_sample(key, Sample::new(now, v));
                 self.counters.samples += 1;
-                if PLANNED.contains(&r) {
+                if self.planned.contains(&r) {
                     learn.push((id.clone(), r, v));
                 }
             }
@@ -1832,13 +1881,16 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 .push_counter(key, prescient_store::Counter::new(now, c.name, c.value));
         }
         let mut completed = Vec::new();
+        // io.max is a hard cap: usage at it says as little of demand as
+        // usage at a hard CPU cap does.
+        let hard_io = !self.config.enforce.io_devices.is_empty();
         for (id, r, v) in learn {
             let alloc = self.allocation(&id, r).unwrap_or(f64::INFINITY);
-            let cap = (r == Resource::Cpu
-                && self.config.enforce.hard_cpu
-                && self.enforcing()
-                && self.reference.is_none())
-            .then_some(alloc);
+            let hard = match r {
+                Resource::Cpu => self.config.enforce.hard_cpu,
+                r => hard_io && IO_RESOURCES.contains(&r),
+            };
+            let cap = (hard && self.enforcing() && self.reference.is_none()).then_some(alloc);
             if let Some((b, value)) = self.series_state(&id, r).push(now, v, step) {
                 self.learn_step(&id, r, b, value, alloc, cap);
                 completed.push((id, r, b, value));
@@ -2225,9 +2277,10 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         };
         let name = policy.name().to_string();
         let mut plans: Vec<Plan> = Vec::new();
+        let planned = self.planned.clone();
         for (pi, pool) in problem.pools.iter().enumerate() {
-            for r in PLANNED {
-                let ids: Vec<WorkloadId> = problem
+            for &r in &planned {
+                let mut ids: Vec<WorkloadId> = problem
                     .workloads
                     .iter()
                     .filter(|w| w.pool == pi && w.resources.iter().any(|x| x.resource == r))
@@ -2259,8 +2312,24 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     requests.push(if out[0].is_finite() {
                         out[0].max(0.0)
                     } else {
-                        0.0
+                        f64::NAN
                     });
+                }
+                // No recommendation: 0 for CPU and memory (the smallest
+                // weight, a memory.high the guardrails keep above usage);
+                // no entry for I/O, whose 0 would be a hard cap of 1 op
+                // (or byte) per second.
+                if IO_RESOURCES.contains(&r) {
+                    let keep: Vec<bool> = requests.iter().map(|x| x.is_finite()).collect();
+                    let mut k = keep.iter();
+                    ids.retain(|_| *k.next().unwrap_or(&false));
+                    requests.retain(|x| x.is_finite());
+                } else {
+                    for x in &mut requests {
+                        if !x.is_finite() {
+                            *x = 0.0;
+                        }
+                    }
                 }
                 let mut granted = requests.clone();
                 let capacity = pool.capacity.get(&r).copied();
@@ -2321,7 +2390,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             problem.units.insert(Resource::Cpu, u);
         }
         for p in &self.config.pools {
-            let capacity = PLANNED
+            let capacity = self
+                .planned
                 .iter()
                 .filter_map(|&r| Some((r, p.capacity(r)?)))
                 .collect();
@@ -2357,7 +2427,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             let Some(pool) = self.pool_for(id, wc).and_then(|i| self.config.pools.get(i)) else {
                 continue;
             };
-            for r in PLANNED {
+            for &r in &self.planned {
                 if self.series.contains_key(&(id.clone(), r)) {
                     live.entry((pool.name.clone(), r))
                         .or_default()
@@ -2382,7 +2452,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 continue;
             };
             let mut resources = Vec::new();
-            for r in PLANNED {
+            for &r in &self.planned {
                 let Some(s) = self.series.get(&(id.clone(), r)) else {
                     continue;
                 };
@@ -2670,21 +2740,12 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let mut targets = BTreeMap::new();
         for (id, tr) in &self.workloads {
             let wc = &self.config.workloads[tr.config];
-            targets.insert(
-                id.clone(),
-                (
-                    tr.found.cgroup.clone(),
-                    Guarantee {
-                        cpu_cores: wc.cpu.guarantee,
-                        memory_bytes: wc.memory.guarantee.0,
-                        ..Guarantee::default()
-                    },
-                ),
-            );
+            targets.insert(id.clone(), (tr.found.cgroup.clone(), guarantee_of(wc)));
         }
         let style = PlanStyle {
             hard_cpu: self.config.enforce.hard_cpu,
             memory_max_factor: self.config.enforce.memory_max_factor,
+            io_devices: self.config.enforce.devices(),
             ..PlanStyle::default()
         };
         let mut desired: BTreeMap<CgroupPath, Desired> = BTreeMap::new();
@@ -3005,11 +3066,15 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 }
             ));
         }
-        if !PLANNED.contains(&request.resource) {
+        if !self.planned.contains(&request.resource) {
             return Err(format!(
-                "resource: {} is not planned (requests are for {})",
+                "resource: {} is not planned (requests are for {}; block I/O is planned where a pool gives it a capacity)",
                 request.resource,
-                PLANNED.map(|r| r.as_str()).join(", ")
+                self.planned
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if !(request.amount.is_finite() && request.amount > 0.0) {
@@ -3198,7 +3263,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         self.calendar.prune(now.saturating_sub(EVENT_KEEP_MS));
         let selects = |ev: &prescient_forecast::events::Event| {
             self.workloads.iter().any(|(w, t)| {
-                PLANNED.iter().any(|&r| {
+                self.planned.iter().any(|&r| {
                     let key = SeriesKey {
                         host: self.host.clone(),
                         workload: w.clone(),
@@ -3398,7 +3463,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .pools
             .iter()
             .map(|p| {
-                let capacity = PLANNED
+                let capacity = self
+                    .planned
                     .iter()
                     .filter_map(|&r| Some((r, p.capacity(r)?)))
                     .collect();
@@ -3414,7 +3480,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             .iter()
             .map(|(id, tr)| {
                 let wc = self.config.workloads.get(tr.config);
-                let resources = PLANNED
+                let resources = self
+                    .planned
                     .iter()
                     .filter_map(|&r| {
                         let s = self.series.get(&(id.clone(), r))?;
@@ -3476,6 +3543,27 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             solver: self.solver.clone(),
             config: Some(Arc::clone(&self.shared_config)),
         }
+    }
+}
+
+/// What `wc` is promised, as the guardrails hold it: no limit is set below
+/// it. I/O operations are whole numbers to the kernel: a guarantee of
+/// 100.5 ops/s is 100, as an allocation of 100.5 caps at 100.
+fn guarantee_of(wc: &WorkloadConfig) -> Guarantee {
+    let ops = |g: f64| {
+        if g.is_finite() && g > 0.0 {
+            g as u64
+        } else {
+            0
+        }
+    };
+    Guarantee {
+        cpu_cores: wc.cpu.guarantee,
+        memory_bytes: wc.memory.guarantee.0,
+        io_read_bytes_per_sec: wc.io_read.guarantee.0,
+        io_write_bytes_per_sec: wc.io_write.guarantee.0,
+        io_read_ops_per_sec: ops(wc.io_read_ops.guarantee),
+        io_write_ops_per_sec: ops(wc.io_write_ops.guarantee),
     }
 }
 
