@@ -665,6 +665,11 @@ fn requests_are_granted_queued_expired_cancelled_or_refused() {
     assert!(err.contains("busy, idle"), "{err}");
     let err = ask(&mut a, &h, request("busy", Resource::IoRead, 1.0, 60)).unwrap_err();
     assert!(err.contains("not planned"), "{err}");
+    // No pool has an I/O capacity: the planned ones are listed.
+    assert!(
+        err.contains("requests are for cpu, memory, net_rx, net_tx;"),
+        "{err}"
+    );
     for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         let err = ask(&mut a, &h, request("busy", Resource::Cpu, bad, 60)).unwrap_err();
         assert!(err.starts_with("amount:"), "{bad}: {err}");

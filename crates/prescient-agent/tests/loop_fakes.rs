@@ -509,3 +509,203 @@ fn plans_use_the_workloads_tail_curves_once_warm_and_their_forecasters_before() 
     let want = tails_median(20);
     assert!((warm - want).abs() < 1e-12, "{warm} vs {want}");
 }
+
+/// [`config`] in enforce mode with a pool capacity of 300 read ops/s,
+/// capped on device 8:0, `busy` guaranteed 50 of them.
+fn io_config() -> Config {
+    let mut c = config(Mode::Enforce);
+    c.pools[0].io_read_ops = Some(300.0);
+    c.enforce.io_devices = vec!["8:0".into()];
+    c.workloads[0].io_read_ops.guarantee = 50.0;
+    resolve(c, &MACHINE).unwrap()
+}
+
+/// The last plan's allocation of `r` to `w`, if it has one.
+fn planned(plans: &[Plan], w: &str, r: Resource) -> Option<f64> {
+    plans
+        .iter()
+        .flat_map(|p| &p.entries)
+        .find(|e| e.workload.0 == w && e.resource == r)
+        .map(|e| e.allocation)
+}
+
+#[test]
+fn read_ops_are_planned_within_the_pool_and_capped_as_riops_on_the_configured_device() {
+    let sink = FakeSink::default();
+    let mut observer = FakeObserver::new();
+    // `busy` reads 250 ops/s and `idle` 100, 350 for a pool of 300; both
+    // read and write bytes, which no pool has a capacity for.
+    observer.io = Some(Box::new(|cg, _| {
+        let ops = if cg == "/busy" { 250.0 } else { 100.0 };
+        [Some(4e6), Some(1e6), Some(ops), Some(20.0)]
+    }));
+    let mut a = Agent::new(
+        io_config(),
+        MACHINE,
+        observer,
+        sink.clone(),
+        Some(fake_enforcer()),
+        clock(),
+    );
+    a.start();
+    drive(&mut a, T0 + 60_000);
+    let busy = WorkloadId("busy".into());
+    // Forecast where planned; the other I/O only sampled and stored.
+    assert!(a.observations(&busy, Resource::IoReadOps).unwrap() >= 11);
+    for r in [Resource::IoRead, Resource::IoWrite, Resource::IoWriteOps] {
+        assert!(a.forecaster(&busy, r).is_none(), "{r} is not planned");
+    }
+    {
+        let st = sink.0.borrow();
+        assert!(
+            st.samples
+                .iter()
+                .any(|(k, s)| k.resource == Resource::IoWrite && s.value == 1e6)
+        );
+    }
+    // The plan splits the pool's read ops, the guarantee kept.
+    let plans = a.plans().to_vec();
+    let (b, i) = (
+        planned(&plans, "busy", Resource::IoReadOps).unwrap(),
+        planned(&plans, "idle", Resource::IoReadOps).unwrap(),
+    );
+    assert!(b + i <= 300.0 + 1e-6, "{b} + {i}");
+    assert!(b >= 50.0 && b > i, "busy {b} idle {i}");
+    assert_eq!(planned(&plans, "busy", Resource::IoRead), None);
+    let view = a.live_view(T0 + 60_000);
+    assert_eq!(
+        view.pools[0].capacity.get(&Resource::IoReadOps),
+        Some(&300.0)
+    );
+    // The limits: riops at the allocation on 8:0, nothing else capped.
+    let dev = prescient_linux::enforce::Device { major: 8, minor: 0 };
+    let e = a.enforcer().unwrap();
+    for (cg, alloc) in [("/busy", b), ("/idle", i)] {
+        let io = e.state(&p(cg)).unwrap().io_max.clone().unwrap();
+        let l = io.get(&dev).unwrap_or_else(|| panic!("{cg}: {io:?}"));
+        assert_eq!(l.riops, Some(alloc as u64), "{cg}");
+        assert_eq!((l.rbps, l.wbps, l.wiops), (None, None, None), "{cg}");
+        assert_eq!(io.len(), 1, "{cg}: only the configured device");
+    }
+    assert!(
+        e.writes
+            .iter()
+            .any(|(cg, s)| cg == &p("/busy") && matches!(s, Setting::IoMax(d, _) if *d == dev))
+    );
+    // Audited, naming the device and the cap.
+    let st = sink.0.borrow();
+    let rec = st
+        .audit
+        .iter()
+        .find(|r| r.target.contains("/busy") && r.after.as_deref().unwrap_or("").contains("riops="))
+        .unwrap_or_else(|| panic!("{:#?}", st.audit));
+    assert!(
+        rec.after
+            .as_deref()
+            .unwrap()
+            .starts_with("8:0 rbps=max wbps=max riops="),
+        "{rec:?}"
+    );
+    assert!(rec.reason.contains("io_read_ops: "), "{rec:?}");
+    drop(st);
+    // Restored at exit.
+    a.shutdown();
+    let e = a.enforcer().unwrap();
+    for cg in ["/busy", "/idle"] {
+        assert_eq!(
+            e.state(&p(cg)).unwrap().io_max,
+            Some(Default::default()),
+            "{cg}"
+        );
+    }
+}
+
+#[test]
+fn a_workload_without_samples_of_an_io_resource_is_neither_planned_nor_capped_on_it() {
+    let sink = FakeSink::default();
+    let mut observer = FakeObserver::new();
+    // `idle` has read bytes but no operations (as a process workload
+    // read from /proc); `busy` reads nothing at all, 0 ops/s.
+    observer.io = Some(Box::new(|cg, _| {
+        if cg == "/busy" {
+            [Some(0.0), Some(0.0), Some(0.0), Some(0.0)]
+        } else {
+            [Some(1e6), Some(0.0), None, None]
+        }
+    }));
+    let mut a = Agent::new(
+        io_config(),
+        MACHINE,
+        observer,
+        sink.clone(),
+        Some(fake_enforcer()),
+        clock(),
+    );
+    a.start();
+    drive(&mut a, T0 + 40_000);
+    let idle = WorkloadId("idle".into());
+    assert!(a.forecaster(&idle, Resource::IoReadOps).is_none());
+    let plans = a.plans().to_vec();
+    assert_eq!(
+        planned(&plans, "idle", Resource::IoReadOps),
+        None,
+        "{plans:?}"
+    );
+    let e = a.enforcer().unwrap();
+    assert_eq!(
+        e.state(&p("/idle")).unwrap().io_max,
+        Some(Default::default()),
+        "no cap without samples"
+    );
+    assert!(
+        e.writes
+            .iter()
+            .all(|(cg, s)| !(cg == &p("/idle") && matches!(s, Setting::IoMax(..))))
+    );
+    // A workload that does no reads is planned (its guarantee: 50) and
+    // capped there: a sample of 0 is demand of 0, not no demand known.
+    let b = planned(&plans, "busy", Resource::IoReadOps).unwrap();
+    assert!(b >= 50.0, "{b}");
+}
+
+#[test]
+fn without_io_capacities_io_is_stored_but_gets_no_forecaster_and_no_cap() {
+    let sink = FakeSink::default();
+    let mut observer = FakeObserver::new();
+    observer.io = Some(Box::new(|_, _| {
+        [Some(1e6), Some(2e6), Some(10.0), Some(20.0)]
+    }));
+    let mut c = config(Mode::Enforce);
+    // Devices given, but nothing planned to cap on them.
+    c.enforce.io_devices = vec!["8:0".into()];
+    let c = resolve(c, &MACHINE).unwrap();
+    let mut a = Agent::new(
+        c,
+        MACHINE,
+        observer,
+        sink.clone(),
+        Some(fake_enforcer()),
+        clock(),
+    );
+    let s = a.run(&Signals::new(), Some(T0 + 30_000), &no_reload);
+    // 30 passes x 2 workloads x (cpu, memory and the four I/O).
+    assert_eq!(sink.0.borrow().samples.len(), 30 * 2 * 6);
+    let busy = WorkloadId("busy".into());
+    assert!(a.forecaster(&busy, Resource::Cpu).is_some());
+    for r in prescient_agent::config::IO_RESOURCES {
+        assert!(a.forecaster(&busy, r).is_none(), "{r}");
+    }
+    assert!(s.counters.writes > 0);
+    assert!(
+        a.enforcer()
+            .unwrap()
+            .writes
+            .iter()
+            .all(|(_, w)| !matches!(w, Setting::IoMax(..)))
+    );
+    assert!(s.plans.iter().all(|p| {
+        p.entries
+            .iter()
+            .all(|e| matches!(e.resource, Resource::Cpu | Resource::Memory))
+    }));
+}

@@ -66,7 +66,14 @@ pub struct FakeObserver {
     /// Network (received, sent) bytes/s, where scripted (none by default:
     /// a workload sharing the host's network namespace).
     pub net: Option<NetFn>,
+    /// Block I/O, where scripted (none by default).
+    pub io: Option<IoFn>,
 }
+
+/// A workload's block I/O at a time: [io_read, io_write, io_read_ops,
+/// io_write_ops], each where counted (a process workload read from
+/// `/proc` has no operations).
+pub type IoFn = Box<dyn Fn(&str, TimestampMs) -> [Option<f64>; 4]>;
 
 /// A workload's network at a time: (received, sent) bytes/s, if counted.
 pub type NetFn = Box<dyn Fn(&str, TimestampMs) -> Option<(f64, f64)>>;
@@ -97,6 +104,7 @@ impl FakeObserver {
             discovered: 0,
             usage: Box::new(steady),
             net: None,
+            io: None,
         }
     }
 
@@ -126,6 +134,8 @@ impl Observer for FakeObserver {
             .map(|cg| {
                 let (cpu, mem) = (self.usage)(cg.as_str(), ts);
                 let net = self.net.as_ref().and_then(|f| f(cg.as_str(), ts));
+                let [io_read, io_write, io_read_ops, io_write_ops] =
+                    self.io.as_ref().map_or([None; 4], |f| f(cg.as_str(), ts));
                 (
                     cg.clone(),
                     Usage {
@@ -133,6 +143,10 @@ impl Observer for FakeObserver {
                         memory_bytes: Some(mem),
                         net_rx: net.map(|n| n.0),
                         net_tx: net.map(|n| n.1),
+                        io_read,
+                        io_write,
+                        io_read_ops,
+                        io_write_ops,
                         ..Usage::default()
                     },
                 )
