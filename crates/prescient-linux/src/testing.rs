@@ -30,6 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::discover::GroupError;
+use crate::enforce::Device;
 use crate::layout::{BaseError, HierarchyId, Version};
 use crate::path::PathError;
 use crate::subtree::{remove_cgroup_tree, remove_stale_subtrees};
@@ -193,6 +194,31 @@ pub fn cpu_lock(exclusive: bool) -> Result<CpuLock, TreeError> {
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The whole disk that holds `/` (from /proc/self/mountinfo), as
+/// MAJ:MIN: a partition's parent, for the kernel caps whole disks only.
+/// `None` where it cannot be told (no such line, `/` not on a block
+/// device: an overlay or tmpfs root).
+pub fn root_disk() -> Option<Device> {
+    let mi = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let dev = mi.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(4) == Some(&"/")).then(|| f[2].to_string())
+    })?;
+    let sys = PathBuf::from(format!("/sys/dev/block/{dev}"));
+    if !sys.exists() {
+        return None; // Not a block device: an overlay, a tmpfs, ...
+    }
+    let dev = if sys.join("partition").exists() {
+        fs::read_to_string(sys.join("../dev"))
+            .ok()?
+            .trim()
+            .to_string()
+    } else {
+        dev
+    };
+    Device::parse(0, &dev).ok()
+}
 
 /// A subtree of the caller's own cgroups, with the children it started
 /// (see the module's documentation).

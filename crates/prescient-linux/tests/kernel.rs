@@ -27,7 +27,7 @@ use prescient_linux::enforce::{
     desired_from_plan, enforcer_for, page_align,
 };
 use prescient_linux::layout::{HierarchyId, Version, parse_proc_cgroup};
-use prescient_linux::testing::{TestTree, V1_USED, cpu_lock, live, skip_or_fail};
+use prescient_linux::testing::{TestTree, V1_USED, cpu_lock, live, root_disk, skip_or_fail};
 use prescient_linux::{
     CgroupPath, Collector, Discovery, Grouper, LayoutKind, ProcFs, Reconciler, Root, Selector,
 };
@@ -554,29 +554,6 @@ fn v1_memory_limits_are_guarded_by_usage() {
     assert_eq!(e.read(&cg).unwrap().memory_max, Some(MemoryLimit::Max));
     assert_eq!(e.read(&cg).unwrap().memory_high, Some(MemoryLimit::Max));
     drop(stdin);
-}
-
-/// The whole disk that holds `/`, as MAJ:MIN (a partition's parent).
-fn root_disk() -> Option<Device> {
-    let mi = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let dev = mi.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(4) == Some(&"/")).then(|| f[2].to_string())
-    })?;
-    let sys = PathBuf::from(format!("/sys/dev/block/{dev}"));
-    let dev = if sys.join("partition").exists() {
-        fs::read_to_string(sys.join("../dev"))
-            .ok()?
-            .trim()
-            .to_string()
-    } else {
-        dev
-    };
-    let (a, b) = dev.split_once(':')?;
-    Some(Device {
-        major: a.parse().ok()?,
-        minor: b.parse().ok()?,
-    })
 }
 
 #[test]
