@@ -19,7 +19,8 @@ use std::time::Duration;
 use prescient_agent::config::{Config, Mode, RelativeTo};
 use prescient_agent::{ConfigSource, RunOptions, Signals};
 use prescient_core::{HostId, Resource, SeriesKey};
-use prescient_linux::testing::TestTree;
+use prescient_linux::enforce::Device;
+use prescient_linux::testing::{TestTree, root_disk, skip_or_fail};
 use prescient_store::{Resolution, Store};
 
 /// The CPU weight knob of `cg` as the enforcer writes it: v2 `cpu.weight`
@@ -184,6 +185,100 @@ fn enforce_mode_on_the_real_kernel_writes_the_plan_and_restores_it() {
     assert!(s.counters.resumed_plans >= 1);
     assert_eq!(cpu_weight(&tree, "/busy"), busy.to_string(), "restored");
     assert_eq!(cpu_weight(&tree, "/idle"), idle.to_string(), "restored");
+}
+
+/// The read-ops cap of `dev` on `cg` as the enforcer wrote it: v1
+/// `blkio.throttle.read_iops_device` ("254:0 250"; no line, or 0: none) or
+/// v2 `io.max` ("254:0 rbps=max wbps=max riops=250 wiops=max").
+fn riops(tree: &TestTree, cg: &str, dev: Device) -> Option<u64> {
+    let key = format!("{dev} ");
+    if let Some(t) = tree.read("blkio", cg, "blkio.throttle.read_iops_device") {
+        return t
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|v| *v > 0);
+    }
+    tree.read("io", cg, "io.max")?
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))?
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("riops="))?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn enforce_mode_on_the_real_kernel_caps_read_ops_on_a_real_device() {
+    let test = "agent_io";
+    let Some(mut tree) = TestTree::for_test(test) else {
+        return;
+    };
+    // The cpu controller too: the enforcer is v1 where cpu is (a hybrid
+    // host like this one, whose v2 hierarchy has no io controller).
+    if !tree.can_enforce(test, &["cpu"]) {
+        return;
+    }
+    let v1 = tree.fs.v1().iter().any(|h| h.has("cpu"));
+    if !(if v1 {
+        tree.has_v1(test, &["blkio"])
+    } else {
+        tree.has_v2(test, &["io"])
+    }) {
+        return;
+    }
+    let Some(dev) = root_disk() else {
+        skip_or_fail(test, "cannot tell the disk that holds /");
+        return;
+    };
+    // Two sleeping workloads: their cgroups' I/O counters give 0 ops/s,
+    // samples all the same, so both are planned.
+    for cg in ["/busy", "/idle"] {
+        let pid = tree.spawn_sleep().unwrap();
+        tree.move_into(cg, pid).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agent.db");
+    let io_config = |restore: bool| {
+        let mut c = config(&tree, &db, Mode::Enforce, restore);
+        c.pools[0].io_read_ops = Some(1000.0);
+        c.enforce.io_devices = vec![dev.to_string()];
+        c.workloads[0].io_read_ops.guarantee = 200.0;
+        c
+    };
+    assert_eq!(riops(&tree, "/busy", dev), None, "no cap to start with");
+
+    // Without restore: the caps stay after the run.
+    let s = run(io_config(false), 3.0);
+    assert_eq!(s.mode, Mode::Enforce);
+    let planned = |w: &str| {
+        s.plans
+            .iter()
+            .flat_map(|p| &p.entries)
+            .find(|e| e.workload.0 == w && e.resource == Resource::IoReadOps)
+            .unwrap_or_else(|| panic!("no io_read_ops for {w} in {:?}", s.plans))
+            .allocation
+    };
+    let (busy, idle) = (planned("busy"), planned("idle"));
+    assert!(busy >= 200.0, "the guarantee: {busy}");
+    assert!(busy + idle <= 1000.0 + 1e-6, "{busy} + {idle}");
+    assert_eq!(riops(&tree, "/busy", dev), Some(busy as u64));
+    // (A cap is at least 1 op/s: 0 would be none.)
+    assert_eq!(riops(&tree, "/idle", dev), Some((idle as u64).max(1)));
+    let store = Store::open(&db).unwrap();
+    let audit = store.audit_since(0, 1000).unwrap();
+    assert!(
+        audit.iter().any(|(_, a)| a.target.contains("busy")
+            && a.after.as_deref().unwrap_or("").contains("riops=")),
+        "{audit:?}"
+    );
+    drop(store);
+
+    // With restore: the run resumes the plan, and ends with the limits it
+    // found (the previous run's caps).
+    let s = run(io_config(true), 2.0);
+    assert!(s.counters.resumed_plans >= 1, "{:?}", s.counters);
+    assert_eq!(riops(&tree, "/busy", dev), Some(busy as u64), "restored");
 }
 
 /// Runs `cmd` to success, or panics with its output.

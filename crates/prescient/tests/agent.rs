@@ -82,6 +82,63 @@ fn config_check_names_the_bad_key_and_value() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/prescient.toml"));
 }
 
+#[test]
+fn config_check_names_bad_io_devices_and_warns_of_caps_it_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("io.toml");
+    fs::write(
+        &f,
+        "[agent]\nmode = \"enforce\"\n[enforce]\nio_devices = [\"sda\"]\n\
+         [[pool]]\nname = \"h\"\nio_read_ops = 0\n",
+    )
+    .unwrap();
+    let out = prescient(&["config", "check", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("enforce.io_devices[0] = \"sda\": must be a block device as \"MAJOR:MINOR\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("pool[0].io_read_ops = 0: must be at least 1"),
+        "{err}"
+    );
+    assert!(err.contains("2 problem(s)"), "{err}");
+
+    // Valid, with warnings: a device no host has, and (in a second file)
+    // an I/O capacity in enforce mode with no device to cap.
+    fs::write(
+        &f,
+        "[agent]\nmode = \"enforce\"\n[enforce]\nio_devices = [\"4095:1048575\"]\n\
+         [[pool]]\nname = \"h\"\nio_read = \"200MiB\"\n",
+    )
+    .unwrap();
+    let out = prescient(&["config", "check", f.to_str().unwrap()]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "warning: enforce.io_devices[0] = \"4095:1048575\": is not a block device of this host"
+        ),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+    fs::write(
+        &f,
+        "[agent]\nmode = \"enforce\"\n[[pool]]\nname = \"h\"\nio_read = \"200MiB\"\n",
+    )
+    .unwrap();
+    let out = prescient(&["config", "check", f.to_str().unwrap()]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "warning: pool[0].io_read = \"200MiB\": enforce mode without enforce.io_devices"
+        ),
+        "{err}"
+    );
+}
+
 /// Waits (up to a minute: the machine is shared) for `what` in the file.
 fn wait_for(file: &Path, what: &str, child: &mut Child) -> String {
     let start = Instant::now();
