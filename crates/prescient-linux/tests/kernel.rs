@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use prescient_core::{HostId, Plan, PlanEntry, Resource, WorkloadId};
 use prescient_linux::discover::{CommandMatch, Rule};
 use prescient_linux::enforce::{
-    Action, Capacity, CpuMax, Desired, Device, EnforceError, Enforcer, Guarantee, Guardrails,
-    IoLimit, Knob, Limits, MemoryLimit, PlanStyle, Setting, V1Enforcer, V2Enforcer,
-    desired_from_plan, enforcer_for, page_align,
+    Action, Capacity, CpuMax, Desired, EnforceError, Enforcer, Guarantee, Guardrails, IoLimit,
+    Knob, Limits, MemoryLimit, PlanStyle, Setting, V1Enforcer, V2Enforcer, desired_from_plan,
+    enforcer_for, page_align,
 };
 use prescient_linux::layout::{HierarchyId, Version, parse_proc_cgroup};
 use prescient_linux::testing::{TestTree, V1_USED, cpu_lock, live, root_disk, skip_or_fail};
