@@ -709,3 +709,43 @@ fn without_io_capacities_io_is_stored_but_gets_no_forecaster_and_no_cap() {
             .all(|e| matches!(e.resource, Resource::Cpu | Resource::Memory))
     }));
 }
+
+#[test]
+fn a_reload_that_gives_or_takes_an_io_capacity_starts_or_drops_its_forecasters() {
+    let sink = FakeSink::default();
+    let mut observer = FakeObserver::new();
+    observer.io = Some(Box::new(|_, _| [Some(1e6), None, Some(40.0), None]));
+    let mut a = Agent::new(
+        config(Mode::Recommend),
+        MACHINE,
+        observer,
+        sink.clone(),
+        None,
+        clock(),
+    );
+    a.start();
+    drive(&mut a, T0 + 20_000);
+    let busy = WorkloadId("busy".into());
+    assert!(a.forecaster(&busy, Resource::IoReadOps).is_none());
+    // Given: planned from the next samples on.
+    let mut c = config(Mode::Recommend);
+    c.pools[0].io_read_ops = Some(100.0);
+    a.reload(Ok(c));
+    drive(&mut a, T0 + 50_000);
+    assert!(a.observations(&busy, Resource::IoReadOps).unwrap() >= 4);
+    assert!(planned(a.plans(), "busy", Resource::IoReadOps).is_some());
+    assert!(a.forecaster(&busy, Resource::IoRead).is_none());
+    // Taken: saved, dropped, no longer planned.
+    a.reload(Ok(config(Mode::Recommend)));
+    assert!(a.forecaster(&busy, Resource::IoReadOps).is_none());
+    drive(&mut a, T0 + 70_000);
+    assert!(a.forecaster(&busy, Resource::IoReadOps).is_none());
+    assert!(
+        sink.0
+            .borrow()
+            .states
+            .contains_key("forecast/h1/busy/io_read_ops")
+    );
+    assert_eq!(planned(a.plans(), "busy", Resource::IoReadOps), None);
+    assert_eq!(a.counters().reloads, 2);
+}
