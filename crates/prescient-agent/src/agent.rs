@@ -2746,6 +2746,8 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
             hard_cpu: self.config.enforce.hard_cpu,
             memory_max_factor: self.config.enforce.memory_max_factor,
             io_devices: self.config.enforce.devices(),
+            io_floor_bytes: self.config.enforce.io_floor.0,
+            io_floor_ops: self.config.enforce.io_floor_ops,
             ..PlanStyle::default()
         };
         let mut desired: BTreeMap<CgroupPath, Desired> = BTreeMap::new();

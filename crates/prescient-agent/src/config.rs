@@ -577,6 +577,11 @@ pub struct EnforceConfig {
     /// `blkio.throttle.*_device`) at the allocations of the I/O resources
     /// a pool gives a capacity for. Empty: I/O is planned but not capped.
     pub io_devices: Vec<String>,
+    /// The least a bandwidth cap (rbps, wbps) is set to, bytes/s: a
+    /// workload planned next to nothing can still start reading.
+    pub io_floor: ByteSize,
+    /// The least an operations cap (riops, wiops) is set to, ops/s.
+    pub io_floor_ops: u64,
 }
 
 impl Default for EnforceConfig {
@@ -588,6 +593,8 @@ impl Default for EnforceConfig {
             max_cpu_step: None,
             max_memory_step: None,
             io_devices: Vec::new(),
+            io_floor: ByteSize(prescient_linux::enforce::IO_FLOOR_BYTES_DEFAULT),
+            io_floor_ops: prescient_linux::enforce::IO_FLOOR_OPS_DEFAULT,
         }
     }
 }

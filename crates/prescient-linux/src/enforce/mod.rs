@@ -28,7 +28,9 @@ use crate::path::CgroupPath;
 pub use error::{Disposition, EnforceError};
 pub use fake::FakeEnforcer;
 pub use guard::{Capacity, Guarantee, Guardrails, MaxStep, guard_setting};
-pub use plan::{PlanStyle, desired_from_plan, limits_from_plan};
+pub use plan::{
+    IO_FLOOR_BYTES_DEFAULT, IO_FLOOR_OPS_DEFAULT, PlanStyle, desired_from_plan, limits_from_plan,
+};
 pub use reconcile::{Action, AuditRecord, Desired, Reconciler, RetryPolicy};
 pub use v1::V1Enforcer;
 pub use v2::V2Enforcer;

@@ -30,7 +30,17 @@ pub struct PlanStyle {
     /// io_read_ops / io_write_ops (riops / wiops) allocations (none: no
     /// I/O caps).
     pub io_devices: Vec<Device>,
+    /// The least a bandwidth cap (rbps, wbps) is set to, bytes/s.
+    pub io_floor_bytes: u64,
+    /// The least an operations cap (riops, wiops) is set to, ops/s.
+    pub io_floor_ops: u64,
 }
+
+/// Default [`PlanStyle::io_floor_bytes`]: 1 MiB/s.
+pub const IO_FLOOR_BYTES_DEFAULT: u64 = 1 << 20;
+
+/// Default [`PlanStyle::io_floor_ops`]: 10 ops/s, one planning unit.
+pub const IO_FLOOR_OPS_DEFAULT: u64 = 10;
 
 impl Default for PlanStyle {
     fn default() -> Self {
@@ -39,6 +49,8 @@ impl Default for PlanStyle {
             cpu_period_us: CPU_PERIOD_DEFAULT_US,
             memory_max_factor: None,
             io_devices: Vec::new(),
+            io_floor_bytes: IO_FLOOR_BYTES_DEFAULT,
+            io_floor_ops: IO_FLOOR_OPS_DEFAULT,
         }
     }
 }
@@ -92,9 +104,17 @@ pub fn limits_from_plan(
         }
     }
     if io.iter().any(Option::is_some) {
-        // An allocation of 0 becomes 1: the kernel reads 0 as "no limit"
-        // on v1 and refuses it on v2.
-        let [rbps, wbps, riops, wiops] = io.map(|v| v.map(|v| v.max(1)));
+        // I/O caps are hard: a workload planned (next to) nothing would
+        // wait on every request, and learn its need only slowly through
+        // the cap. The floors keep it able to start; they are at least 1,
+        // for the kernel reads 0 as "no limit" on v1 and refuses it on v2.
+        let floor = |v: Option<u64>, f: u64| v.map(|v| v.max(f.max(1)));
+        let [rbps, wbps, riops, wiops] = [
+            floor(io[0], style.io_floor_bytes),
+            floor(io[1], style.io_floor_bytes),
+            floor(io[2], style.io_floor_ops),
+            floor(io[3], style.io_floor_ops),
+        ];
         for d in &style.io_devices {
             l.io_max.insert(
                 *d,
@@ -248,10 +268,25 @@ mod tests {
         );
         assert_eq!(reasons.len(), 3);
         assert!(reasons[1].starts_with("io_read_ops: "), "{reasons:?}");
-        // Zero ops is the smallest cap, never 0 (no limit on v1).
+        // Zero ops is capped at the floor (10 ops/s by default), never 0
+        // (no limit on v1), and a floor of 0 still gives 1.
         let (l, _) = limits_from_plan(&plan, &WorkloadId("idle".into()), &style);
-        assert_eq!(l.io_max[&sda].riops, Some(1));
+        assert_eq!(l.io_max[&sda].riops, Some(IO_FLOOR_OPS_DEFAULT));
         assert_eq!(l.io_max[&sda].wiops, None);
+        let bare = PlanStyle {
+            io_floor_ops: 0,
+            ..style.clone()
+        };
+        let (l, _) = limits_from_plan(&plan, &WorkloadId("idle".into()), &bare);
+        assert_eq!(l.io_max[&sda].riops, Some(1));
+        let high = PlanStyle {
+            io_floor_ops: 500,
+            io_floor_bytes: 16 << 20,
+            ..style.clone()
+        };
+        let (l, _) = limits_from_plan(&plan, &WorkloadId("db".into()), &high);
+        assert_eq!(l.io_max[&sda].riops, Some(500), "raised to the floor");
+        assert_eq!(l.io_max[&sda].wbps, Some(16 << 20), "raised to the floor");
         // Without devices, no caps.
         let (l, _) = limits_from_plan(&plan, &WorkloadId("db".into()), &PlanStyle::default());
         assert_eq!(l, Limits::default());
