@@ -334,100 +334,63 @@ fn bad_input_names_the_file_key_and_value() {
             policy.to_str().unwrap(),
         ])
     };
-    let p = write(
-        dir.path(),
-        "a.toml",
-        "[[workload]]\nmatch = \"vm0*\"\nlimit = 1\nguarantee = 2\n",
-    );
-    let err = run(&p);
-    assert!(err.contains("a.toml: workload[0] (match 'vm0*')"), "{err}");
-    assert!(err.contains("limit 1 is below the guarantee 2"), "{err}");
-
-    let p = write(
-        dir.path(),
-        "b.toml",
-        "[[workload]]\nmatch = \"vm0*\"\nslo_quantile = 1.5\n",
-    );
-    let err = run(&p);
-    assert!(
-        err.contains("SLO quantile 1.5 must be inside (0, 1)"),
-        "{err}"
-    );
-
-    let p = write(
-        dir.path(),
-        "c.toml",
-        "[[workload]]\nmatch = \"vm0*\"\nguarantee = \"lots\"\n",
-    );
-    let err = run(&p);
-    assert!(
-        err.contains("c.toml: key 'workload[0] (match 'vm0*').guarantee': value \"lots\""),
-        "{err}"
-    );
-
-    let p = write(dir.path(), "d.toml", "[[workload]]\nmatch = \"db-*\"\n");
-    let err = run(&p);
-    assert!(
-        err.contains("d.toml: workload[0]: match 'db-*' matches no workload"),
-        "{err}"
-    );
-
-    let p = write(
-        dir.path(),
-        "e.toml",
-        "[[workload]]\nmatch = \"vm0*\"\nprioritty = 3\n",
-    );
-    let err = run(&p);
-    assert!(
-        err.contains("e.toml: not a valid policy file") && err.contains("prioritty"),
-        "{err}"
-    );
-
-    let p = write(
-        dir.path(),
-        "f.toml",
-        "[[request]]\nworkload = \"ghost\"\nresource = \"cpu\"\namount = 1\n",
-    );
-    let err = run(&p);
-    assert!(
-        err.contains("f.toml: request[0]: workload 'ghost' is not in the trace"),
-        "{err}"
-    );
-
-    let p = write(
-        dir.path(),
-        "g.toml",
-        "[[tier]]\nname = \"gold\"\ncapacity = { cpu = 4 }\n[[workload]]\nmatch = \"vm0*\"\ntier = \"silver\"\n",
-    );
-    let err = run(&p);
-    assert!(
-        err.contains(
-            "g.toml: workload[0] (match 'vm0*').tier: no tier 'silver' (the file has: gold)"
+    // (file, its text, what the error must say: each part in turn).
+    let cases: [(&str, &str, &[&str]); 9] = [
+        (
+            "a.toml",
+            "[[workload]]\nmatch = \"vm0*\"\nlimit = 1\nguarantee = 2\n",
+            &[
+                "a.toml: workload[0] (match 'vm0*')",
+                "limit 1 is below the guarantee 2",
+            ],
         ),
-        "{err}"
-    );
-
-    let p = write(
-        dir.path(),
-        "h.toml",
-        "[[tier]]\nname = \"gold\"\ncapacity = { cpu = 4 }\nunit_cost = { cpu = -1 }\n",
-    );
-    let err = run(&p);
-    assert!(
-        err.contains("h.toml: key 'tier[0].unit_cost.cpu': value -1 is not a cost >= 0"),
-        "{err}"
-    );
-
-    let p = write(
-        dir.path(),
-        "i.toml",
-        "[[tier]]\nname = \"gold\"\n[[tier]]\nname = \"gold\"\n",
-    );
-    let err = run(&p);
-    assert!(
-        err.contains("i.toml: tier[1]: name 'gold' is used by an earlier tier"),
-        "{err}"
-    );
+        (
+            "b.toml",
+            "[[workload]]\nmatch = \"vm0*\"\nslo_quantile = 1.5\n",
+            &["SLO quantile 1.5 must be inside (0, 1)"],
+        ),
+        (
+            "c.toml",
+            "[[workload]]\nmatch = \"vm0*\"\nguarantee = \"lots\"\n",
+            &["c.toml: key 'workload[0] (match 'vm0*').guarantee': value \"lots\""],
+        ),
+        (
+            "d.toml",
+            "[[workload]]\nmatch = \"db-*\"\n",
+            &["d.toml: workload[0]: match 'db-*' matches no workload"],
+        ),
+        (
+            "e.toml",
+            "[[workload]]\nmatch = \"vm0*\"\nprioritty = 3\n",
+            &["e.toml: not a valid policy file", "prioritty"],
+        ),
+        (
+            "f.toml",
+            "[[request]]\nworkload = \"ghost\"\nresource = \"cpu\"\namount = 1\n",
+            &["f.toml: request[0]: workload 'ghost' is not in the trace"],
+        ),
+        (
+            "g.toml",
+            "[[tier]]\nname = \"gold\"\ncapacity = { cpu = 4 }\n[[workload]]\nmatch = \"vm0*\"\ntier = \"silver\"\n",
+            &["g.toml: workload[0] (match 'vm0*').tier: no tier 'silver' (the file has: gold)"],
+        ),
+        (
+            "h.toml",
+            "[[tier]]\nname = \"gold\"\ncapacity = { cpu = 4 }\nunit_cost = { cpu = -1 }\n",
+            &["h.toml: key 'tier[0].unit_cost.cpu': value -1 is not a cost >= 0"],
+        ),
+        (
+            "i.toml",
+            "[[tier]]\nname = \"gold\"\n[[tier]]\nname = \"gold\"\n",
+            &["i.toml: tier[1]: name 'gold' is used by an earlier tier"],
+        ),
+    ];
+    for (name, text, want) in cases {
+        let err = run(&write(dir.path(), name, text));
+        for w in want {
+            assert!(err.contains(w), "{name}: {w:?} missing from:\n{err}");
+        }
+    }
 
     let err = fails(&[
         "plan",
