@@ -1890,7 +1890,16 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                 Resource::Cpu => self.config.enforce.hard_cpu,
                 r => hard_io && IO_RESOURCES.contains(&r),
             };
-            let cap = (hard && self.enforcing() && self.reference.is_none()).then_some(alloc);
+            // The cap in force: an I/O cap is never below its floor.
+            let floor = match r {
+                Resource::IoRead | Resource::IoWrite => self.config.enforce.io_floor.0 as f64,
+                Resource::IoReadOps | Resource::IoWriteOps => {
+                    self.config.enforce.io_floor_ops as f64
+                }
+                _ => 0.0,
+            };
+            let cap =
+                (hard && self.enforcing() && self.reference.is_none()).then_some(alloc.max(floor));
             if let Some((b, value)) = self.series_state(&id, r).push(now, v, step) {
                 self.learn_step(&id, r, b, value, alloc, cap);
                 completed.push((id, r, b, value));
