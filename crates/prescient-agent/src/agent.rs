@@ -2289,12 +2289,17 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
         let planned = self.planned.clone();
         for (pi, pool) in problem.pools.iter().enumerate() {
             for &r in &planned {
-                let mut ids: Vec<WorkloadId> = problem
+                let ids: Vec<WorkloadId> = problem
                     .workloads
                     .iter()
                     .filter(|w| w.pool == pi && w.resources.iter().any(|x| x.resource == r))
                     .map(|w| w.name.clone())
                     .collect();
+                // No recommendation: 0 for CPU and memory (the smallest
+                // weight, a memory.high the guardrails keep above usage);
+                // no entry for I/O, whose 0 would be a hard cap.
+                let io = IO_RESOURCES.contains(&r);
+                let mut asked_by: Vec<&WorkloadId> = Vec::with_capacity(ids.len());
                 let mut requests = Vec::with_capacity(ids.len());
                 for id in &ids {
                     let stale = self.series.get(&(id.clone(), r)).is_none_or(|s| {
@@ -2318,27 +2323,15 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                     {
                         rs.state.recommend(&mut out);
                     }
-                    requests.push(if out[0].is_finite() {
+                    let asked = if out[0].is_finite() {
                         out[0].max(0.0)
+                    } else if io {
+                        continue;
                     } else {
-                        f64::NAN
-                    });
-                }
-                // No recommendation: 0 for CPU and memory (the smallest
-                // weight, a memory.high the guardrails keep above usage);
-                // no entry for I/O, whose 0 would be a hard cap of 1 op
-                // (or byte) per second.
-                if IO_RESOURCES.contains(&r) {
-                    let keep: Vec<bool> = requests.iter().map(|x| x.is_finite()).collect();
-                    let mut k = keep.iter();
-                    ids.retain(|_| *k.next().unwrap_or(&false));
-                    requests.retain(|x| x.is_finite());
-                } else {
-                    for x in &mut requests {
-                        if !x.is_finite() {
-                            *x = 0.0;
-                        }
-                    }
+                        0.0
+                    };
+                    asked_by.push(id);
+                    requests.push(asked);
                 }
                 let mut granted = requests.clone();
                 let capacity = pool.capacity.get(&r).copied();
@@ -2361,7 +2354,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                         plans.last_mut().expect("just pushed")
                     }
                 };
-                for ((id, asked), got) in ids.iter().zip(&requests).zip(&granted) {
+                for ((id, asked), got) in asked_by.iter().zip(&requests).zip(&granted) {
                     let mut reason = format!("{name}: {asked:.4}");
                     if got < asked {
                         reason.push_str(&format!(
@@ -2370,7 +2363,7 @@ impl<O: Observer, S: Sink, E: Enforcer, C: Clock> Agent<O, S, E, C> {
                         ));
                     }
                     plan.entries.push(PlanEntry {
-                        workload: id.clone(),
+                        workload: (*id).clone(),
                         resource: r,
                         allocation: *got,
                         // Not estimated by a reference policy.
