@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use prescient_core::{Resource, ResourcePolicy};
 use prescient_linux::discover::{CommandMatch, Rule, UserMatch};
-use prescient_linux::enforce::Device;
+use prescient_linux::enforce::{BlockDevice, Device};
 use prescient_linux::{CgroupPath, Discovery, Selector};
 use prescient_solver::fmt_amount;
 use serde::{Deserialize, Serialize};
@@ -1696,21 +1696,17 @@ impl Config {
             let Ok(dev) = Device::parse(0, d) else {
                 continue; // An error of `issues`.
             };
-            let dir = sys_dev_block.join(dev.to_string());
-            let problem = if !dir.exists() {
-                format!(
+            let problem = match dev.block_device_in(sys_dev_block) {
+                BlockDevice::Disk => continue,
+                BlockDevice::Missing => format!(
                     "is not a block device of this host (no {}): its I/O caps cannot be written until it appears",
-                    dir.display()
-                )
-            } else if dir.join("partition").exists() {
-                let disk = std::fs::read_to_string(dir.join("../dev"))
-                    .map(|t| format!(" (its disk is {})", t.trim()))
-                    .unwrap_or_default();
-                format!(
-                    "is a partition: the kernel caps the I/O of whole disks only{disk}; writing its caps will fail"
-                )
-            } else {
-                continue;
+                    sys_dev_block.join(dev.to_string()).display()
+                ),
+                BlockDevice::Partition(disk) => format!(
+                    "is a partition: the kernel caps the I/O of whole disks only{}; writing its caps will fail",
+                    disk.map(|d| format!(" (its disk is {d})"))
+                        .unwrap_or_default()
+                ),
             };
             out.push(Issue {
                 key: format!("enforce.io_devices[{i}]"),

@@ -183,6 +183,37 @@ impl Device {
     }
 }
 
+/// What the kernel's block-device directory (`/sys/dev/block`) says of a
+/// [`Device`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockDevice {
+    /// Not a block device there.
+    Missing,
+    /// A whole disk: what the kernel caps I/O on.
+    Disk,
+    /// A partition, and its disk where that can be read.
+    Partition(Option<Device>),
+}
+
+impl Device {
+    /// What `sys_dev_block` (the kernel's `/sys/dev/block`, or a fixture)
+    /// says this device is.
+    pub fn block_device_in(self, sys_dev_block: &std::path::Path) -> BlockDevice {
+        let dir = sys_dev_block.join(self.to_string());
+        if !dir.exists() {
+            BlockDevice::Missing
+        } else if dir.join("partition").exists() {
+            BlockDevice::Partition(
+                std::fs::read_to_string(dir.join("../dev"))
+                    .ok()
+                    .and_then(|t| Device::parse(0, t.trim()).ok()),
+            )
+        } else {
+            BlockDevice::Disk
+        }
+    }
+}
+
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.major, self.minor)

@@ -25,12 +25,12 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::discover::GroupError;
-use crate::enforce::Device;
+use crate::enforce::{BlockDevice, Device};
 use crate::layout::{BaseError, HierarchyId, Version};
 use crate::path::PathError;
 use crate::subtree::{remove_cgroup_tree, remove_stale_subtrees};
@@ -205,19 +205,13 @@ pub fn root_disk() -> Option<Device> {
         let f: Vec<&str> = l.split_whitespace().collect();
         (f.get(4) == Some(&"/")).then(|| f[2].to_string())
     })?;
-    let sys = PathBuf::from(format!("/sys/dev/block/{dev}"));
-    if !sys.exists() {
-        return None; // Not a block device: an overlay, a tmpfs, ...
+    let dev = Device::parse(0, &dev).ok()?;
+    match dev.block_device_in(Path::new("/sys/dev/block")) {
+        BlockDevice::Disk => Some(dev),
+        BlockDevice::Partition(disk) => disk,
+        // Not a block device: an overlay, a tmpfs, ...
+        BlockDevice::Missing => None,
     }
-    let dev = if sys.join("partition").exists() {
-        fs::read_to_string(sys.join("../dev"))
-            .ok()?
-            .trim()
-            .to_string()
-    } else {
-        dev
-    };
-    Device::parse(0, &dev).ok()
 }
 
 /// A subtree of the caller's own cgroups, with the children it started

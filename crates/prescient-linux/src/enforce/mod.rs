@@ -23,7 +23,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::cgroup_files::Device;
+pub use crate::cgroup_files::{BlockDevice, Device};
 use crate::path::CgroupPath;
 pub use error::{Disposition, EnforceError};
 pub use fake::FakeEnforcer;
